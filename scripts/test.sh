@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotently) and runs every check and test.
+# Usage: scripts/test.sh            (full run, as CI does)
+#        FUZZ_SECONDS=0 scripts/test.sh   (skip the short fuzz runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need_apt=()
+command -v xenstore-write >/dev/null 2>&1 || need_apt+=(xenstore-utils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}"
+fi
+
+step "rust components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+cargo test --workspace
+
+step "benchmarks build"
+cargo bench --workspace --no-run
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    for dir in ring/fuzz xenstore/fuzz; do
+        [ -d "$dir" ] || continue
+        for target in $(cd "$dir" && cargo +nightly fuzz list); do
+            step "fuzz $dir $target (${FUZZ_SECONDS}s)"
+            (cd "$(dirname "$dir")" && cargo +nightly fuzz run "$target" -- \
+                -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048)
+        done
+    done
+fi
+
+step "all checks passed"

@@ -1,0 +1,1 @@
+//! Token-bucket QoS: pure arithmetic over an injected clock.

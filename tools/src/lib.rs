@@ -1,0 +1,1 @@
+//! tokenback-tools: the simulated Xen host's guest side, tokentop and tokenback-sim.

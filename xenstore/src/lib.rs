@@ -1,0 +1,2 @@
+//! xenstore-wire: the xenstore wire protocol, a client, and a xenstored-compatible server.
+#![deny(missing_docs)]
