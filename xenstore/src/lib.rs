@@ -1,2 +1,6 @@
 //! xenstore-wire: the xenstore wire protocol, a client, and a xenstored-compatible server.
 #![deny(missing_docs)]
+
+pub mod path;
+pub mod perms;
+pub mod wire;
