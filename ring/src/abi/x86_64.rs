@@ -1,0 +1,93 @@
+//! The `x86_64-abi` layout: natural alignment with `uint64_t` aligned to 8, so padding after
+//! `handle`/`nr_segments` and at the end of the response (Linux `blkif_x86_64_*`).
+
+use super::Segment;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Bytes per ring slot (`sizeof(union blkif_sring_entry)`).
+pub const SLOT_SIZE: usize = 112;
+
+/// `blkif_request` with the `rw` member: READ, WRITE, WRITE_BARRIER, FLUSH_DISKCACHE.
+/// Also the size of a ring slot, so a slot is copied out as one of these.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Request {
+    /// `BLKIF_OP_*`.
+    pub operation: u8,
+    /// Number of valid entries in `seg`.
+    pub nr_segments: u8,
+    /// Virtual device (`blkif_vdev_t`).
+    pub handle: u16,
+    /// Padding before the 8-aligned `id`.
+    pub _pad1: [u8; 4],
+    /// Echoed in the response.
+    pub id: u64,
+    /// Start sector (512-byte units).
+    pub sector_number: u64,
+    /// Inline segments.
+    pub seg: [Segment; 11],
+}
+
+/// `blkif_request_discard` (operation 5).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct DiscardRequest {
+    /// `BLKIF_OP_DISCARD`.
+    pub operation: u8,
+    /// `BLKIF_DISCARD_SECURE` or 0.
+    pub flag: u8,
+    /// Virtual device.
+    pub handle: u16,
+    /// Padding before `id`.
+    pub _pad1: [u8; 4],
+    /// Echoed in the response.
+    pub id: u64,
+    /// Start sector.
+    pub sector_number: u64,
+    /// Sectors to discard.
+    pub nr_sectors: u64,
+}
+
+/// `blkif_request_indirect` (operation 6).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IndirectRequest {
+    /// `BLKIF_OP_INDIRECT`.
+    pub operation: u8,
+    /// READ or WRITE.
+    pub indirect_op: u8,
+    /// Segments in the indirect pages (16-bit here, overlapping the direct `handle`).
+    pub nr_segments: u16,
+    /// Padding before `id`.
+    pub _pad1: [u8; 4],
+    /// Echoed in the response.
+    pub id: u64,
+    /// Start sector.
+    pub sector_number: u64,
+    /// Virtual device.
+    pub handle: u16,
+    /// Padding before the grant refs.
+    pub _pad2: [u8; 2],
+    /// Grant refs of the pages holding the segments.
+    pub indirect_grefs: [u32; 8],
+    /// Tail padding to the 8-byte alignment.
+    pub _pad3: [u8; 4],
+}
+
+/// `blkif_response`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Response {
+    /// The request's `id`.
+    pub id: u64,
+    /// The request's operation (`indirect_op` for an indirect request).
+    pub operation: u8,
+    /// Padding before `status`.
+    pub _pad1: u8,
+    /// `BLKIF_RSP_*`.
+    pub status: i16,
+    /// Tail padding to the 8-byte alignment.
+    pub _pad2: [u8; 4],
+}
+
+super::slot_codec!();

@@ -1,0 +1,502 @@
+//! Validation of a copied request into an owned [`Request`] whose every field is in range, and
+//! the typed reasons a request is refused.
+//!
+//! Only a [`RawRequest`] (a private copy) is validated, and only a validated `Request` reaches
+//! the caller, so the guest cannot change a request between its check and its use.
+
+use crate::abi::{
+    Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD,
+    BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
+    BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
+};
+use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
+use crate::response::{Response, Status};
+use thiserror::Error;
+
+/// What the back end accepts beyond the fixed ABI limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    max_indirect_segments: u16,
+}
+
+/// A [`Limits`] value the ABI cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LimitsError {
+    /// More segments than 8 indirect pages can describe.
+    #[error("max indirect segments {0} needs more than 8 indirect pages (at most {MAX_INDIRECT_SEGMENTS})")]
+    TooManyIndirectSegments(u32),
+}
+
+impl Limits {
+    /// No indirect requests: for a back end that does not publish
+    /// `feature-max-indirect-segments`.
+    pub const DIRECT_ONLY: Limits = Limits {
+        max_indirect_segments: 0,
+    };
+
+    /// Accept indirect requests of up to `max_indirect_segments` segments (the value published
+    /// as `feature-max-indirect-segments`; Linux uses 256). 0 refuses indirect requests.
+    pub fn new(max_indirect_segments: u32) -> Result<Self, LimitsError> {
+        match u16::try_from(max_indirect_segments) {
+            Ok(max) if usize::from(max) <= MAX_INDIRECT_SEGMENTS => Ok(Limits {
+                max_indirect_segments: max,
+            }),
+            _ => Err(LimitsError::TooManyIndirectSegments(max_indirect_segments)),
+        }
+    }
+
+    /// The cap on segments per indirect request.
+    pub fn max_indirect_segments(&self) -> u16 {
+        self.max_indirect_segments
+    }
+}
+
+/// Why a request is refused. The request is answered, not the ring broken.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RequestError {
+    /// `operation` is no `BLKIF_OP_*` we implement (including the reserved 4).
+    #[error("unknown operation {0}")]
+    UnknownOperation(u8),
+    /// An indirect request reached a back end that offers none.
+    #[error("indirect request, but indirect requests are not offered")]
+    IndirectNotOffered,
+    /// An indirect request's `indirect_op` is neither READ nor WRITE.
+    #[error("indirect operation {0} is neither read nor write")]
+    BadIndirectOperation(u8),
+    /// A read, write or indirect request without segments.
+    #[error("operation {operation} without segments")]
+    NoSegments {
+        /// The request's operation (`indirect_op` for indirect).
+        operation: u8,
+    },
+    /// More segments than the form allows (11 direct, the back end's cap indirect).
+    #[error("{nr_segments} segments, at most {max}")]
+    TooManySegments {
+        /// Claimed count.
+        nr_segments: u16,
+        /// The limit that applied.
+        max: u16,
+    },
+    /// A segment whose first sector comes after its last.
+    #[error("segment {index}: first_sect {first_sect} > last_sect {last_sect}")]
+    SegmentReversed {
+        /// Position in the request.
+        index: u16,
+        /// Claimed first sector.
+        first_sect: u8,
+        /// Claimed last sector.
+        last_sect: u8,
+    },
+    /// A segment that reaches past its page's last sector (7).
+    #[error("segment {index}: last_sect {last_sect} past the page's last sector")]
+    SegmentPastPage {
+        /// Position in the request.
+        index: u16,
+        /// Claimed last sector.
+        last_sect: u8,
+    },
+    /// The sector range does not fit in 64 bits.
+    #[error("{nr_sectors} sectors from sector {sector_number} overflow")]
+    SectorOverflow {
+        /// Start sector.
+        sector_number: u64,
+        /// Length (for indirect requests, the most its segments can cover).
+        nr_sectors: u64,
+    },
+}
+
+impl RequestError {
+    /// The status that answers the request (blkback's choices).
+    pub fn status(&self) -> Status {
+        match self {
+            RequestError::UnknownOperation(_) | RequestError::IndirectNotOffered => {
+                Status::NotSupported
+            }
+            RequestError::BadIndirectOperation(_)
+            | RequestError::NoSegments { .. }
+            | RequestError::TooManySegments { .. }
+            | RequestError::SegmentReversed { .. }
+            | RequestError::SegmentPastPage { .. }
+            | RequestError::SectorOverflow { .. } => Status::Error,
+        }
+    }
+}
+
+/// A request that failed validation, with what is needed to answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("request {id:#x}: {error}")]
+pub struct RejectedRequest {
+    /// The request's `id`.
+    pub id: u64,
+    /// The operation the response must carry (an indirect request's `indirect_op`).
+    pub operation: u8,
+    /// Why it was refused.
+    pub error: RequestError,
+}
+
+impl RejectedRequest {
+    /// The response that refuses the request.
+    pub fn response(&self) -> Response {
+        Response {
+            id: self.id,
+            operation: self.operation,
+            status: self.error.status().raw(),
+        }
+    }
+}
+
+/// A validated segment: sectors `first_sect..=last_sect` of one granted page, `last_sect <= 7`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataSegment {
+    gref: u32,
+    first_sect: u8,
+    last_sect: u8,
+}
+
+impl DataSegment {
+    /// Checks one wire segment; `index` is its position in the request, for the error.
+    /// Also for the entries of an indirect page, once copied out of it.
+    pub fn validate(index: u16, seg: &Segment) -> Result<Self, RequestError> {
+        let (first_sect, last_sect) = (seg.first_sect, seg.last_sect);
+        if last_sect >= SECTORS_PER_PAGE {
+            return Err(RequestError::SegmentPastPage { index, last_sect });
+        }
+        if first_sect > last_sect {
+            return Err(RequestError::SegmentReversed {
+                index,
+                first_sect,
+                last_sect,
+            });
+        }
+        Ok(DataSegment {
+            gref: seg.gref,
+            first_sect,
+            last_sect,
+        })
+    }
+
+    /// Grant reference of the data page.
+    pub fn gref(&self) -> u32 {
+        self.gref
+    }
+
+    /// First sector within the page (0..=7).
+    pub fn first_sect(&self) -> u8 {
+        self.first_sect
+    }
+
+    /// Last sector within the page (`first_sect..=7`).
+    pub fn last_sect(&self) -> u8 {
+        self.last_sect
+    }
+
+    /// Sectors covered (1..=8).
+    pub fn nr_sectors(&self) -> u8 {
+        self.last_sect - self.first_sect + 1
+    }
+
+    /// Byte offset of the data in its page.
+    pub fn offset(&self) -> usize {
+        usize::from(self.first_sect) * 512
+    }
+
+    /// Length of the data in bytes (512..=4096).
+    pub fn len(&self) -> usize {
+        usize::from(self.nr_sectors()) * 512
+    }
+
+    /// Never true: a segment covers at least one sector.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A contiguous disk range and the inline segments that carry its data (at most 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segments {
+    sector_number: u64,
+    nr_sectors: u64,
+    len: u8,
+    seg: [DataSegment; BLKIF_MAX_SEGMENTS_PER_REQUEST],
+}
+
+impl Segments {
+    /// First disk sector (512-byte units).
+    pub fn sector_number(&self) -> u64 {
+        self.sector_number
+    }
+
+    /// Total sectors of all segments; `sector_number + nr_sectors` does not overflow.
+    pub fn nr_sectors(&self) -> u64 {
+        self.nr_sectors
+    }
+
+    /// The segments, in disk order.
+    pub fn segments(&self) -> &[DataSegment] {
+        &self.seg[..usize::from(self.len)]
+    }
+}
+
+/// A discard of a sector range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discard {
+    sector_number: u64,
+    nr_sectors: u64,
+    secure: bool,
+}
+
+impl Discard {
+    /// First sector.
+    pub fn sector_number(&self) -> u64 {
+        self.sector_number
+    }
+
+    /// Sectors to discard; `sector_number + nr_sectors` does not overflow.
+    pub fn nr_sectors(&self) -> u64 {
+        self.nr_sectors
+    }
+
+    /// The guest asked for `BLKIF_DISCARD_SECURE`; honour it only if `discard-secure` was offered.
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+}
+
+/// Direction of an indirect request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Device to guest.
+    Read,
+    /// Guest to device.
+    Write,
+}
+
+/// A read or write whose segments live in granted indirect pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Indirect {
+    direction: Direction,
+    sector_number: u64,
+    nr_segments: u16,
+    indirect_grefs: [u32; 8],
+}
+
+impl Indirect {
+    /// Read or write.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// First disk sector.
+    pub fn sector_number(&self) -> u64 {
+        self.sector_number
+    }
+
+    /// Segments in the indirect pages (1..=the back end's cap).
+    pub fn nr_segments(&self) -> u16 {
+        self.nr_segments
+    }
+
+    /// Grant refs of the indirect pages in use: ceil(nr_segments / 512) of them.
+    pub fn page_refs(&self) -> &[u32] {
+        let pages = usize::from(self.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
+        &self.indirect_grefs[..pages]
+    }
+}
+
+/// What a validated request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Read into 1..=11 segments.
+    Read(Segments),
+    /// Write from 1..=11 segments.
+    Write(Segments),
+    /// Barrier, then write 0..=11 segments.
+    WriteBarrier(Segments),
+    /// Cache flush, then write 0..=11 segments.
+    FlushDiskcache(Segments),
+    /// Discard a range.
+    Discard(Discard),
+    /// Read or write with indirect segments.
+    Indirect(Indirect),
+}
+
+/// A validated request, owned, with no tie to guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    id: u64,
+    handle: u16,
+    kind: RequestKind,
+}
+
+impl Request {
+    /// Validates a copied request against the ABI and `limits`.
+    pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, RejectedRequest> {
+        let kind = match raw {
+            RawRequest::Direct(r) => validate_direct(r),
+            RawRequest::Discard(r) => validate_discard(r),
+            RawRequest::Indirect(r) => validate_indirect(r, limits),
+            RawRequest::Other { operation, .. } => Err(RequestError::UnknownOperation(*operation)),
+        };
+        match kind {
+            Ok(kind) => Ok(Request {
+                id: raw.id(),
+                handle: handle_of(raw),
+                kind,
+            }),
+            Err(error) => Err(RejectedRequest {
+                id: raw.id(),
+                operation: raw.response_operation(),
+                error,
+            }),
+        }
+    }
+
+    /// The id to echo.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The virtual device the front end named (Linux ignores it; so may we).
+    pub fn handle(&self) -> u16 {
+        self.handle
+    }
+
+    /// What to do.
+    pub fn kind(&self) -> &RequestKind {
+        &self.kind
+    }
+
+    /// The slot's `BLKIF_OP_*`.
+    pub fn operation(&self) -> u8 {
+        match self.kind {
+            RequestKind::Read(_) => BLKIF_OP_READ,
+            RequestKind::Write(_) => BLKIF_OP_WRITE,
+            RequestKind::WriteBarrier(_) => BLKIF_OP_WRITE_BARRIER,
+            RequestKind::FlushDiskcache(_) => BLKIF_OP_FLUSH_DISKCACHE,
+            RequestKind::Discard(_) => BLKIF_OP_DISCARD,
+            RequestKind::Indirect(_) => BLKIF_OP_INDIRECT,
+        }
+    }
+
+    /// The response that answers this request with `status`; it carries the request's
+    /// operation, or for an indirect request its `indirect_op`, as blkfront checks.
+    pub fn response(&self, status: Status) -> Response {
+        let operation = match self.kind {
+            RequestKind::Indirect(i) => match i.direction {
+                Direction::Read => BLKIF_OP_READ,
+                Direction::Write => BLKIF_OP_WRITE,
+            },
+            _ => self.operation(),
+        };
+        Response {
+            id: self.id,
+            operation,
+            status: status.raw(),
+        }
+    }
+}
+
+fn handle_of(raw: &RawRequest) -> u16 {
+    match raw {
+        RawRequest::Direct(r) => r.handle,
+        RawRequest::Discard(r) => r.handle,
+        RawRequest::Indirect(r) => r.handle,
+        RawRequest::Other { .. } => 0,
+    }
+}
+
+fn validate_direct(r: &RawDirect) -> Result<RequestKind, RequestError> {
+    // Only flushes and barriers may come without data (blkback's `nseg == 0` check). A
+    // hand-built `RawDirect` may carry any operation, hence the catch-all.
+    let (kind, data_required): (fn(Segments) -> RequestKind, bool) = match r.operation {
+        BLKIF_OP_READ => (RequestKind::Read, true),
+        BLKIF_OP_WRITE => (RequestKind::Write, true),
+        BLKIF_OP_WRITE_BARRIER => (RequestKind::WriteBarrier, false),
+        BLKIF_OP_FLUSH_DISKCACHE => (RequestKind::FlushDiskcache, false),
+        other => return Err(RequestError::UnknownOperation(other)),
+    };
+    let n = usize::from(r.nr_segments);
+    if n == 0 && data_required {
+        return Err(RequestError::NoSegments {
+            operation: r.operation,
+        });
+    }
+    if n > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+        return Err(RequestError::TooManySegments {
+            nr_segments: r.nr_segments.into(),
+            max: BLKIF_MAX_SEGMENTS_PER_REQUEST as u16,
+        });
+    }
+    let mut seg = [DataSegment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
+    let mut nr_sectors = 0u64;
+    for (index, (out, raw)) in (0u16..).zip(seg.iter_mut().zip(&r.seg[..n])) {
+        *out = DataSegment::validate(index, raw)?;
+        nr_sectors += u64::from(out.nr_sectors());
+    }
+    check_range(r.sector_number, nr_sectors)?;
+    Ok(kind(Segments {
+        sector_number: r.sector_number,
+        nr_sectors,
+        len: r.nr_segments,
+        seg,
+    }))
+}
+
+fn validate_discard(r: &RawDiscard) -> Result<RequestKind, RequestError> {
+    check_range(r.sector_number, r.nr_sectors)?;
+    // Undefined flag bits are ignored, as blkback does.
+    Ok(RequestKind::Discard(Discard {
+        sector_number: r.sector_number,
+        nr_sectors: r.nr_sectors,
+        secure: r.flag & BLKIF_DISCARD_SECURE != 0,
+    }))
+}
+
+fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<RequestKind, RequestError> {
+    let max = limits.max_indirect_segments;
+    if max == 0 {
+        return Err(RequestError::IndirectNotOffered);
+    }
+    let direction = match r.indirect_op {
+        BLKIF_OP_READ => Direction::Read,
+        BLKIF_OP_WRITE => Direction::Write,
+        other => return Err(RequestError::BadIndirectOperation(other)),
+    };
+    if r.nr_segments == 0 {
+        return Err(RequestError::NoSegments {
+            operation: r.indirect_op,
+        });
+    }
+    if r.nr_segments > max {
+        return Err(RequestError::TooManySegments {
+            nr_segments: r.nr_segments,
+            max,
+        });
+    }
+    // The segments are not known yet; bound the range by full pages so that any valid
+    // segments found later fit too.
+    check_range(
+        r.sector_number,
+        u64::from(r.nr_segments) * u64::from(SECTORS_PER_PAGE),
+    )?;
+    // Refs past the pages in use are not part of the request: keep them zero.
+    let pages = usize::from(r.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
+    let mut indirect_grefs = [0; 8];
+    indirect_grefs[..pages].copy_from_slice(&r.indirect_grefs[..pages]);
+    Ok(RequestKind::Indirect(Indirect {
+        direction,
+        sector_number: r.sector_number,
+        nr_segments: r.nr_segments,
+        indirect_grefs,
+    }))
+}
+
+fn check_range(sector_number: u64, nr_sectors: u64) -> Result<(), RequestError> {
+    match sector_number.checked_add(nr_sectors) {
+        Some(_) => Ok(()),
+        None => Err(RequestError::SectorOverflow {
+            sector_number,
+            nr_sectors,
+        }),
+    }
+}
