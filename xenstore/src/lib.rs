@@ -3,4 +3,5 @@
 
 pub mod path;
 pub mod perms;
+pub mod server;
 pub mod wire;

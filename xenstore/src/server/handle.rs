@@ -1,0 +1,414 @@
+//! Request dispatch: one message in, replies and watch events queued.
+
+use super::ops::{self, Caller};
+use super::refusal::{QuotaKind, Refusal};
+use super::tree::Store;
+use super::txn::Transaction;
+use super::watch::{self, Change, Watch};
+use super::{ConnId, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
+use crate::path::{self, is_special, Resolved};
+use crate::perms::{DomId, Perms};
+use crate::wire::{Message, MsgType, Request};
+
+const OK: &[u8] = b"OK\0";
+
+/// What a request produced, besides side effects.
+type Outcome = Result<Vec<u8>, Refusal>;
+
+impl Server {
+    /// Handles one request from `conn`: its reply (and any events) are queued for sending.
+    pub fn handle(&mut self, conn: ConnId, msg: Message) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let domid = c.domid;
+        let outcome = Request::parse(msg.msg_type, msg.payload())
+            .map_err(Refusal::from)
+            .and_then(|request| self.dispatch(conn, msg.tx_id, request));
+        let reply = outcome.and_then(|payload| {
+            let len = payload.len();
+            Message::new(msg.msg_type, msg.req_id, msg.tx_id, payload)
+                .map_err(|_| Refusal::ReplyTooBig(len))
+        });
+        match reply {
+            Ok(reply) => self.queue(conn, reply),
+            Err(refusal) => self.refuse(conn, domid, &msg, refusal),
+        }
+        // The registration event follows the OK reply, as C xenstored sends it.
+        if let Some(watch) = self.registered.take() {
+            self.push_event(conn, &watch, &watch.given.clone());
+        }
+    }
+
+    /// Answers a frame of a type Xen does not define with ENOSYS.
+    pub fn handle_unknown_type(&mut self, conn: ConnId, raw_type: u32, req_id: u32, tx_id: u32) {
+        let Some(domid) = self.domid_of(conn) else {
+            return;
+        };
+        let refusal = Refusal::UnknownType(raw_type);
+        self.queue(conn, Message::error(req_id, tx_id, &refusal.errno()));
+        self.notices.push(Notice::Refused {
+            domid,
+            request: MsgType::Error,
+            refusal,
+        });
+    }
+
+    fn refuse(&mut self, conn: ConnId, domid: DomId, msg: &Message, refusal: Refusal) {
+        self.queue(
+            conn,
+            Message::error(msg.req_id, msg.tx_id, &refusal.errno()),
+        );
+        if !refusal.is_routine() {
+            self.notices.push(Notice::Refused {
+                domid,
+                request: msg.msg_type,
+                refusal,
+            });
+        }
+    }
+
+    fn caller(&self, conn: ConnId) -> Result<Caller, Refusal> {
+        let c = self.conns.get(&conn).ok_or(Refusal::Closed)?;
+        Ok(Caller {
+            domid: c.domid,
+            privileged: c.privileged,
+            target: self.targets.get(&c.domid).copied(),
+        })
+    }
+
+    fn resolve(&self, caller: &Caller, given: &str) -> Result<Resolved, Refusal> {
+        let path_max = (!caller.privileged).then_some(self.quotas.path_max);
+        Ok(path::resolve(given, caller.domid, path_max)?)
+    }
+
+    fn require_privileged(caller: &Caller, t: MsgType) -> Result<(), Refusal> {
+        if caller.privileged {
+            Ok(())
+        } else {
+            Err(Refusal::NotPrivileged(t))
+        }
+    }
+
+    fn dispatch(&mut self, conn: ConnId, tx_id: u32, request: Request) -> Outcome {
+        let caller = self.caller(conn)?;
+        match request {
+            Request::Read { path } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, _, _, _| ops::read(s, &caller, &p))
+            }
+            Request::Directory { path } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, _, _, _| ops::directory(s, &caller, &p))
+            }
+            Request::DirectoryPart { path, offset } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, _, _, _| {
+                    ops::directory_part(s, &caller, &p, offset)
+                })
+            }
+            Request::GetPerms { path } if is_special(&path) => {
+                let perms = self.special(&path)?;
+                if !caller.access(perms).can_read() {
+                    return Err(Refusal::Denied {
+                        domid: caller.domid,
+                        need: "read",
+                        path,
+                    });
+                }
+                Ok(perms.to_payload())
+            }
+            Request::GetPerms { path } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, _, _, _| ops::get_perms(s, &caller, &p))
+            }
+            Request::Write { path, value } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, q, _, ch| {
+                    ops::write(s, &caller, q, &p, value, ch).map(|()| OK.to_vec())
+                })
+            }
+            Request::Mkdir { path } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, q, _, ch| {
+                    ops::mkdir(s, &caller, q, &p, ch).map(|()| OK.to_vec())
+                })
+            }
+            Request::Rm { path } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, _, _, ch| {
+                    ops::rm(s, &caller, &p, ch).map(|()| OK.to_vec())
+                })
+            }
+            Request::SetPerms { path, perms } if is_special(&path) => {
+                Self::require_privileged(&caller, MsgType::SetPerms)?;
+                self.special(&path)?;
+                let name = SPECIAL_PATHS.iter().find(|p| **p == path);
+                if let Some(name) = name {
+                    self.special_perms.insert(name, perms);
+                }
+                Ok(OK.to_vec())
+            }
+            Request::SetPerms { path, perms } => {
+                let p = self.resolve(&caller, &path)?.absolute;
+                self.in_store(conn, tx_id, |s, q, exists, ch| {
+                    ops::set_perms(s, &caller, q, &p, perms, exists, ch).map(|()| OK.to_vec())
+                })
+            }
+            Request::Watch { path, token } => self.watch(conn, &caller, path, token),
+            Request::Unwatch { path, token } => {
+                let c = self.conns.get_mut(&conn).ok_or(Refusal::Closed)?;
+                let before = c.watches.len();
+                c.watches.retain(|w| !(w.given == path && w.token == token));
+                if c.watches.len() == before {
+                    return Err(Refusal::NoWatch { path, token });
+                }
+                Ok(OK.to_vec())
+            }
+            Request::TransactionStart => self.transaction_start(conn, &caller, tx_id),
+            Request::TransactionEnd { commit } => self.transaction_end(conn, tx_id, commit),
+            Request::Introduce { domid, .. } => {
+                Self::require_privileged(&caller, MsgType::Introduce)?;
+                if self.introduced.insert(domid) {
+                    self.effects.push(Effect::Introduced(domid));
+                    self.fire_special("@introduceDomain");
+                }
+                Ok(OK.to_vec())
+            }
+            Request::Release { domid } => {
+                Self::require_privileged(&caller, MsgType::Release)?;
+                if domid == 0 {
+                    return Err(Refusal::ReleaseDom0);
+                }
+                if !self.introduced.remove(&domid) {
+                    return Err(Refusal::NoDomain(domid));
+                }
+                self.targets.remove(&domid);
+                self.effects.push(Effect::Released(domid));
+                self.fire_special("@releaseDomain");
+                Ok(OK.to_vec())
+            }
+            Request::GetDomainPath { domid } => {
+                let mut p = path::domain_path(domid).into_bytes();
+                p.push(0);
+                Ok(p)
+            }
+            Request::IsDomainIntroduced { domid } => {
+                Self::require_privileged(&caller, MsgType::IsDomainIntroduced)?;
+                let yes = domid == 0 || self.introduced.contains(&domid);
+                Ok(if yes { b"T\0" } else { b"F\0" }.to_vec())
+            }
+            Request::Resume { domid } => {
+                Self::require_privileged(&caller, MsgType::Resume)?;
+                if !self.introduced.contains(&domid) {
+                    return Err(Refusal::NoDomain(domid));
+                }
+                Ok(OK.to_vec())
+            }
+            Request::SetTarget { domid, target } => {
+                Self::require_privileged(&caller, MsgType::SetTarget)?;
+                self.targets.insert(domid, target);
+                Ok(OK.to_vec())
+            }
+            Request::ResetWatches => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.watches.clear();
+                    c.transactions.clear();
+                }
+                Ok(OK.to_vec())
+            }
+        }
+    }
+
+    fn special(&self, path: &str) -> Result<&Perms, Refusal> {
+        self.special_perms
+            .get(path)
+            .ok_or_else(|| Refusal::NoNode(path.to_owned()))
+    }
+
+    /// Runs `op` on the live tree (firing its events) or inside transaction `tx_id` (keeping
+    /// them for the commit).
+    fn in_store<R>(
+        &mut self,
+        conn: ConnId,
+        tx_id: u32,
+        op: impl FnOnce(
+            &mut dyn Store,
+            &Quotas,
+            &dyn Fn(DomId) -> bool,
+            &mut Vec<Change>,
+        ) -> Result<R, Refusal>,
+    ) -> Result<R, Refusal> {
+        let introduced = &self.introduced;
+        let domain_exists = &self.domain_exists;
+        let exists = |d: DomId| d == 0 || introduced.contains(&d) || domain_exists(d);
+        let mut changes = Vec::new();
+        if tx_id == 0 {
+            let r = op(&mut self.tree, &self.quotas, &exists, &mut changes)?;
+            self.fire(changes);
+            return Ok(r);
+        }
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Refusal::NoTransaction(tx_id))?;
+        let privileged = c.privileged;
+        let tx = c
+            .transactions
+            .get_mut(&tx_id)
+            .ok_or(Refusal::NoTransaction(tx_id))?;
+        if !privileged && tx.touched() >= self.quotas.transaction_nodes {
+            return Err(Refusal::Quota {
+                kind: QuotaKind::TransactionNodes,
+                limit: self.quotas.transaction_nodes,
+            });
+        }
+        let r = op(
+            &mut tx.view(&self.tree),
+            &self.quotas,
+            &exists,
+            &mut changes,
+        )?;
+        tx.changes.extend(changes);
+        Ok(r)
+    }
+
+    fn watch(&mut self, conn: ConnId, caller: &Caller, given: String, token: String) -> Outcome {
+        let (absolute, relative_to) = if is_special(&given) {
+            // Any `@` name may be watched; only the two specials ever fire.
+            path::resolve(&format!("/{}", &given[1..]), 0, None)?;
+            (given.clone(), None)
+        } else {
+            let r = self.resolve(caller, &given)?;
+            let home = r.relative.then(|| path::domain_path(caller.domid));
+            (r.absolute, home)
+        };
+        let limit = self.quotas.watches;
+        let c = self.conns.get_mut(&conn).ok_or(Refusal::Closed)?;
+        if c.watches
+            .iter()
+            .any(|w| w.given == given && w.token == token)
+        {
+            return Err(Refusal::WatchExists { path: given, token });
+        }
+        if !c.privileged && c.watches.len() >= limit {
+            return Err(Refusal::Quota {
+                kind: QuotaKind::Watches,
+                limit,
+            });
+        }
+        let watch = Watch {
+            given,
+            token,
+            absolute,
+            relative_to,
+        };
+        c.watches.push(watch.clone());
+        self.registered = Some(watch);
+        Ok(OK.to_vec())
+    }
+
+    fn transaction_start(&mut self, conn: ConnId, caller: &Caller, tx_id: u32) -> Outcome {
+        let limit = self.quotas.transactions;
+        let c = self.conns.get_mut(&conn).ok_or(Refusal::Closed)?;
+        if tx_id != 0 {
+            return Err(if c.transactions.contains_key(&tx_id) {
+                Refusal::NestedTransaction(tx_id)
+            } else {
+                Refusal::NoTransaction(tx_id)
+            });
+        }
+        if !caller.privileged && c.transactions.len() >= limit {
+            return Err(Refusal::Quota {
+                kind: QuotaKind::Transactions,
+                limit,
+            });
+        }
+        // Never 0 (libxenstore reads 0 as failure), never one this connection holds.
+        let mut id = self.next_tx;
+        loop {
+            id = id.wrapping_add(1);
+            if id != 0 && !c.transactions.contains_key(&id) {
+                break;
+            }
+        }
+        self.next_tx = id;
+        c.transactions.insert(id, Transaction::default());
+        let mut reply = id.to_string().into_bytes();
+        reply.push(0);
+        Ok(reply)
+    }
+
+    fn transaction_end(&mut self, conn: ConnId, tx_id: u32, commit: bool) -> Outcome {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(Refusal::NoTransaction(tx_id))?;
+        let tx = c
+            .transactions
+            .remove(&tx_id)
+            .ok_or(Refusal::NoTransaction(tx_id))?;
+        if commit {
+            let changes = tx.commit(&mut self.tree).ok_or(Refusal::Conflict(tx_id))?;
+            self.fire(changes);
+        }
+        Ok(OK.to_vec())
+    }
+
+    fn fire_special(&mut self, name: &str) {
+        let perms = self.special_perms.get(name).cloned();
+        self.fire(vec![Change {
+            path: name.to_owned(),
+            exact: true,
+            perms: perms.into_iter().collect(),
+        }]);
+    }
+
+    /// Queues the events of `changes` for every watcher allowed to see them.
+    fn fire(&mut self, changes: Vec<Change>) {
+        let mut deliveries = Vec::new();
+        for change in &changes {
+            for (id, c) in &self.conns {
+                if !c.privileged && !watch::visible_to(change, c.domid) {
+                    continue;
+                }
+                for w in c.watches.iter().filter(|w| w.matches(change)) {
+                    deliveries.push((*id, w.clone(), w.event_path(change).to_owned()));
+                }
+            }
+        }
+        for (id, w, epath) in deliveries {
+            self.push_event(id, &w, &epath);
+        }
+    }
+
+    /// Queues one event, or drops it if the connection's event queue is full. (C xenstored
+    /// also coalesces identical unsent events; watchers must re-read anyway, and a queue
+    /// scan per event would cost more than it saves here.)
+    fn push_event(&mut self, conn: ConnId, watch: &Watch, epath: &str) {
+        let limit = match self.conns.get(&conn) {
+            Some(c) if c.privileged => self.quotas.privileged_watch_events,
+            Some(_) => self.quotas.watch_events,
+            None => return,
+        };
+        let payload = watch.event_payload(epath);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.queued_events >= limit {
+            let domid = c.domid;
+            self.notices.push(Notice::EventDropped {
+                domid,
+                path: epath.to_owned(),
+            });
+            return;
+        }
+        // Event paths and tokens are bounded by the request limits, so this always fits;
+        // an over-long event is dropped, as C xenstored does.
+        if let Ok(m) = Message::new(MsgType::WatchEvent, 0, 0, payload) {
+            c.out.push_back(m);
+            c.queued_events += 1;
+            self.dirty.insert(conn);
+        }
+    }
+}

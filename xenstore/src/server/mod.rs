@@ -1,0 +1,245 @@
+//! An in-memory xenstored: the tree, Xen's permission rules, watches, transactions, domains
+//! and per-connection quotas.
+//!
+//! [`Server`] is a state machine with no I/O: a transport feeds it decoded messages per
+//! connection ([`Server::handle`]) and sends what [`Server::pop_output`] yields. The unix-socket
+//! transport is [`transport`]. Behaviour follows Xen 4.17's C xenstored (see each module);
+//! where C xenstored would log, the server records a [`Notice`].
+//!
+//! Limits: no persistence, no XS_CONTROL, GET/SET_FEATURE or GET/SET_QUOTA (ENOSYS), no
+//! WATCHDEPTH. Entries in permission lists naming domains that no longer exist are kept and
+//! honoured (C xenstored ignores them).
+
+mod handle;
+mod ops;
+mod refusal;
+pub mod transport;
+mod tree;
+mod txn;
+mod watch;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+pub use refusal::{QuotaKind, Refusal};
+
+use crate::perms::{DomId, Perms};
+use crate::wire::{Message, MsgType};
+use tree::Tree;
+use txn::Transaction;
+use watch::Watch;
+
+/// Limits applied to unprivileged connections (C xenstored defaults, Xen 4.17), plus bounds
+/// on queued output that apply to every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quotas {
+    /// Nodes a domain may own.
+    pub nodes: usize,
+    /// Watches per connection.
+    pub watches: usize,
+    /// Open transactions per connection.
+    pub transactions: usize,
+    /// Nodes one transaction may change.
+    pub transaction_nodes: usize,
+    /// Entries in one permission list.
+    pub permissions: usize,
+    /// Path length below the domain's home.
+    pub path_max: usize,
+    /// Bytes per node.
+    pub node_size: usize,
+    /// Replies a connection may leave unread before the server stops reading its requests.
+    pub outstanding: usize,
+    /// Watch events queued for an unprivileged connection; more are dropped (XSA-349: a
+    /// guest that does not read its events must not grow the daemon without bound).
+    pub watch_events: usize,
+    /// The same bound for privileged connections, larger since dom0 watches everything.
+    pub privileged_watch_events: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            nodes: 1000,
+            watches: 128,
+            transactions: 10,
+            transaction_nodes: 1024,
+            permissions: 5,
+            path_max: 2048,
+            node_size: 2048,
+            outstanding: 20,
+            watch_events: 1024,
+            privileged_watch_events: 65536,
+        }
+    }
+}
+
+/// Identifies a connection to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+/// Something the transport must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A domain was introduced: it may now connect as itself.
+    Introduced(DomId),
+    /// A domain was released: its connections go away.
+    Released(DomId),
+}
+
+/// Something worth logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A request was refused for a reason an operator may want to see.
+    Refused {
+        /// The caller's domain.
+        domid: DomId,
+        /// The request type.
+        request: MsgType,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// A watch event was dropped because the connection's queue is full.
+    EventDropped {
+        /// The watcher's domain.
+        domid: DomId,
+        /// The event path.
+        path: String,
+    },
+}
+
+/// One connection's state.
+#[derive(Debug)]
+struct Conn {
+    domid: DomId,
+    privileged: bool,
+    watches: Vec<Watch>,
+    transactions: HashMap<u32, Transaction>,
+    out: VecDeque<Message>,
+    /// Watch events in `out`.
+    queued_events: usize,
+}
+
+/// Decides whether a domain exists, for SET_PERMS owners (Xen asks the hypervisor).
+pub type DomainExists = Box<dyn Fn(DomId) -> bool + Send>;
+
+/// The xenstored state machine.
+pub struct Server {
+    tree: Tree,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    next_tx: u32,
+    introduced: BTreeSet<DomId>,
+    targets: HashMap<DomId, DomId>,
+    /// Permissions of `@introduceDomain` and `@releaseDomain`.
+    special_perms: HashMap<&'static str, Perms>,
+    quotas: Quotas,
+    domain_exists: DomainExists,
+    dirty: HashSet<ConnId>,
+    /// A watch just registered, whose first event follows the OK reply.
+    registered: Option<Watch>,
+    effects: Vec<Effect>,
+    notices: Vec<Notice>,
+}
+
+/// The special watch paths.
+pub const SPECIAL_PATHS: [&str; 2] = ["@introduceDomain", "@releaseDomain"];
+
+impl Server {
+    /// A server with only `/`, the given quotas, and a predicate telling which domains exist
+    /// besides dom0 and introduced ones (libxl gives nodes to a domain before introducing it).
+    pub fn new(quotas: Quotas, domain_exists: DomainExists) -> Server {
+        Server {
+            tree: Tree::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            next_tx: 0,
+            introduced: BTreeSet::new(),
+            targets: HashMap::new(),
+            special_perms: SPECIAL_PATHS
+                .iter()
+                .map(|p| (*p, Perms::owned_by(0)))
+                .collect(),
+            quotas,
+            domain_exists,
+            dirty: HashSet::new(),
+            registered: None,
+            effects: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// Opens a connection acting as `domid`; `privileged` bypasses permissions and quotas.
+    pub fn connect(&mut self, domid: DomId, privileged: bool) -> ConnId {
+        self.next_conn += 1;
+        let id = ConnId(self.next_conn);
+        self.conns.insert(
+            id,
+            Conn {
+                domid,
+                privileged,
+                watches: Vec::new(),
+                transactions: HashMap::new(),
+                out: VecDeque::new(),
+                queued_events: 0,
+            },
+        );
+        id
+    }
+
+    /// Closes a connection: its watches and open transactions go with it.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+        self.dirty.remove(&conn);
+    }
+
+    /// The domain a connection acts as.
+    pub fn domid_of(&self, conn: ConnId) -> Option<DomId> {
+        self.conns.get(&conn).map(|c| c.domid)
+    }
+
+    /// Whether `domid` is introduced.
+    pub fn is_introduced(&self, domid: DomId) -> bool {
+        self.introduced.contains(&domid)
+    }
+
+    /// The next message to send on a connection.
+    pub fn pop_output(&mut self, conn: ConnId) -> Option<Message> {
+        let c = self.conns.get_mut(&conn)?;
+        let m = c.out.pop_front()?;
+        if m.msg_type == MsgType::WatchEvent {
+            c.queued_events -= 1;
+        }
+        Some(m)
+    }
+
+    /// Whether a connection has so many unsent replies that its requests should wait.
+    pub fn is_backlogged(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.out.len() - c.queued_events >= self.quotas.outstanding)
+    }
+
+    /// Connections that received output since the last call.
+    pub fn take_dirty(&mut self) -> Vec<ConnId> {
+        self.dirty.drain().collect()
+    }
+
+    /// Effects since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Notices since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn queue(&mut self, conn: ConnId, message: Message) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.push_back(message);
+            self.dirty.insert(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

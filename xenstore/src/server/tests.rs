@@ -1,0 +1,546 @@
+//! Server behaviour, request by request, without sockets.
+
+use super::*;
+use crate::wire::{Request, XsErrno};
+
+struct Harness {
+    server: Server,
+    req_id: u32,
+    /// Watch events popped while looking for a reply.
+    stash: HashMap<ConnId, Vec<Message>>,
+}
+
+type Reply = Result<Vec<u8>, XsErrno>;
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_quotas(Quotas::default())
+    }
+
+    fn with_quotas(quotas: Quotas) -> Harness {
+        // Domains 1..=99 "exist" (created by the toolstack) before being introduced.
+        Harness {
+            server: Server::new(quotas, Box::new(|d| d < 100)),
+            req_id: 0,
+            stash: HashMap::new(),
+        }
+    }
+
+    fn send_tx(&mut self, conn: ConnId, tx_id: u32, req: Request) -> Reply {
+        self.req_id += 1;
+        let (t, payload) = req.encode();
+        self.server
+            .handle(conn, Message::new(t, self.req_id, tx_id, payload).unwrap());
+        let reply = loop {
+            let m = self.server.pop_output(conn).expect("a reply");
+            if m.msg_type != MsgType::WatchEvent {
+                break m;
+            }
+            self.stash.entry(conn).or_default().push(m);
+        };
+        assert_eq!(reply.req_id, self.req_id);
+        assert_eq!(reply.tx_id, tx_id);
+        if reply.msg_type == MsgType::Error {
+            Err(XsErrno::from_payload(reply.payload()))
+        } else {
+            assert_eq!(reply.msg_type, t);
+            Ok(reply.into_payload())
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, req: Request) -> Reply {
+        self.send_tx(conn, 0, req)
+    }
+
+    fn events(&mut self, conn: ConnId) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut all = self.stash.remove(&conn).unwrap_or_default();
+        all.extend(std::iter::from_fn(|| self.server.pop_output(conn)));
+        for m in all {
+            assert_eq!(m.msg_type, MsgType::WatchEvent);
+            assert_eq!((m.req_id, m.tx_id), (0, 0));
+            out.push(
+                String::from_utf8(m.into_payload())
+                    .unwrap()
+                    .replace('\0', " "),
+            );
+        }
+        out
+    }
+
+    fn write(&mut self, conn: ConnId, path: &str, value: &str) -> Reply {
+        self.send(
+            conn,
+            Request::Write {
+                path: path.into(),
+                value: value.into(),
+            },
+        )
+    }
+
+    fn read(&mut self, conn: ConnId, path: &str) -> Reply {
+        self.send(conn, Request::Read { path: path.into() })
+    }
+
+    fn set_perms(&mut self, conn: ConnId, path: &str, perms: &[&str]) -> Reply {
+        let perms = Perms::new(perms.iter().map(|p| p.parse().unwrap()).collect()).unwrap();
+        self.send(
+            conn,
+            Request::SetPerms {
+                path: path.into(),
+                perms,
+            },
+        )
+    }
+
+    fn watch(&mut self, conn: ConnId, path: &str, token: &str) -> Reply {
+        self.send(
+            conn,
+            Request::Watch {
+                path: path.into(),
+                token: token.into(),
+            },
+        )
+    }
+
+    /// A guest's home made by dom0 and given to it, as libxl does.
+    fn guest(&mut self, dom0: ConnId, domid: DomId) -> ConnId {
+        let home = format!("/local/domain/{domid}");
+        self.write(dom0, &home, "").unwrap();
+        self.set_perms(dom0, &home, &[&format!("n{domid}")])
+            .unwrap();
+        self.server.connect(domid, false)
+    }
+}
+
+fn ok() -> Reply {
+    Ok(b"OK\0".to_vec())
+}
+
+#[test]
+fn write_read_directory_rm() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    assert_eq!(h.write(d0, "/a/b/c", "v"), ok());
+    assert_eq!(h.read(d0, "/a/b/c"), Ok(b"v".to_vec()));
+    // Parents are created empty; WRITE values have no trailing nul.
+    assert_eq!(h.read(d0, "/a/b"), Ok(vec![]));
+    h.write(d0, "/a/d", "").unwrap();
+    assert_eq!(
+        h.send(d0, Request::Directory { path: "/a".into() }),
+        Ok(b"b\0d\0".to_vec())
+    );
+    assert_eq!(
+        h.send(
+            d0,
+            Request::Rm {
+                path: "/a/b".into()
+            }
+        ),
+        ok()
+    );
+    assert_eq!(h.read(d0, "/a/b/c"), Err(XsErrno::Enoent));
+    // Removing a missing node is fine when its parent exists, not otherwise.
+    assert_eq!(
+        h.send(
+            d0,
+            Request::Rm {
+                path: "/a/b".into()
+            }
+        ),
+        ok()
+    );
+    assert_eq!(
+        h.send(
+            d0,
+            Request::Rm {
+                path: "/x/y".into()
+            }
+        ),
+        Err(XsErrno::Enoent)
+    );
+    assert_eq!(
+        h.send(d0, Request::Rm { path: "/".into() }),
+        Err(XsErrno::Einval)
+    );
+    assert_eq!(h.read(d0, "/a//b"), Err(XsErrno::Einval));
+}
+
+#[test]
+fn mkdir_keeps_values() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    h.write(d0, "/k", "keep").unwrap();
+    assert_eq!(h.send(d0, Request::Mkdir { path: "/k".into() }), ok());
+    assert_eq!(h.read(d0, "/k"), Ok(b"keep".to_vec()));
+}
+
+#[test]
+fn guest_is_confined_by_permissions() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.write(d0, "/secret/x", "1").unwrap();
+    // Relative paths land in the guest's home, which it owns.
+    assert_eq!(h.write(g, "data/key", "v"), ok());
+    assert_eq!(h.read(d0, "/local/domain/5/data/key"), Ok(b"v".to_vec()));
+    assert_eq!(
+        h.send(
+            d0,
+            Request::GetPerms {
+                path: "/local/domain/5/data/key".into()
+            }
+        ),
+        Ok(b"n5\0".to_vec())
+    );
+    // Denied where Xen denies: a node owned by dom0 with no access for others...
+    assert_eq!(h.read(g, "/secret/x"), Err(XsErrno::Eacces));
+    assert_eq!(h.write(g, "/secret/x", "2"), Err(XsErrno::Eacces));
+    assert_eq!(h.write(g, "/new", "2"), Err(XsErrno::Eacces));
+    // ...and a missing node below it says EACCES, not ENOENT.
+    assert_eq!(h.read(g, "/secret/missing"), Err(XsErrno::Eacces));
+    assert_eq!(h.read(g, "missing"), Err(XsErrno::Enoent));
+    // A read grant lets it read but not write.
+    h.set_perms(d0, "/secret/x", &["n0", "r5"]).unwrap();
+    assert_eq!(h.read(g, "/secret/x"), Ok(b"1".to_vec()));
+    assert_eq!(h.write(g, "/secret/x", "2"), Err(XsErrno::Eacces));
+    // Only the owner sets permissions, and only privileged callers change the owner.
+    assert_eq!(h.set_perms(g, "/secret/x", &["r5"]), Err(XsErrno::Eacces));
+    assert_eq!(h.set_perms(g, "data/key", &["n6"]), Err(XsErrno::Eperm));
+    assert_eq!(h.set_perms(g, "data/key", &["n5", "r0"]), ok());
+    // Privileged requests.
+    for req in [
+        Request::Introduce {
+            domid: 7,
+            gfn: 1,
+            port: 1,
+        },
+        Request::Release { domid: 7 },
+        Request::IsDomainIntroduced { domid: 7 },
+    ] {
+        assert_eq!(h.send(g, req), Err(XsErrno::Eacces));
+    }
+    let notices = h.server.take_notices();
+    assert!(notices.iter().any(|n| matches!(
+        n,
+        Notice::Refused {
+            domid: 5,
+            refusal: Refusal::Denied { .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn owner_must_exist() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    h.write(d0, "/a", "").unwrap();
+    assert_eq!(h.set_perms(d0, "/a", &["n7"]), ok());
+    assert_eq!(h.set_perms(d0, "/a", &["n500"]), Err(XsErrno::Enoent));
+}
+
+#[test]
+fn watch_fires_on_registration_after_ok_then_on_subtree_changes() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let w = h.server.connect(0, true);
+    assert_eq!(h.watch(w, "/a", "tok"), ok());
+    assert_eq!(h.events(w), ["/a tok "]);
+    h.write(d0, "/a/b", "1").unwrap();
+    h.write(d0, "/ab", "1").unwrap();
+    h.write(d0, "/a", "2").unwrap();
+    assert_eq!(h.events(w), ["/a/b tok ", "/a tok "]);
+    assert_eq!(h.watch(w, "/a", "tok"), Err(XsErrno::Eexist));
+    h.send(
+        w,
+        Request::Unwatch {
+            path: "/a".into(),
+            token: "tok".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        h.send(
+            w,
+            Request::Unwatch {
+                path: "/a".into(),
+                token: "tok".into()
+            }
+        ),
+        Err(XsErrno::Enoent)
+    );
+    h.write(d0, "/a", "3").unwrap();
+    assert!(h.events(w).is_empty());
+}
+
+#[test]
+fn removing_a_subtree_fires_descendants_exactly_then_the_node() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let w = h.server.connect(0, true);
+    h.write(d0, "/a/b/c", "").unwrap();
+    h.watch(w, "/a/b/c", "exact").unwrap();
+    h.watch(w, "/a", "top").unwrap();
+    h.events(w);
+    h.send(
+        d0,
+        Request::Rm {
+            path: "/a/b".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(h.events(w), ["/a/b/c exact ", "/a/b top "]);
+}
+
+#[test]
+fn relative_watches_report_relative_paths() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 3);
+    h.watch(g, "device", "t").unwrap();
+    assert_eq!(h.events(g), ["device t "]);
+    h.write(d0, "/local/domain/3/device/vbd", "").unwrap();
+    assert_eq!(h.events(g), ["device/vbd t "]);
+}
+
+#[test]
+fn events_need_read_access() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 4);
+    h.watch(g, "/hidden", "t").unwrap();
+    h.events(g);
+    h.write(d0, "/hidden", "x").unwrap();
+    assert!(h.events(g).is_empty());
+}
+
+#[test]
+fn special_watches_fire_for_privileged_watchers_only() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 2);
+    h.watch(d0, "@introduceDomain", "i").unwrap();
+    h.watch(d0, "@releaseDomain", "r").unwrap();
+    h.watch(g, "@releaseDomain", "r").unwrap();
+    h.events(d0);
+    h.events(g);
+    assert_eq!(
+        h.send(
+            d0,
+            Request::Introduce {
+                domid: 9,
+                gfn: 0,
+                port: 0
+            }
+        ),
+        ok()
+    );
+    assert_eq!(h.server.take_effects(), [Effect::Introduced(9)]);
+    assert_eq!(h.events(d0), ["@introduceDomain i "]);
+    assert_eq!(
+        h.send(d0, Request::IsDomainIntroduced { domid: 9 }),
+        Ok(b"T\0".to_vec())
+    );
+    assert_eq!(h.send(d0, Request::Release { domid: 9 }), ok());
+    assert_eq!(h.server.take_effects(), [Effect::Released(9)]);
+    assert_eq!(h.events(d0), ["@releaseDomain r "]);
+    assert!(h.events(g).is_empty());
+    assert_eq!(
+        h.send(d0, Request::IsDomainIntroduced { domid: 9 }),
+        Ok(b"F\0".to_vec())
+    );
+    assert_eq!(
+        h.send(d0, Request::Release { domid: 9 }),
+        Err(XsErrno::Enoent)
+    );
+    assert_eq!(
+        h.send(d0, Request::GetDomainPath { domid: 9 }),
+        Ok(b"/local/domain/9\0".to_vec())
+    );
+}
+
+fn start(h: &mut Harness, conn: ConnId) -> u32 {
+    let id = h.send(conn, Request::TransactionStart).unwrap();
+    let id = std::str::from_utf8(id.strip_suffix(b"\0").unwrap()).unwrap();
+    id.parse().unwrap()
+}
+
+#[test]
+fn transactions_are_private_until_commit_and_conflict_with_eagain() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let w = h.server.connect(0, true);
+    h.write(d0, "/t/x", "0").unwrap();
+    h.watch(w, "/t", "t").unwrap();
+    h.events(w);
+
+    let tx = start(&mut h, d0);
+    assert_ne!(tx, 0);
+    let write = |p: &str, v: &str| Request::Write {
+        path: p.into(),
+        value: v.into(),
+    };
+    h.send_tx(d0, tx, write("/t/x", "1")).unwrap();
+    assert_eq!(
+        h.send_tx(
+            d0,
+            tx,
+            Request::Read {
+                path: "/t/x".into()
+            }
+        ),
+        Ok(b"1".to_vec())
+    );
+    assert_eq!(h.read(d0, "/t/x"), Ok(b"0".to_vec()));
+    assert!(h.events(w).is_empty(), "no events before commit");
+    assert_eq!(
+        h.send_tx(d0, tx, Request::TransactionEnd { commit: true }),
+        ok()
+    );
+    assert_eq!(h.read(d0, "/t/x"), Ok(b"1".to_vec()));
+    assert_eq!(h.events(w), ["/t/x t "]);
+
+    // A change made meanwhile to something the transaction read: EAGAIN, nothing applied.
+    let tx = start(&mut h, d0);
+    h.send_tx(
+        d0,
+        tx,
+        Request::Read {
+            path: "/t/x".into(),
+        },
+    )
+    .unwrap();
+    h.send_tx(d0, tx, write("/t/y", "new")).unwrap();
+    h.write(d0, "/t/x", "2").unwrap();
+    assert_eq!(
+        h.send_tx(d0, tx, Request::TransactionEnd { commit: true }),
+        Err(XsErrno::Eagain)
+    );
+    assert_eq!(h.read(d0, "/t/y"), Err(XsErrno::Enoent));
+    // The id is gone after END; a nested START is refused.
+    assert_eq!(
+        h.send_tx(d0, tx, Request::TransactionEnd { commit: false }),
+        Err(XsErrno::Enoent)
+    );
+    let tx = start(&mut h, d0);
+    assert_eq!(
+        h.send_tx(d0, tx, Request::TransactionStart),
+        Err(XsErrno::Ebusy)
+    );
+    h.send_tx(d0, tx, write("/t/z", "")).unwrap();
+    assert_eq!(
+        h.send_tx(d0, tx, Request::TransactionEnd { commit: false }),
+        ok()
+    );
+    assert_eq!(h.read(d0, "/t/z"), Err(XsErrno::Enoent));
+}
+
+#[test]
+fn quotas_refuse_clearly() {
+    let quotas = Quotas {
+        nodes: 3,
+        watches: 2,
+        transactions: 1,
+        watch_events: 2,
+        ..Quotas::default()
+    };
+    let mut h = Harness::with_quotas(quotas);
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 8);
+    h.write(g, "a", "").unwrap();
+    h.write(g, "b", "").unwrap();
+    // The home counts: it is owned by the guest.
+    assert_eq!(h.write(g, "c", ""), Err(XsErrno::Enospc));
+    h.watch(g, "a", "1").unwrap();
+    h.watch(g, "b", "2").unwrap();
+    assert_eq!(h.watch(g, "c", "3"), Err(XsErrno::E2big));
+    h.events(g);
+    start(&mut h, g);
+    assert_eq!(h.send(g, Request::TransactionStart), Err(XsErrno::Enospc));
+    assert_eq!(h.write(g, &"v".repeat(2100), ""), Err(XsErrno::Einval));
+    assert_eq!(h.write(g, "a", &"v".repeat(2100)), Err(XsErrno::Enospc));
+    // Dom0 is not limited.
+    h.write(d0, "/local/domain/8/x", &"v".repeat(3000)).unwrap();
+    // A guest that does not read its events loses the excess, not the daemon's memory.
+    for i in 0..5 {
+        h.write(d0, "/local/domain/8/a", &i.to_string()).unwrap();
+    }
+    assert_eq!(h.events(g).len(), 2);
+    assert!(h
+        .server
+        .take_notices()
+        .iter()
+        .any(|n| matches!(n, Notice::EventDropped { domid: 8, .. })));
+}
+
+#[test]
+fn long_listings_need_directory_part() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let names: Vec<String> = (0..400).map(|i| format!("child-number-{i:04}")).collect();
+    for n in &names {
+        h.write(d0, &format!("/big/{n}"), "").unwrap();
+    }
+    assert_eq!(
+        h.send(
+            d0,
+            Request::Directory {
+                path: "/big".into()
+            }
+        ),
+        Err(XsErrno::E2big)
+    );
+    let mut listed = Vec::new();
+    let mut offset = 0u32;
+    let mut generation = None;
+    loop {
+        let chunk = h
+            .send(
+                d0,
+                Request::DirectoryPart {
+                    path: "/big".into(),
+                    offset,
+                },
+            )
+            .unwrap();
+        assert!(chunk.len() <= crate::wire::PAYLOAD_MAX);
+        let mut parts = chunk.split(|&b| b == 0);
+        let gen = parts.next().unwrap().to_vec();
+        assert_eq!(*generation.get_or_insert(gen.clone()), gen);
+        let body = &chunk[gen.len() + 1..];
+        let done = body.ends_with(b"\0\0") || body == b"\0";
+        for name in body.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            listed.push(String::from_utf8(name.to_vec()).unwrap());
+            offset += name.len() as u32 + 1;
+        }
+        if done {
+            break;
+        }
+    }
+    assert_eq!(listed, names);
+}
+
+#[test]
+fn malformed_and_unknown_requests_get_errors() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    h.server.handle(
+        d0,
+        Message::new(MsgType::Read, 1, 0, b"no-nul".to_vec()).unwrap(),
+    );
+    let m = h.server.pop_output(d0).unwrap();
+    assert_eq!(
+        (m.msg_type, m.payload()),
+        (MsgType::Error, &b"EINVAL\0"[..])
+    );
+    h.server.handle_unknown_type(d0, 99, 2, 0);
+    let m = h.server.pop_output(d0).unwrap();
+    assert_eq!((m.req_id, m.payload()), (2, &b"ENOSYS\0"[..]));
+    h.server.handle(
+        d0,
+        Message::new(MsgType::Read, 3, 77, b"/\0".to_vec()).unwrap(),
+    );
+    let m = h.server.pop_output(d0).unwrap();
+    assert_eq!((m.tx_id, m.payload()), (77, &b"ENOENT\0"[..]));
+}

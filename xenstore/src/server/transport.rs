@@ -1,0 +1,503 @@
+//! The unix-socket transport: one thread, one mio loop, every connection non-blocking.
+//!
+//! The main socket serves dom0 (privileged). With a domain directory configured, introducing
+//! domain N binds `<dir>/N/socket`, whose connections act as unprivileged domain N, and
+//! releasing it removes that socket and drops those connections. A connection that breaks
+//! the framing (a length over the limit) is dropped alone; an unknown type gets ENOSYS. A
+//! connection with too many unread replies is not read from until it catches up, and each
+//! connection handles a bounded number of requests per turn, so none can starve the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use thiserror::Error;
+
+use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server};
+use crate::perms::DomId;
+use crate::wire::{self, WireError, FRAME_MAX};
+
+const WAKER: Token = Token(0);
+/// Requests handled per connection per turn before the others get theirs.
+const FRAMES_PER_TURN: usize = 64;
+/// Output encoded ahead per connection.
+const WRITE_AHEAD: usize = 64 * 1024;
+
+/// Where and how to serve.
+pub struct Config {
+    /// The dom0 socket.
+    pub socket: PathBuf,
+    /// Where per-domain sockets go (`<dir>/<domid>/socket`), if anywhere.
+    pub domain_dir: Option<PathBuf>,
+    /// Limits for unprivileged connections.
+    pub quotas: Quotas,
+    /// Which domains exist before they are introduced (see [`Server::new`]).
+    pub domain_exists: DomainExists,
+}
+
+/// What the transport reports for logging.
+#[derive(Debug)]
+pub enum Report {
+    /// The server refused something or dropped an event.
+    Notice(Notice),
+    /// A connection was dropped for breaking the protocol or failing I/O.
+    Dropped {
+        /// Its domain.
+        domid: DomId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A socket could not be set up.
+    SocketFailed {
+        /// The domain it was for.
+        domid: DomId,
+        /// The socket.
+        path: PathBuf,
+        /// What failed.
+        error: io::Error,
+    },
+    /// A per-domain socket was created or removed.
+    DomainSocket {
+        /// The domain.
+        domid: DomId,
+        /// The socket.
+        path: PathBuf,
+        /// Created (true) or removed.
+        created: bool,
+    },
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::Notice(Notice::Refused {
+                domid,
+                request,
+                refusal,
+            }) => write!(
+                f,
+                "refused {request:?} from domain {domid}: {} ({refusal})",
+                refusal.errno()
+            ),
+            Report::Notice(Notice::EventDropped { domid, path }) => write!(
+                f,
+                "dropped watch event {path} for domain {domid}: its event queue is full"
+            ),
+            Report::Dropped { domid, reason } => {
+                write!(f, "dropped a connection of domain {domid}: {reason}")
+            }
+            Report::SocketFailed { domid, path, error } => {
+                write!(
+                    f,
+                    "domain {domid}: cannot serve {}: {error}",
+                    path.display()
+                )
+            }
+            Report::DomainSocket {
+                domid,
+                path,
+                created,
+            } => {
+                let what = if *created { "listening" } else { "removed" };
+                write!(f, "domain {domid}: {what} {}", path.display())
+            }
+        }
+    }
+}
+
+/// Why a connection was dropped.
+#[derive(Debug, Error)]
+pub enum DropReason {
+    /// The peer closed it.
+    #[error("closed by peer")]
+    Closed,
+    /// The peer broke the framing.
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] WireError),
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Its domain was released.
+    #[error("domain released")]
+    Released,
+}
+
+/// Stops a running [`SocketServer`] from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to return.
+    pub fn stop(&self) -> io::Result<()> {
+        self.flag.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+}
+
+struct Listener {
+    socket: UnixListener,
+    path: PathBuf,
+    domid: DomId,
+    privileged: bool,
+}
+
+struct Connection {
+    stream: UnixStream,
+    id: ConnId,
+    domid: DomId,
+    privileged: bool,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Not read while it has too many unread replies.
+    paused: bool,
+}
+
+/// The xenstored socket server.
+pub struct SocketServer {
+    poll: Poll,
+    server: Server,
+    listeners: HashMap<Token, Listener>,
+    conns: HashMap<Token, Connection>,
+    tokens: HashMap<ConnId, Token>,
+    /// Connections that may have buffered requests left to handle.
+    ready: VecDeque<Token>,
+    next_token: usize,
+    domain_dir: Option<PathBuf>,
+    stop: StopHandle,
+    report: Box<dyn FnMut(Report) + Send>,
+}
+
+/// Binds a unix socket, replacing a stale socket file left by an earlier run.
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    UnixListener::bind(path)
+}
+
+impl SocketServer {
+    /// Binds the dom0 socket.
+    pub fn bind(config: Config) -> io::Result<SocketServer> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut s = SocketServer {
+            poll,
+            server: Server::new(config.quotas, config.domain_exists),
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            tokens: HashMap::new(),
+            ready: VecDeque::new(),
+            next_token: 1,
+            domain_dir: config.domain_dir,
+            stop: StopHandle {
+                flag: Arc::new(AtomicBool::new(false)),
+                waker,
+            },
+            report: Box::new(|_| {}),
+        };
+        s.listen(&config.socket, 0, true)?;
+        Ok(s)
+    }
+
+    /// Sends reports (refusals, dropped connections) to `report` instead of discarding them.
+    pub fn on_report(&mut self, report: impl FnMut(Report) + Send + 'static) {
+        self.report = Box::new(report);
+    }
+
+    /// A handle that stops [`SocketServer::run`].
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    fn listen(&mut self, path: &Path, domid: DomId, privileged: bool) -> io::Result<()> {
+        let mut socket = bind(path)?;
+        let token = self.token();
+        self.poll
+            .registry()
+            .register(&mut socket, token, Interest::READABLE)?;
+        self.listeners.insert(
+            token,
+            Listener {
+                socket,
+                path: path.to_owned(),
+                domid,
+                privileged,
+            },
+        );
+        Ok(())
+    }
+
+    /// Serves until stopped; returns the error if polling itself fails.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !self.stop.flag.load(Ordering::Acquire) {
+            let timeout = (!self.ready.is_empty()).then_some(std::time::Duration::ZERO);
+            match self.poll.poll(&mut events, timeout) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if self.listeners.contains_key(&token) {
+                    self.accept(token);
+                } else if self.conns.contains_key(&token) {
+                    if event.is_writable() {
+                        self.flush(token);
+                    }
+                    if event.is_readable() || event.is_read_closed() {
+                        self.ready.push_back(token);
+                    }
+                }
+            }
+            for _ in 0..self.ready.len() {
+                if let Some(token) = self.ready.pop_front() {
+                    self.serve(token);
+                }
+            }
+            self.after_turn();
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, token: Token) {
+        loop {
+            let Some(l) = self.listeners.get(&token) else {
+                return;
+            };
+            let (domid, privileged) = (l.domid, l.privileged);
+            let mut stream = match l.socket.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    let path = l.path.clone();
+                    (self.report)(Report::SocketFailed {
+                        domid,
+                        path,
+                        error: e,
+                    });
+                    return;
+                }
+            };
+            let t = self.token();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, t, interest)
+                .is_err()
+            {
+                continue;
+            }
+            let id = self.server.connect(domid, privileged);
+            self.tokens.insert(id, t);
+            self.conns.insert(
+                t,
+                Connection {
+                    stream,
+                    id,
+                    domid,
+                    privileged,
+                    rbuf: Vec::new(),
+                    wbuf: Vec::new(),
+                    wpos: 0,
+                    paused: false,
+                },
+            );
+        }
+    }
+
+    /// Handles a turn's worth of requests from one connection.
+    fn serve(&mut self, token: Token) {
+        if let Err(reason) = self.serve_frames(token) {
+            self.drop_conn(token, reason);
+        }
+    }
+
+    fn serve_frames(&mut self, token: Token) -> Result<(), DropReason> {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return Ok(());
+        };
+        let mut handled = 0;
+        loop {
+            if self.server.is_backlogged(c.id) {
+                c.paused = true;
+                return Ok(());
+            }
+            if handled == FRAMES_PER_TURN {
+                self.ready.push_back(token);
+                return Ok(());
+            }
+            match wire::decode(&c.rbuf) {
+                Ok(Some((msg, used))) => {
+                    c.rbuf.drain(..used);
+                    self.server.handle(c.id, msg);
+                    handled += 1;
+                    continue;
+                }
+                Err(WireError::UnknownType {
+                    msg_type,
+                    req_id,
+                    tx_id,
+                    frame_len,
+                }) => {
+                    c.rbuf.drain(..frame_len);
+                    self.server
+                        .handle_unknown_type(c.id, msg_type, req_id, tx_id);
+                    handled += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(None) => {}
+            }
+            // Never buffer more than one frame: decode refuses a bad length from the header.
+            let start = c.rbuf.len();
+            c.rbuf.resize(FRAME_MAX, 0);
+            let r = c.stream.read(&mut c.rbuf[start..]);
+            c.rbuf.truncate(start + *r.as_ref().unwrap_or(&0));
+            match r {
+                Ok(0) => return Err(DropReason::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Writes what the server queued for a connection, as far as the socket takes it.
+    fn flush(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        loop {
+            if c.wpos == c.wbuf.len() {
+                c.wbuf.clear();
+                c.wpos = 0;
+                while c.wbuf.len() < WRITE_AHEAD {
+                    match self.server.pop_output(c.id) {
+                        Some(m) => m.encode_into(&mut c.wbuf),
+                        None => break,
+                    }
+                }
+                if c.wbuf.is_empty() {
+                    break;
+                }
+            }
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.drop_conn(token, e.into());
+                    return;
+                }
+            }
+        }
+        if c.paused && !self.server.is_backlogged(c.id) {
+            c.paused = false;
+            self.ready.push_back(token);
+        }
+    }
+
+    /// Sends output, applies effects and passes on notices after a turn.
+    fn after_turn(&mut self) {
+        for id in self.server.take_dirty() {
+            if let Some(&token) = self.tokens.get(&id) {
+                self.flush(token);
+            }
+        }
+        for effect in self.server.take_effects() {
+            match effect {
+                Effect::Introduced(domid) => self.open_domain(domid),
+                Effect::Released(domid) => self.close_domain(domid),
+            }
+        }
+        for notice in self.server.take_notices() {
+            (self.report)(Report::Notice(notice));
+        }
+    }
+
+    fn open_domain(&mut self, domid: DomId) {
+        let Some(dir) = &self.domain_dir else {
+            return;
+        };
+        let dir = dir.join(domid.to_string());
+        let path = dir.join("socket");
+        let made = std::fs::create_dir_all(&dir).and_then(|()| self.listen(&path, domid, false));
+        match made {
+            Ok(()) => (self.report)(Report::DomainSocket {
+                domid,
+                path,
+                created: true,
+            }),
+            Err(error) => (self.report)(Report::SocketFailed { domid, path, error }),
+        }
+    }
+
+    fn close_domain(&mut self, domid: DomId) {
+        let listeners: Vec<Token> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.domid == domid && !l.privileged)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in listeners {
+            if let Some(mut l) = self.listeners.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+                let _ = std::fs::remove_file(&l.path);
+                (self.report)(Report::DomainSocket {
+                    domid,
+                    path: l.path,
+                    created: false,
+                });
+            }
+        }
+        let conns: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.domid == domid && !c.privileged)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in conns {
+            self.drop_conn(token, DropReason::Released);
+        }
+    }
+
+    fn drop_conn(&mut self, token: Token, reason: DropReason) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.server.disconnect(c.id);
+            self.tokens.remove(&c.id);
+            // A peer hanging up is routine; anything else is worth a line.
+            if !matches!(reason, DropReason::Closed) {
+                (self.report)(Report::Dropped {
+                    domid: c.domid,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        for l in self.listeners.values() {
+            let _ = std::fs::remove_file(&l.path);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The node store, and the view of it a request works on.
+//!
+//! Every node has a value, a permission list and an ordered list of children (insertion order,
+//! as C xenstored lists them). Each change stamps the node with a new generation; adding or
+//! removing a child changes the parent, so a parent's generation also covers its listing.
+//! Transactions rely on that to detect conflicts.
+
+use std::collections::HashMap;
+
+use crate::perms::{DomId, Perms};
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub value: Vec<u8>,
+    pub perms: Perms,
+    pub children: Vec<String>,
+    /// When the node last changed; set by the store on every put.
+    pub generation: u64,
+}
+
+impl Node {
+    pub fn new(value: Vec<u8>, perms: Perms) -> Node {
+        Node {
+            value,
+            perms,
+            children: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// Roughly what C xenstored charges against the node-size quota: value, child names
+    /// with their nuls, and 4 bytes per permission entry.
+    pub fn size(&self) -> usize {
+        self.value.len()
+            + self.children.iter().map(|c| c.len() + 1).sum::<usize>()
+            + 4 * self.perms.entries().len()
+    }
+
+    /// The DIRECTORY listing: child names, each nul-terminated.
+    pub fn listing(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in &self.children {
+            out.extend_from_slice(c.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+}
+
+/// What requests read and change: the live tree, or a transaction's view of it.
+pub(crate) trait Store {
+    /// The node at an absolute path.
+    fn node(&mut self, path: &str) -> Option<&Node>;
+    /// Replaces or creates a node (its generation is set by the store).
+    fn put(&mut self, path: &str, node: Node);
+    /// Removes one node (not its children).
+    fn remove(&mut self, path: &str);
+    /// How many nodes `domid` owns.
+    fn owned_by(&self, domid: DomId) -> usize;
+}
+
+/// The committed tree.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    nodes: HashMap<String, Node>,
+    generation: u64,
+    owned: HashMap<DomId, usize>,
+}
+
+impl Tree {
+    /// A tree holding only `/`, owned by dom0 with no access for others.
+    pub fn new() -> Tree {
+        let mut tree = Tree {
+            nodes: HashMap::new(),
+            generation: 0,
+            owned: HashMap::new(),
+        };
+        tree.put("/", Node::new(Vec::new(), Perms::owned_by(0)));
+        tree
+    }
+
+    /// The node at `path`, without side effects.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn count(&mut self, domid: DomId, delta: isize) {
+        let n = self.owned.entry(domid).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+    }
+}
+
+impl Store for Tree {
+    fn node(&mut self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn put(&mut self, path: &str, mut node: Node) {
+        self.generation += 1;
+        node.generation = self.generation;
+        self.count(node.perms.owner(), 1);
+        if let Some(old) = self.nodes.insert(path.to_owned(), node) {
+            self.count(old.perms.owner(), -1);
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        if let Some(old) = self.nodes.remove(path) {
+            self.generation += 1;
+            self.count(old.perms.owner(), -1);
+        }
+    }
+
+    fn owned_by(&self, domid: DomId) -> usize {
+        self.owned.get(&domid).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_grow_and_ownership_is_counted() {
+        let mut t = Tree::new();
+        let g0 = t.get("/").unwrap().generation;
+        t.put("/a", Node::new(b"x".to_vec(), Perms::owned_by(3)));
+        assert!(t.get("/a").unwrap().generation > g0);
+        assert_eq!(t.owned_by(3), 1);
+        t.put("/a", Node::new(b"y".to_vec(), Perms::owned_by(4)));
+        assert_eq!((t.owned_by(3), t.owned_by(4)), (0, 1));
+        t.remove("/a");
+        assert_eq!(t.owned_by(4), 0);
+        assert!(t.get("/a").is_none());
+    }
+}
