@@ -1,0 +1,217 @@
+//! The back end's grant access on the simulated host: copies and maps of guests' pages,
+//! each access checked and pinned through the guest's grant table.
+
+use super::grant_table::GrantTable;
+use super::run_dir::RunDir;
+use super::shm::SharedFile;
+use crate::platform::{
+    CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
+};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Most grants one map may name, as gntdev's default limit.
+const MAX_MAP_COUNT: usize = 65536;
+
+/// A granting domain as an accessor sees it: its memory and its grant table.
+#[derive(Debug)]
+struct Granter {
+    domid: DomId,
+    memory: SharedFile,
+    table: GrantTable,
+}
+
+impl Granter {
+    fn pages(&self) -> usize {
+        self.memory.len() / PAGE_SIZE
+    }
+
+    fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<u32, GrantError> {
+        self.table
+            .pin(self.domid, gref, caller, write, self.pages())
+    }
+}
+
+/// Grant access for domain `caller` (normally dom0) on a simulated host.
+#[derive(Debug)]
+pub struct SimGrants {
+    run: RunDir,
+    caller: DomId,
+    domains: HashMap<DomId, Arc<Granter>>,
+}
+
+impl SimGrants {
+    /// Grant access acting as domain `caller`.
+    pub fn new(run: &RunDir, caller: DomId) -> Self {
+        SimGrants {
+            run: run.clone(),
+            caller,
+            domains: HashMap::new(),
+        }
+    }
+
+    /// The granting domain, mapped once and forgotten when the toolstack destroys it.
+    fn domain(&mut self, domid: DomId) -> Result<Arc<Granter>, GrantError> {
+        if let Some(granter) = self.domains.get(&domid) {
+            if !granter.table.is_dying() {
+                return Ok(Arc::clone(granter));
+            }
+            self.domains.remove(&domid);
+        }
+        let bad_domain = GrantError::BadDomain { domid };
+        let granter = Arc::new(Granter {
+            domid,
+            memory: SharedFile::open(&self.run.memory(domid)).map_err(|_| bad_domain)?,
+            table: GrantTable::open(&self.run, domid).map_err(|_| bad_domain)?,
+        });
+        if granter.table.is_dying() {
+            return Err(bad_domain);
+        }
+        self.domains.insert(domid, Arc::clone(&granter));
+        Ok(granter)
+    }
+
+    fn copy_one(&mut self, op: &mut CopyOp<'_>) -> Result<(), GrantError> {
+        op.check_bounds()?;
+        let guest = op.guest();
+        let granter = self.domain(guest.domid)?;
+        let write = op.writes_guest();
+        let frame = granter.pin(guest.gref, self.caller, write)?;
+        // In range: frame < pages (checked by pin) and offset + len <= PAGE_SIZE.
+        let at = frame as usize * PAGE_SIZE + usize::from(guest.offset);
+        let copied = match op.local() {
+            LocalBuf::FromGuest(buf) => granter.memory.read(at, buf),
+            LocalBuf::ToGuest(buf) => granter.memory.write(at, buf),
+        };
+        granter.table.unpin(guest.gref, write);
+        copied.ok_or(GrantError::BadFrame {
+            domid: guest.domid,
+            gref: guest.gref,
+            frame,
+        })
+    }
+}
+
+impl GrantAccess for SimGrants {
+    type Mapping = SimMapping;
+
+    fn copy(&mut self, ops: &mut [CopyOp<'_>]) -> usize {
+        let mut failed = 0;
+        for op in ops.iter_mut() {
+            let result = self.copy_one(op);
+            failed += usize::from(result.is_err());
+            op.set_status(result);
+        }
+        failed
+    }
+
+    fn map(
+        &mut self,
+        domid: DomId,
+        refs: &[GrantRef],
+        writable: bool,
+    ) -> Result<SimMapping, GrantError> {
+        if refs.is_empty() || refs.len() > MAX_MAP_COUNT {
+            return Err(GrantError::BadMapCount { count: refs.len() });
+        }
+        let granter = self.domain(domid)?;
+        let mut frames = Vec::with_capacity(refs.len());
+        for &gref in refs {
+            match granter.pin(gref, self.caller, writable) {
+                Ok(frame) => frames.push(frame),
+                Err(err) => {
+                    for &pinned in &refs[..frames.len()] {
+                        granter.table.unpin(pinned, writable);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let len = refs.len() * PAGE_SIZE;
+        // SAFETY: reserves a new anonymous range at an address the kernel picks; no existing
+        // memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        let reserved = NonNull::new(base.cast::<u8>()).filter(|_| base != libc::MAP_FAILED);
+        let Some(ptr) = reserved else {
+            let err = GrantError::last_os("mmap (reserve for granted pages)");
+            for &pinned in refs {
+                granter.table.unpin(pinned, writable);
+            }
+            return Err(err);
+        };
+        // From here the mapping owns the pins and the range: dropping it undoes both.
+        let mapping = SimMapping {
+            granter,
+            refs: refs.to_vec(),
+            ptr,
+            writable,
+        };
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        for (i, &frame) in frames.iter().enumerate() {
+            // SAFETY: replaces page `i` of the range reserved above, which `mapping` owns and
+            // nothing references yet, with the granted frame of the guest's memory file.
+            let page = unsafe {
+                libc::mmap(
+                    mapping.ptr.as_ptr().add(i * PAGE_SIZE).cast(),
+                    PAGE_SIZE,
+                    prot,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    mapping.granter.memory.file().as_raw_fd(),
+                    (frame as usize * PAGE_SIZE) as libc::off_t,
+                )
+            };
+            if page == libc::MAP_FAILED {
+                return Err(GrantError::last_os("mmap of a granted page"));
+            }
+        }
+        Ok(mapping)
+    }
+}
+
+/// Guest pages mapped by [`SimGrants::map`]; unmapped and unpinned on drop.
+#[derive(Debug)]
+pub struct SimMapping {
+    granter: Arc<Granter>,
+    refs: Vec<GrantRef>,
+    ptr: NonNull<u8>,
+    writable: bool,
+}
+
+// SAFETY: the range is shared memory owned by this value, not tied to a thread; the granter
+// is shared through an Arc and only used through atomics.
+unsafe impl Send for SimMapping {}
+
+impl GrantMapping for SimMapping {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    fn pages(&self) -> usize {
+        self.refs.len()
+    }
+
+    fn is_writable(&self) -> bool {
+        self.writable
+    }
+}
+
+impl Drop for SimMapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range reserved in `map`; no borrow of it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.refs.len() * PAGE_SIZE) };
+        for &gref in &self.refs {
+            self.granter.table.unpin(gref, self.writable);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The guest's side of a simulated domain: its memory and its grant table, written as a
+//! Linux guest writes them. The toolstack and the simulated blkfront build on this.
+
+use super::grant_table::GrantTable;
+use super::port_table::PortTable;
+use super::run_dir::RunDir;
+use super::shm::SharedFile;
+use super::SimError;
+use crate::platform::{DomId, GrantRef, PAGE_SIZE};
+use std::ptr::NonNull;
+
+/// Why a guest could not end access to a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EndAccessError {
+    /// The grantee has the page mapped or is copying it (`GTF_reading`/`GTF_writing` set).
+    #[error("grant ref {gref} is still in use by its grantee")]
+    InUse { gref: u32 },
+    /// The ref is outside the grant table.
+    #[error("grant ref {gref} is outside the grant table")]
+    BadRef { gref: u32 },
+}
+
+/// A simulated guest domain, seen from inside: its pages and its grant table.
+#[derive(Debug)]
+pub struct GuestDomain {
+    domid: DomId,
+    memory: SharedFile,
+    grants: GrantTable,
+}
+
+impl GuestDomain {
+    /// Creates a new domain in the run directory: allocates its domid, its memory of `pages`
+    /// zeroed pages, an empty grant table of `grant_frames` frames and its event-channel
+    /// table. The memory file comes last: from then on the domain exists (docs/sim-host.md).
+    pub fn create(run: &RunDir, pages: usize, grant_frames: usize) -> Result<Self, SimError> {
+        let domid = run.allocate_domid()?;
+        let grants = GrantTable::create(run, domid, grant_frames.max(1))?;
+        PortTable::create(run, domid)?;
+        let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
+        Ok(GuestDomain {
+            domid,
+            memory,
+            grants,
+        })
+    }
+
+    /// Opens domain `domid` created earlier (by the toolstack, in another process).
+    pub fn open(run: &RunDir, domid: DomId) -> Result<Self, SimError> {
+        Ok(GuestDomain {
+            domid,
+            memory: SharedFile::open(&run.memory(domid))?,
+            grants: GrantTable::open(run, domid)?,
+        })
+    }
+
+    /// This domain's id.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    /// Number of pages of memory.
+    pub fn pages(&self) -> usize {
+        self.memory.len() / PAGE_SIZE
+    }
+
+    /// Number of grant-table entries.
+    pub fn grant_entries(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Start of this domain's memory, for the ring front end's volatile accessors; valid for
+    /// `pages() * PAGE_SIZE` bytes while `self` lives.
+    pub fn memory_ptr(&self) -> NonNull<u8> {
+        self.memory.as_ptr()
+    }
+
+    /// Copies `data` into memory at byte `offset` of page `frame`.
+    pub fn write(&self, frame: u32, offset: usize, data: &[u8]) -> Result<(), SimError> {
+        let at = self.memory_offset(frame, offset, data.len())?;
+        self.memory
+            .write(at, data)
+            .ok_or(self.outside(at, data.len()))
+    }
+
+    /// Copies bytes at `offset` of page `frame` into `buf`.
+    pub fn read(&self, frame: u32, offset: usize, buf: &mut [u8]) -> Result<(), SimError> {
+        let at = self.memory_offset(frame, offset, buf.len())?;
+        self.memory.read(at, buf).ok_or(self.outside(at, buf.len()))
+    }
+
+    fn memory_offset(&self, frame: u32, offset: usize, len: usize) -> Result<usize, SimError> {
+        let at = usize::try_from(frame)
+            .ok()
+            .and_then(|f| f.checked_mul(PAGE_SIZE))
+            .and_then(|base| base.checked_add(offset))
+            .ok_or(self.outside(usize::MAX, len))?;
+        Ok(at)
+    }
+
+    fn outside(&self, offset: usize, len: usize) -> SimError {
+        SimError::OutsideMemory {
+            offset,
+            end: offset.saturating_add(len),
+            len: self.memory.len(),
+        }
+    }
+
+    /// Grants page `frame` to domain `to` through entry `gref`, read-only or writable. As on
+    /// Xen, the frame is not checked here but at each access.
+    pub fn grant(
+        &self,
+        gref: GrantRef,
+        to: DomId,
+        frame: u32,
+        readonly: bool,
+    ) -> Result<(), SimError> {
+        self.grants.grant(gref.0, to, frame, readonly)
+    }
+
+    /// Ends access through `gref`; refused while the grantee maps or copies the page.
+    pub fn end_access(&self, gref: GrantRef) -> Result<(), EndAccessError> {
+        self.grants.end_access(gref.0)
+    }
+}

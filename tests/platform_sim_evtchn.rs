@@ -1,0 +1,211 @@
+//! Event channels of the simulated host: binding, notify both ways, coalescing, unmask,
+//! closing seen by the peer, and the pollable fd.
+
+#![cfg(test)]
+
+mod platform_sim_common;
+
+use platform_sim_common::{readable, TempRun};
+use std::os::fd::AsRawFd;
+use tokenback::platform::sim::{GuestDomain, PortStatus, SimEventChannel, SimGrants};
+use tokenback::platform::{
+    CopyOp, DomId, EventChannel, EvtchnError, GrantAccess, GrantError, GrantMapping, GrantRef,
+    GuestRange, Port,
+};
+
+const DOM0: DomId = DomId(0);
+
+struct Pair {
+    back: SimEventChannel,
+    front: SimEventChannel,
+    back_port: Port,
+    front_port: Port,
+}
+
+/// A guest offers a port to dom0, dom0 binds it, and the bind's own event is drained.
+fn connected(run: &TempRun, guest: &GuestDomain) -> Pair {
+    let mut front = SimEventChannel::open(run.dir(), guest.domid()).unwrap();
+    let mut back = SimEventChannel::open(run.dir(), DOM0).unwrap();
+    let front_port = front.alloc_unbound(DOM0).unwrap();
+    assert_eq!(
+        front.status(front_port).unwrap(),
+        PortStatus::Unbound { remote: DOM0 }
+    );
+    let back_port = back.bind_interdomain(guest.domid(), front_port).unwrap();
+    assert_eq!(
+        front.status(front_port).unwrap(),
+        PortStatus::Interdomain {
+            remote: DOM0,
+            remote_port: back_port
+        }
+    );
+    // Like Xen, binding leaves the new port pending once.
+    let mut fired = Vec::new();
+    back.read_pending(&mut fired).unwrap();
+    assert_eq!(fired, [back_port]);
+    back.unmask(&fired).unwrap();
+    Pair {
+        back,
+        front,
+        back_port,
+        front_port,
+    }
+}
+
+fn pending(ch: &mut SimEventChannel) -> Vec<Port> {
+    let mut out = Vec::new();
+    ch.read_pending(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn events_flow_both_ways_and_make_the_fd_readable() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+
+    assert!(!readable(p.back.as_raw_fd(), 0));
+    p.front.notify(p.front_port).unwrap();
+    assert!(readable(p.back.as_raw_fd(), 0));
+    assert_eq!(pending(&mut p.back), [p.back_port]);
+    assert!(
+        !readable(p.back.as_raw_fd(), 0),
+        "read_pending drains the fd"
+    );
+
+    p.back.notify(p.back_port).unwrap();
+    assert!(readable(p.front.as_raw_fd(), 0));
+    assert_eq!(pending(&mut p.front), [p.front_port]);
+}
+
+#[test]
+fn events_coalesce_while_masked_and_unmask_redelivers() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+
+    for _ in 0..5 {
+        p.front.notify(p.front_port).unwrap();
+    }
+    assert_eq!(
+        pending(&mut p.back),
+        [p.back_port],
+        "five events, one delivery"
+    );
+    p.front.notify(p.front_port).unwrap();
+    p.front.notify(p.front_port).unwrap();
+    assert!(pending(&mut p.back).is_empty(), "disabled until unmasked");
+
+    p.back.unmask(&[p.back_port]).unwrap();
+    assert!(readable(p.back.as_raw_fd(), 0));
+    assert_eq!(pending(&mut p.back), [p.back_port], "pending while masked");
+    p.back.unmask(&[p.back_port]).unwrap();
+    assert!(pending(&mut p.back).is_empty(), "nothing new since");
+}
+
+#[test]
+fn closing_one_end_is_seen_by_the_other() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+
+    p.back.unbind(p.back_port).unwrap();
+    assert_eq!(
+        p.front.status(p.front_port).unwrap(),
+        PortStatus::Unbound { remote: DOM0 }
+    );
+    // As on Xen, an event to a closed peer is dropped, not an error.
+    p.front.notify(p.front_port).unwrap();
+    assert_eq!(
+        p.back.notify(p.back_port),
+        Err(EvtchnError::NotBound { port: p.back_port })
+    );
+    // The guest's port can be bound again, as by a restarted back end.
+    let again = p
+        .back
+        .bind_interdomain(guest.domid(), p.front_port)
+        .unwrap();
+    assert_eq!(pending(&mut p.back), [again]);
+
+    // Dropping the guest's handle closes its end.
+    drop(p.front);
+    assert_eq!(
+        p.back.status(again).unwrap(),
+        PortStatus::Unbound {
+            remote: guest.domid()
+        }
+    );
+}
+
+#[test]
+fn ports_are_checked() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let other = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+    let mut other_back = SimEventChannel::open(run.dir(), DOM0).unwrap();
+
+    // Only the handle that bound a port may use it, as with evtchn fds.
+    assert_eq!(
+        other_back.notify(p.back_port),
+        Err(EvtchnError::NotBound { port: p.back_port })
+    );
+    assert_eq!(
+        p.back.notify(Port(0)),
+        Err(EvtchnError::BadPort { port: Port(0) })
+    );
+    // A port offered to dom0 cannot be bound twice, nor one offered to someone else.
+    assert_eq!(
+        other_back.bind_interdomain(guest.domid(), p.front_port),
+        Err(EvtchnError::NotOffered {
+            domid: guest.domid(),
+            port: p.front_port
+        })
+    );
+    let for_other = p.front.alloc_unbound(other.domid()).unwrap();
+    assert!(matches!(
+        other_back.bind_interdomain(guest.domid(), for_other),
+        Err(EvtchnError::NotOffered { .. })
+    ));
+    assert_eq!(
+        p.front.alloc_unbound(DomId(999)),
+        Err(EvtchnError::BadDomain { domid: DomId(999) })
+    );
+}
+
+#[test]
+fn destroying_a_domain_unbinds_its_peers_and_stops_its_grants() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let domid = guest.domid();
+    guest.write(0, 0, b"alive").unwrap();
+    guest.grant(GrantRef(8), DOM0, 0, false).unwrap();
+    let mut grants = SimGrants::new(run.dir(), DOM0);
+    let mapping = grants.map(domid, &[GrantRef(8)], false).unwrap();
+    let p = connected(&run, &guest);
+    let mut back = p.back;
+    std::mem::forget(p.front); // the guest process died without closing anything
+
+    run.dir().destroy_domain(domid).unwrap();
+    assert!(!run.dir().domain_exists(domid));
+    assert_eq!(
+        back.status(p.back_port).unwrap(),
+        PortStatus::Unbound { remote: domid }
+    );
+    back.notify(p.back_port).unwrap();
+
+    let mut buf = [0u8; 5];
+    let mut ops = [CopyOp::from_guest(
+        GuestRange {
+            domid,
+            gref: GrantRef(8),
+            offset: 0,
+        },
+        &mut buf,
+    )];
+    assert_eq!(grants.copy(&mut ops), 1);
+    assert_eq!(ops[0].status(), Err(GrantError::BadDomain { domid }));
+    // SAFETY: one mapped page, kept as Xen keeps a dying domain's pages while mapped.
+    let kept = unsafe { std::slice::from_raw_parts(mapping.as_ptr().as_ptr(), 5) };
+    assert_eq!(kept, b"alive");
+}
