@@ -1,0 +1,204 @@
+//! The simulated host across separate processes: this test binary re-runs itself as the
+//! guest (or as a back end that dies), selected by an environment variable.
+
+#![cfg(test)]
+
+mod platform_sim_common;
+
+use platform_sim_common::{readable, TempRun};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use tokenback::platform::sim::{
+    EndAccessError, GuestDomain, PortStatus, RunDir, SimEventChannel, SimGrants,
+};
+use tokenback::platform::{
+    DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, Port, PAGE_SIZE,
+};
+
+const DOM0: DomId = DomId(0);
+const GUEST_ENV: &str = "TOKENBACK_TEST_SIM_GUEST";
+const DEAD_BACK_END_ENV: &str = "TOKENBACK_TEST_SIM_DEAD_BACK_END";
+/// Generous bound for "eventually": only reached when something is broken.
+const PATIENCE_MS: i32 = 30_000;
+
+const GREETING: &[u8] = b"hello from the guest";
+const REPLY: &[u8] = b"hello from dom0";
+const ACK: &[u8] = b"ack";
+const GREF: GrantRef = GrantRef(8);
+
+/// Runs this test binary's test `name` in a child process with `env` set.
+fn spawn_self(name: &str, env: (&str, String)) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the child's handshake file, written atomically with rename.
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_millis(PATIENCE_MS as u64);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn write_file_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// Waits until `ch` reports an event, and re-enables what fired.
+fn wait_event(ch: &mut SimEventChannel) -> Vec<Port> {
+    let mut fired = Vec::new();
+    while fired.is_empty() {
+        assert!(readable(ch.as_raw_fd(), PATIENCE_MS), "no event came");
+        ch.read_pending(&mut fired).unwrap();
+    }
+    ch.unmask(&fired).unwrap();
+    fired
+}
+
+fn page_bytes(mapping: &impl GrantMapping, offset: usize, len: usize) -> Vec<u8> {
+    assert!(offset + len <= mapping.pages() * PAGE_SIZE);
+    // SAFETY: the range is inside the mapping, which outlives this copy.
+    unsafe { std::slice::from_raw_parts(mapping.as_ptr().as_ptr().add(offset), len) }.to_vec()
+}
+
+#[test]
+fn a_guest_and_the_back_end_share_a_page_and_events_across_processes() {
+    let run = TempRun::new();
+    let ready = run.dir().root().join("guest-ready");
+    let mut guest = spawn_self(
+        "guest_process",
+        (GUEST_ENV, run.dir().root().display().to_string()),
+    );
+    let text = wait_for_file(&ready);
+    let fields: Vec<u32> = text.split(' ').map(|f| f.parse().unwrap()).collect();
+    let (domid, guest_port) = (DomId(fields[0] as u16), Port(fields[1]));
+
+    let mut events = SimEventChannel::open(run.dir(), DOM0).unwrap();
+    let port = events.bind_interdomain(domid, guest_port).unwrap();
+    let mut grants = SimGrants::new(run.dir(), DOM0);
+    let mapping = grants.map(domid, &[GREF], true).unwrap();
+    assert_eq!(page_bytes(&mapping, 0, GREETING.len()), GREETING);
+
+    // SAFETY: offset 100 + REPLY.len() is inside the one writable mapped page.
+    unsafe {
+        let at = mapping.as_ptr().as_ptr().add(100);
+        std::ptr::copy_nonoverlapping(REPLY.as_ptr(), at, REPLY.len());
+    }
+    events.notify(port).unwrap();
+
+    // The guest answers through the page and an event (the bind's own event may come first).
+    while page_bytes(&mapping, 200, ACK.len()) != ACK {
+        assert_eq!(wait_event(&mut events), [port]);
+    }
+    drop(mapping);
+    events.notify(port).unwrap();
+
+    let status = guest.wait().unwrap();
+    assert!(status.success(), "guest process failed: {status}");
+}
+
+/// The guest's side; a no-op unless run by the test above.
+#[test]
+fn guest_process() {
+    let Some(root) = std::env::var_os(GUEST_ENV) else {
+        return;
+    };
+    let run = RunDir::open(Path::new(&root)).unwrap();
+    let guest = GuestDomain::create(&run, 4, 1).unwrap();
+    guest.write(1, 0, GREETING).unwrap();
+    guest.grant(GREF, DOM0, 1, false).unwrap();
+    let mut events = SimEventChannel::open(&run, guest.domid()).unwrap();
+    let port = events.alloc_unbound(DOM0).unwrap();
+    write_file_atomically(
+        &run.root().join("guest-ready"),
+        &format!("{} {}", guest.domid().0, port.0),
+    );
+
+    let mut reply = vec![0u8; REPLY.len()];
+    while reply != REPLY {
+        assert_eq!(wait_event(&mut events), [port]);
+        guest.read(1, 100, &mut reply).unwrap();
+    }
+    // The back end maps the page: the guest cannot take it back.
+    assert_eq!(
+        guest.end_access(GREF),
+        Err(EndAccessError::InUse { gref: GREF.0 })
+    );
+    guest.write(1, 200, ACK).unwrap();
+    events.notify(port).unwrap();
+
+    // Once the back end has unmapped and said so, access can end.
+    assert_eq!(wait_event(&mut events), [port]);
+    assert_eq!(guest.end_access(GREF), Ok(()));
+}
+
+#[test]
+fn a_restarted_back_end_rebinds_the_port_its_dead_predecessor_held() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut front = SimEventChannel::open(run.dir(), guest.domid()).unwrap();
+    let guest_port = front.alloc_unbound(DOM0).unwrap();
+
+    let args = format!(
+        "{} {} {}",
+        run.dir().root().display(),
+        guest.domid().0,
+        guest_port.0
+    );
+    let status = spawn_self("dead_back_end_process", (DEAD_BACK_END_ENV, args))
+        .wait()
+        .unwrap();
+    assert!(status.success(), "back end process failed: {status}");
+    // The dead back end's port is still recorded as connected.
+    assert!(matches!(
+        front.status(guest_port).unwrap(),
+        PortStatus::Interdomain { remote: DOM0, .. }
+    ));
+
+    let mut back = SimEventChannel::open(run.dir(), DOM0).unwrap();
+    let port = back.bind_interdomain(guest.domid(), guest_port).unwrap();
+    assert_eq!(
+        front.status(guest_port).unwrap(),
+        PortStatus::Interdomain {
+            remote: DOM0,
+            remote_port: port
+        }
+    );
+    assert_eq!(wait_event(&mut back), [port], "the bind's own event");
+    front.notify(guest_port).unwrap();
+    assert_eq!(wait_event(&mut back), [port]);
+}
+
+/// A back end that binds and dies without closing anything; a no-op unless run by the test
+/// above.
+#[test]
+fn dead_back_end_process() {
+    let Some(args) = std::env::var(DEAD_BACK_END_ENV).ok() else {
+        return;
+    };
+    let fields: Vec<&str> = args.split(' ').collect();
+    let run = RunDir::open(&PathBuf::from(fields[0])).unwrap();
+    let (domid, port) = (
+        DomId(fields[1].parse().unwrap()),
+        Port(fields[2].parse().unwrap()),
+    );
+    let mut back = SimEventChannel::open(&run, DOM0).unwrap();
+    back.bind_interdomain(domid, port).unwrap();
+    // Exit as a crash would: no destructor runs, the handle's ports stay recorded.
+    std::process::exit(0);
+}
