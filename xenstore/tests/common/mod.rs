@@ -1,4 +1,6 @@
 //! An in-process xenstored on a unix socket in its own temp directory.
+// Each test crate compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
