@@ -187,7 +187,7 @@ fn destroying_a_domain_unbinds_its_peers_and_stops_its_grants() {
     std::mem::forget(p.front); // the guest process died without closing anything
 
     run.dir().destroy_domain(domid).unwrap();
-    assert!(!run.dir().domain_exists(domid));
+    assert!(run.dir().domain_exists(domid), "until released and removed");
     assert_eq!(
         back.status(p.back_port).unwrap(),
         PortStatus::Unbound { remote: domid }
@@ -208,4 +208,7 @@ fn destroying_a_domain_unbinds_its_peers_and_stops_its_grants() {
     // SAFETY: one mapped page, kept as Xen keeps a dying domain's pages while mapped.
     let kept = unsafe { std::slice::from_raw_parts(mapping.as_ptr().as_ptr(), 5) };
     assert_eq!(kept, b"alive");
+
+    run.dir().remove_domain(domid).unwrap();
+    assert!(!run.dir().domain_exists(domid));
 }

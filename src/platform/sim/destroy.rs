@@ -14,8 +14,7 @@ impl RunDir {
     /// Destroys guest `domid` as Xen does: its grants stop working for every accessor, each
     /// of its interdomain ports is closed (the peer's port becomes unbound), and its files
     /// are removed. Pages a back end still maps stay valid until it unmaps them. The caller
-    /// then sends `XS_RELEASE`; the directory goes when its last file (xenstored's socket)
-    /// does, whichever of the two removes it last.
+    /// then sends `XS_RELEASE` and calls [`RunDir::remove_domain`].
     pub fn destroy_domain(&self, domid: DomId) -> Result<(), SimError> {
         if domid.0 == 0 {
             return Err(SimError::Corrupt {
@@ -24,10 +23,9 @@ impl RunDir {
             });
         }
         GrantTable::open(self, domid)?.set_dying();
-        // Without its memory file the domain no longer exists: no new binding can start.
-        remove_if_present(&self.memory(domid))?;
         self.close_ports(domid)?;
         for path in [
+            self.memory(domid),
             self.grant_table(domid),
             self.grant_active(domid),
             self.evtchn_table(domid),
@@ -42,9 +40,17 @@ impl RunDir {
                 remove_if_present(&entry.path())?;
             }
         }
-        // Fails while xenstored's socket is still there; XS_RELEASE removes both.
-        let _ = fs::remove_dir(&dir);
         Ok(())
+    }
+
+    /// Removes the destroyed domain's directory once xenstored has released it (its socket
+    /// is gone): from then on the domain no longer exists and its domid may be reused.
+    pub fn remove_domain(&self, domid: DomId) -> Result<(), SimError> {
+        let dir = self.domain_dir(domid);
+        match fs::remove_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SimError::io("remove", &dir, e)),
+            _ => Ok(()),
+        }
     }
 
     fn close_ports(&self, domid: DomId) -> Result<(), SimError> {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 /// `sun_path` holds 108 bytes including the terminating nul.
@@ -327,13 +327,15 @@ impl Drop for SimEventChannel {
     }
 }
 
+/// Locking a port table fails only on I/O (`flock`, or the table gone with its domain).
 fn sim_error(err: SimError) -> EvtchnError {
-    match err {
-        SimError::Io { source, .. } => EvtchnError::from_io("lock of a port table", &source),
-        _ => EvtchnError::Os {
-            op: "lock of a port table",
-            errno: 0,
-        },
+    let errno = match err {
+        SimError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        _ => libc::EIO,
+    };
+    EvtchnError::Os {
+        op: "lock of a port table",
+        errno,
     }
 }
 
@@ -343,11 +345,7 @@ fn random_id() -> Result<u64, SimError> {
     // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != bytes.len() as isize {
-        return Err(SimError::io(
-            "read random bytes for",
-            Path::new("an event-channel handle id"),
-            io::Error::last_os_error(),
-        ));
+        return Err(SimError::Random(io::Error::last_os_error()));
     }
     Ok(u64::from_ne_bytes(bytes))
 }

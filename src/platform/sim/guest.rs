@@ -31,7 +31,7 @@ pub struct GuestDomain {
 impl GuestDomain {
     /// Creates a new domain in the run directory: allocates its domid, its memory of `pages`
     /// zeroed pages, an empty grant table of `grant_frames` frames and its event-channel
-    /// table. The memory file comes last: from then on the domain exists (docs/sim-host.md).
+    /// table. The domain exists from the moment its domid is taken (docs/sim-host.md).
     pub fn create(run: &RunDir, pages: usize, grant_frames: usize) -> Result<Self, SimError> {
         let domid = run.allocate_domid()?;
         let grants = GrantTable::create(run, domid, grant_frames.max(1))?;

@@ -37,6 +37,9 @@ pub enum SimError {
     /// A file of the run directory does not have the layout it must have.
     #[error("{} is corrupt: {what}", path.display())]
     Corrupt { path: PathBuf, what: &'static str },
+    /// No random bytes for a handle id.
+    #[error("cannot get random bytes for an event-channel handle id: {0}")]
+    Random(#[source] io::Error),
     /// Every domid is taken.
     #[error("no free domid in the run directory")]
     NoFreeDomid,

@@ -82,10 +82,10 @@ impl RunDir {
             .join(format!("evtchn-{handle:016x}.sock"))
     }
 
-    /// Whether domain N exists: dom0 always, a guest once its memory file is there. The same
-    /// rule xenstored applies to owners in SET_PERMS.
+    /// Whether domain N exists: dom0 always, a guest from the creation of its directory until
+    /// the toolstack removes it. The rule tokenback-xenstored applies to owners in SET_PERMS.
     pub fn domain_exists(&self, domid: DomId) -> bool {
-        domid.0 == 0 || self.memory(domid).exists()
+        domid.0 == 0 || self.domain_dir(domid).is_dir()
     }
 
     /// Takes the next free domid, as Xen allocates them: upwards from the last one handed
