@@ -3,7 +3,8 @@
 #![cfg(test)]
 
 use std::path::Path;
-use tokenback::platform::linux::{Evtchn, Gntdev, EVTCHN_PATH, GNTDEV_PATH};
+use tokenback::platform::linux::{Evtchn, Gntdev, LinuxPlatform, EVTCHN_PATH, GNTDEV_PATH};
+use tokenback::platform::Platform;
 
 #[test]
 fn without_dev_xen_opening_fails_with_the_device_named() {
@@ -19,4 +20,11 @@ fn without_dev_xen_opening_fails_with_the_device_named() {
     assert_eq!(err.path, Path::new(EVTCHN_PATH));
     assert!(err.to_string().contains("/dev/xen/evtchn"), "{err}");
     assert!(err.to_string().contains("dom0"), "{err}");
+
+    let platform = LinuxPlatform;
+    assert_eq!(platform.grants().unwrap_err().path, Path::new(GNTDEV_PATH));
+    assert_eq!(
+        platform.event_channel().unwrap_err().path,
+        Path::new(EVTCHN_PATH)
+    );
 }

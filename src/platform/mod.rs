@@ -15,6 +15,23 @@ pub use grant::{CopyOp, GrantAccess, GrantError, GrantMapping, GuestRange, Local
 
 use std::fmt;
 
+/// A host as a worker sees it: where it gets its own grant and event-channel handles. The
+/// daemon is generic over this, so the same code runs on Xen ([`linux::LinuxPlatform`]) and on
+/// the simulated host ([`sim::SimPlatform`]).
+pub trait Platform: Send + Sync {
+    /// Grant access for one worker.
+    type Grants: GrantAccess + Send;
+    /// Event channels for one worker.
+    type Events: EventChannel + Send;
+    /// Why a handle could not be opened.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a grant-access handle.
+    fn grants(&self) -> Result<Self::Grants, Self::Error>;
+    /// Opens an event-channel handle.
+    fn event_channel(&self) -> Result<Self::Events, Self::Error>;
+}
+
 /// Size of a guest page and of every grant; Xen's page size on x86.
 pub const PAGE_SIZE: usize = 4096;
 

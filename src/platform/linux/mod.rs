@@ -13,6 +13,24 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// A real dom0: every handle is a new open of the Xen devices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxPlatform;
+
+impl crate::platform::Platform for LinuxPlatform {
+    type Grants = Gntdev;
+    type Events = Evtchn;
+    type Error = OpenError;
+
+    fn grants(&self) -> Result<Gntdev, OpenError> {
+        Gntdev::open()
+    }
+
+    fn event_channel(&self) -> Result<Evtchn, OpenError> {
+        Evtchn::open()
+    }
+}
+
 /// Path of the grant device.
 pub const GNTDEV_PATH: &str = "/dev/xen/gntdev";
 /// Path of the event-channel device.

@@ -20,8 +20,37 @@ pub use grants::{SimGrants, SimMapping};
 pub use guest::{EndAccessError, GuestDomain};
 pub use run_dir::RunDir;
 
+use crate::platform::{DomId, Platform};
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The simulated host, seen by a back end running as domain `domid` (normally dom0).
+#[derive(Debug, Clone)]
+pub struct SimPlatform {
+    run: RunDir,
+    domid: DomId,
+}
+
+impl SimPlatform {
+    /// A back end acting as `domid` on the host of run directory `run`.
+    pub fn new(run: RunDir, domid: DomId) -> Self {
+        SimPlatform { run, domid }
+    }
+}
+
+impl Platform for SimPlatform {
+    type Grants = SimGrants;
+    type Events = SimEventChannel;
+    type Error = SimError;
+
+    fn grants(&self) -> Result<SimGrants, SimError> {
+        Ok(SimGrants::new(&self.run, self.domid))
+    }
+
+    fn event_channel(&self) -> Result<SimEventChannel, SimError> {
+        SimEventChannel::open(&self.run, self.domid)
+    }
+}
 
 /// A failure of the simulated host itself (its files), as opposed to a refused access.
 #[derive(Debug, thiserror::Error)]
