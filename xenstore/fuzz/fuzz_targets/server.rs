@@ -1,0 +1,59 @@
+//! Arbitrary frames from a privileged and two unprivileged connections into the server:
+//! nothing panics, every request gets exactly one reply, and nothing sent exceeds the limit.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xenstore_wire::server::{Quotas, Server};
+use xenstore_wire::wire::{decode, MsgType, WireError, PAYLOAD_MAX};
+
+fuzz_target!(|data: &[u8]| {
+    // Small quotas so that the fuzzer reaches them.
+    let quotas = Quotas {
+        nodes: 8,
+        watches: 4,
+        transactions: 2,
+        transaction_nodes: 8,
+        watch_events: 8,
+        ..Quotas::default()
+    };
+    let mut server = Server::new(quotas, Box::new(|d| d < 4));
+    let conns = [
+        server.connect(0, true),
+        server.connect(1, false),
+        server.connect(2, false),
+    ];
+    // Each step: one byte choosing the connection, then one frame from it.
+    let mut rest = data;
+    while let Some((&selector, tail)) = rest.split_first() {
+        let conn = conns[usize::from(selector) % conns.len()];
+        let (replies_expected, used) = match decode(tail) {
+            Ok(Some((msg, used))) => {
+                server.handle(conn, msg);
+                (1, used)
+            }
+            Err(WireError::UnknownType {
+                msg_type,
+                req_id,
+                tx_id,
+                frame_len,
+            }) => {
+                server.handle_unknown_type(conn, msg_type, req_id, tx_id);
+                (1, frame_len)
+            }
+            Ok(None) | Err(_) => break,
+        };
+        let mut replies = 0;
+        for c in conns {
+            while let Some(m) = server.pop_output(c) {
+                assert!(m.payload().len() <= PAYLOAD_MAX);
+                if c == conn && m.msg_type != MsgType::WatchEvent {
+                    replies += 1;
+                }
+            }
+        }
+        assert_eq!(replies, replies_expected);
+        let _ = server.take_effects();
+        let _ = server.take_notices();
+        rest = &tail[used..];
+    }
+});
