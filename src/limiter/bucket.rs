@@ -47,21 +47,17 @@ impl Bucket {
     /// The balance in nano-units at `now` (an earlier `now` than the last update sees no refill).
     pub fn level_at(&self, now: u64) -> i128 {
         let deficit = self.capacity - self.level;
-        if deficit <= 0 {
+        if deficit <= 0 || now <= self.last {
             return self.level;
         }
-        let elapsed = now.saturating_sub(self.last);
-        // Only multiply when the product stays below the deficit (+ one rate), never overflows.
-        if u128::from(elapsed) >= self.fill_time(deficit) {
+        // A u64 rate times u64 nanoseconds always fits in u128; no division on this hot path.
+        let gain = u128::from(self.rate) * u128::from(now - self.last);
+        if gain >= deficit as u128 {
             self.capacity
         } else {
-            self.level + i128::from(self.rate) * i128::from(elapsed)
+            // gain < deficit, which fits in i128.
+            self.level + gain as i128
         }
-    }
-
-    /// Nanoseconds to gain `amount` nano-units, rounded up.
-    fn fill_time(&self, amount: i128) -> u128 {
-        (amount as u128).div_ceil(u128::from(self.rate))
     }
 
     /// What the level must reach before a request of `cost` nano-units may be admitted: the cost
@@ -81,9 +77,14 @@ impl Bucket {
         if missing <= 0 {
             return now;
         }
-        // missing <= capacity + debt, both bounded by validated configuration: fits in u64 ns
-        // unless the deadline lies centuries ahead, which saturates.
-        let wait = u64::try_from(self.fill_time(missing)).unwrap_or(u64::MAX);
+        // Nanoseconds to gain `missing`, rounded up: 64-bit division whenever `missing` fits
+        // (below about 1.8e10 units), and a deadline centuries ahead saturates.
+        let wait = match u64::try_from(missing) {
+            Ok(missing) => missing.div_ceil(self.rate),
+            Err(_) => {
+                u64::try_from((missing as u128).div_ceil(u128::from(self.rate))).unwrap_or(u64::MAX)
+            }
+        };
         now.saturating_add(wait)
     }
 

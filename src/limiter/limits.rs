@@ -12,12 +12,26 @@ use super::cost::Request;
 /// Picoseconds per second: the unit of [`LimitSet::time_cost`].
 const PICOS: u128 = 1_000_000_000_000;
 
-/// The buckets of one limit.
+/// The buckets of one configured limit.
 #[derive(Clone, Debug)]
 struct Limit {
+    kind: LimitKind,
     main: Bucket,
     /// One unit refilled at the burst rate; spaces requests cost/max apart during a burst.
     burst: Option<Bucket>,
+}
+
+impl Limit {
+    /// A limit whose buckets are full at `now`.
+    fn full(kind: LimitKind, config: RateLimit, iops_size: Option<u64>, now: u64) -> Self {
+        let (rate, capacity) = main_bucket(kind, config, iops_size);
+        Limit {
+            kind,
+            main: Bucket::full(rate, capacity, now),
+            burst: burst_bucket(kind, config, iops_size)
+                .map(|(rate, capacity)| Bucket::full(rate, capacity, now)),
+        }
+    }
 }
 
 /// A bucket's balance, for counters; in nano-units of its kind's unit (token, operation, byte).
@@ -36,7 +50,8 @@ pub struct Balance {
 /// All buckets of a VBD or a group.
 #[derive(Clone, Debug)]
 pub struct LimitSet {
-    limits: [Option<Limit>; 7],
+    /// Only the configured limits, in [`LimitKind::ALL`] order: a decision touches nothing else.
+    limits: Vec<Limit>,
     iops_size: Option<u64>,
 }
 
@@ -44,32 +59,11 @@ impl LimitSet {
     /// Buckets for `config`, all full at `now`.
     pub fn new(config: &LimitConfig, now: u64) -> Self {
         let iops_size = config.iops_size();
-        let mut limits: [Option<Limit>; 7] = Default::default();
-        for kind in LimitKind::ALL {
-            limits[kind.index()] = config.limit(kind).map(|limit| {
-                let (rate, capacity) = main_bucket(kind, limit, iops_size);
-                Limit {
-                    main: Bucket::full(rate, capacity, now),
-                    burst: burst_bucket(kind, limit, iops_size)
-                        .map(|(rate, capacity)| Bucket::full(rate, capacity, now)),
-                }
-            });
-        }
+        let limits = LimitKind::ALL
+            .into_iter()
+            .filter_map(|kind| Some(Limit::full(kind, config.limit(kind)?, iops_size, now)))
+            .collect();
         LimitSet { limits, iops_size }
-    }
-
-    /// Every bucket with the cost `req` puts on it, in nano-units (0 where it does not apply).
-    fn charges<'a>(&'a self, req: &'a Request) -> impl Iterator<Item = (&'a Bucket, i128)> + 'a {
-        self.limits
-            .iter()
-            .zip(LimitKind::ALL)
-            .flat_map(move |(limit, kind)| {
-                let cost = self.cost_nano(req, kind);
-                limit
-                    .iter()
-                    .flat_map(|l| std::iter::once(&l.main).chain(l.burst.as_ref()))
-                    .map(move |bucket| (bucket, cost))
-            })
     }
 
     fn cost_nano(&self, req: &Request, kind: LimitKind) -> i128 {
@@ -82,22 +76,45 @@ impl LimitSet {
 
     /// The earliest instant at or after `now` when every bucket admits `req`.
     pub fn ready_at(&self, req: &Request, now: u64) -> u64 {
-        self.charges(req)
-            .map(|(bucket, cost)| bucket.ready_at(cost, now))
-            .max()
-            .unwrap_or(now)
+        let mut at = now;
+        for limit in &self.limits {
+            let cost = self.cost_nano(req, limit.kind);
+            at = at.max(limit.main.ready_at(cost, now));
+            if let Some(burst) = &limit.burst {
+                at = at.max(burst.ready_at(cost, now));
+            }
+        }
+        at
+    }
+
+    /// Charge `req` at `now` if every bucket admits it, else tell when they will. One pass
+    /// brings the buckets up to `now`, so the check and the charge share the refill work.
+    pub fn try_charge(&mut self, req: &Request, now: u64) -> Result<(), u64> {
+        for limit in &mut self.limits {
+            limit.main.advance(now);
+            if let Some(burst) = &mut limit.burst {
+                burst.advance(now);
+            }
+        }
+        match self.ready_at(req, now) {
+            at if at > now => Err(at),
+            _ => {
+                self.charge(req, now);
+                Ok(())
+            }
+        }
     }
 
     /// Charge `req` to every bucket it touches, at `now`.
     pub fn charge(&mut self, req: &Request, now: u64) {
-        for kind in LimitKind::ALL {
-            let cost = self.cost_nano(req, kind);
-            if let Some(limit) = &mut self.limits[kind.index()] {
-                if cost > 0 {
-                    limit.main.take(cost, now);
-                    if let Some(burst) = &mut limit.burst {
-                        burst.take(cost, now);
-                    }
+        let iops_size = self.iops_size;
+        for limit in &mut self.limits {
+            let scale = iops_size.filter(|_| limit.kind.counts_operations());
+            let cost = i128::from(req.cost(limit.kind, scale)) * i128::from(NANOS);
+            if cost > 0 {
+                limit.main.take(cost, now);
+                if let Some(burst) = &mut limit.burst {
+                    burst.take(cost, now);
                 }
             }
         }
@@ -107,16 +124,18 @@ impl LimitSet {
     /// cost / rate. Deficit round robin in a group charges this, so shares follow weights in
     /// bytes under a bandwidth limit and in operations under an IOPS limit.
     pub fn time_cost(&self, req: &Request) -> u128 {
-        self.limits
-            .iter()
-            .zip(LimitKind::ALL)
-            .filter_map(|(limit, kind)| {
-                let limit = limit.as_ref()?;
-                let cost = u128::from(req.cost(kind, self.scale_of(kind)));
-                Some((cost * PICOS).div_ceil(u128::from(limit.main.rate())))
-            })
-            .max()
-            .unwrap_or(0)
+        let mut most = 0;
+        for limit in &self.limits {
+            let cost = req.cost(limit.kind, self.scale_of(limit.kind));
+            let rate = limit.main.rate();
+            // 64-bit division for any request below ~18 MB; it runs once per DRR visit.
+            let time = match cost.checked_mul(PICOS as u64) {
+                Some(scaled) => u128::from(scaled.div_ceil(rate)),
+                None => (u128::from(cost) * PICOS).div_ceil(u128::from(rate)),
+            };
+            most = most.max(time);
+        }
+        most
     }
 
     /// Apply a new configuration at `now`. Refill up to `now` runs at the old rates; levels are
@@ -126,28 +145,24 @@ impl LimitSet {
     pub fn retune(&mut self, config: &LimitConfig, now: u64) {
         let old_scale = self.iops_size.unwrap_or(1);
         let new_scale = config.iops_size().unwrap_or(1);
-        self.iops_size = config.iops_size();
+        let iops_size = config.iops_size();
+        let mut old = std::mem::take(&mut self.limits).into_iter().peekable();
         for kind in LimitKind::ALL {
-            let slot = &mut self.limits[kind.index()];
+            let kept = old.next_if(|limit| limit.kind == kind);
             let Some(new) = config.limit(kind) else {
-                *slot = None;
                 continue;
             };
-            let (rate, capacity) = main_bucket(kind, new, self.iops_size);
-            let burst = burst_bucket(kind, new, self.iops_size);
-            let Some(limit) = slot else {
-                *slot = Some(Limit {
-                    main: Bucket::full(rate, capacity, now),
-                    burst: burst.map(|(rate, capacity)| Bucket::full(rate, capacity, now)),
-                });
+            let Some(mut limit) = kept else {
+                self.limits.push(Limit::full(kind, new, iops_size, now));
                 continue;
             };
             let rescale = kind.counts_operations() && old_scale != new_scale;
+            let (rate, capacity) = main_bucket(kind, new, iops_size);
             if rescale {
                 limit.main.rescale(new_scale, old_scale, now);
             }
             limit.main.retune(rate, capacity, now);
-            limit.burst = match (limit.burst.take(), burst) {
+            limit.burst = match (limit.burst.take(), burst_bucket(kind, new, iops_size)) {
                 (Some(mut bucket), Some((rate, capacity))) => {
                     if rescale {
                         bucket.rescale(new_scale, old_scale, now);
@@ -158,27 +173,24 @@ impl LimitSet {
                 (None, Some((rate, capacity))) => Some(Bucket::full(rate, capacity, now)),
                 (_, None) => None,
             };
+            self.limits.push(limit);
         }
+        self.iops_size = iops_size;
     }
 
     /// Every bucket's balance at `now`, in nano-units of its kind's unit.
     pub fn balances(&self, now: u64) -> impl Iterator<Item = Balance> + '_ {
-        self.limits
-            .iter()
-            .zip(LimitKind::ALL)
-            .flat_map(move |(limit, kind)| {
-                let scale = i128::from(self.scale_of(kind).unwrap_or(1));
-                let balance = move |bucket: &Bucket, burst| Balance {
-                    kind,
-                    burst,
-                    level_nano: bucket.level_at(now).div_euclid(scale),
-                    capacity_nano: bucket.capacity() / scale,
-                };
-                limit.iter().flat_map(move |l| {
-                    std::iter::once(balance(&l.main, false))
-                        .chain(l.burst.as_ref().map(|b| balance(b, true)))
-                })
-            })
+        self.limits.iter().flat_map(move |limit| {
+            let scale = i128::from(self.scale_of(limit.kind).unwrap_or(1));
+            let balance = move |bucket: &Bucket, burst| Balance {
+                kind: limit.kind,
+                burst,
+                level_nano: bucket.level_at(now).div_euclid(scale),
+                capacity_nano: bucket.capacity() / scale,
+            };
+            std::iter::once(balance(&limit.main, false))
+                .chain(limit.burst.as_ref().map(|b| balance(b, true)))
+        })
     }
 }
 

@@ -76,12 +76,14 @@ impl Vbd {
 
     /// Admit the head request if every own bucket and the in-flight cap allow it at `now`.
     pub fn poll_admit(&mut self, now: u64) -> Option<Admitted> {
-        match self.head_ready_at(now) {
-            Some(at) if at <= now => self.admit_head(now),
-            _ => {
-                self.note_held(now);
-                None
-            }
+        let head = self.queue.front()?;
+        let admitted =
+            !self.at_inflight_cap() && self.limits.try_charge(&head.request, now).is_ok();
+        if admitted {
+            self.release_head(now)
+        } else {
+            self.note_held(now);
+            None
         }
     }
 
@@ -145,16 +147,26 @@ impl Vbd {
     /// cap).
     pub(super) fn head_ready_at(&self, now: u64) -> Option<u64> {
         let head = self.queue.front()?;
-        if self.max_inflight.is_some_and(|cap| self.in_flight >= cap) {
+        if self.at_inflight_cap() {
             return None;
         }
         Some(self.limits.ready_at(&head.request, now))
     }
 
+    fn at_inflight_cap(&self) -> bool {
+        self.max_inflight.is_some_and(|cap| self.in_flight >= cap)
+    }
+
     /// Charge and release the head request (the caller checked it is admissible).
     pub(super) fn admit_head(&mut self, now: u64) -> Option<Admitted> {
+        let head = self.queue.front()?;
+        self.limits.charge(&head.request, now);
+        self.release_head(now)
+    }
+
+    /// Release the head request, already charged, and count it.
+    fn release_head(&mut self, now: u64) -> Option<Admitted> {
         let Queued { request, since } = self.queue.pop_front()?;
-        self.limits.charge(&request, now);
         self.in_flight += 1;
         let delay_ns = now.saturating_sub(since);
         self.counters.record_admission(&request, delay_ns);
