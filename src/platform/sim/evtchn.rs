@@ -43,6 +43,9 @@ pub struct SimEventChannel {
     tables: HashMap<DomId, PortTable>,
     /// Ports owned by this handle.
     bound: Vec<Port>,
+    /// Sockets connected to the handles this one has woken, by domain and handle id: a send
+    /// on a connected socket skips the path lookup of every notify.
+    doorbells: HashMap<(DomId, u64), UnixDatagram>,
 }
 
 impl SimEventChannel {
@@ -65,6 +68,7 @@ impl SimEventChannel {
             socket_path,
             tables: HashMap::from([(me, own)]),
             bound: Vec::new(),
+            doorbells: HashMap::new(),
         })
     }
 
@@ -137,10 +141,25 @@ impl SimEventChannel {
 
     /// Wakes handle `owner` of `domid`. Failures are harmless: a full queue means the handle
     /// is already due to wake, a refused one that it is gone.
-    fn ring(&self, domid: DomId, owner: u64) {
-        let _ = self
-            .socket
-            .send_to(&[0], self.run.evtchn_socket(domid, owner));
+    fn ring(&mut self, domid: DomId, owner: u64) {
+        let key = (domid, owner);
+        if !self.doorbells.contains_key(&key) {
+            let Ok(socket) = UnixDatagram::unbound() else {
+                return;
+            };
+            let path = self.run.evtchn_socket(domid, owner);
+            if socket.connect(path).is_err() || socket.set_nonblocking(true).is_err() {
+                return;
+            }
+            self.doorbells.insert(key, socket);
+        }
+        if let Some(socket) = self.doorbells.get(&key) {
+            if let Err(e) = socket.send(&[0]) {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    self.doorbells.remove(&key);
+                }
+            }
+        }
     }
 
     /// Whether handle `owner` of this domain still has a process behind it.
