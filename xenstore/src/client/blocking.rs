@@ -73,8 +73,8 @@ impl Client {
     fn round_trip(&mut self, tx: TxId, request: &Request) -> Result<Vec<u8>> {
         self.next_req = self.next_req.wrapping_add(1);
         let req_id = self.next_req;
-        let (msg_type, payload) = request.encode();
-        let msg = Message::new(msg_type, req_id, tx.0, payload).map_err(ClientError::TooLarge)?;
+        let msg = super::encode_request(&self.endpoint, req_id, tx, request)?;
+        let msg_type = msg.msg_type;
         self.stream.write_all(&msg.to_bytes())?;
         loop {
             let m = self.next_message(None)?.ok_or(ClientError::Disconnected)?;

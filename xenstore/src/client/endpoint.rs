@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::{ClientError, Result};
+use crate::wire::{HEADER_LEN, PAYLOAD_MAX};
 
 /// A way to reach xenstored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,15 @@ impl Endpoint {
     pub fn path(&self) -> &Path {
         match self {
             Endpoint::Socket(p) | Endpoint::Device(p) => p,
+        }
+    }
+
+    /// The largest payload a request may carry here: Linux's xenbus device takes a message
+    /// only if header and payload together fit in 4096 bytes (xenbus_dev_frontend.c).
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Endpoint::Socket(_) => PAYLOAD_MAX,
+            Endpoint::Device(_) => PAYLOAD_MAX - HEADER_LEN,
         }
     }
 

@@ -16,6 +16,22 @@ use thiserror::Error;
 pub use endpoint::Endpoint;
 pub use reply::WatchEvent;
 
+/// Encodes a request for `endpoint`, refusing one too large to send there.
+fn encode_request(
+    endpoint: &Endpoint,
+    req_id: u32,
+    tx: TxId,
+    request: &crate::wire::Request,
+) -> Result<crate::wire::Message> {
+    let (msg_type, payload) = request.encode();
+    if payload.len() > endpoint.max_payload() {
+        return Err(ClientError::TooLarge(WireError::Oversized {
+            len: payload.len(),
+        }));
+    }
+    crate::wire::Message::new(msg_type, req_id, tx.0, payload).map_err(ClientError::TooLarge)
+}
+
 use crate::wire::{MsgType, WireError, XsErrno};
 
 /// A transaction id; [`TxId::NONE`] outside transactions.
@@ -88,3 +104,32 @@ impl ClientError {
 
 /// Result of a client operation.
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Request;
+
+    #[test]
+    fn xenbus_device_takes_smaller_requests_than_the_socket() {
+        let request = Request::Write {
+            path: "/a".into(),
+            value: vec![b'x'; 4090],
+        };
+        let socket = Endpoint::Socket("/s".into());
+        let device = Endpoint::Device("/d".into());
+        assert!(encode_request(&socket, 1, TxId::NONE, &request).is_ok());
+        assert!(matches!(
+            encode_request(&device, 1, TxId::NONE, &request),
+            Err(ClientError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn retry_only_on_eagain_or_a_lost_transaction() {
+        assert!(ClientError::Xs(XsErrno::Eagain).should_retry());
+        assert!(ClientError::TransactionLost(3).should_retry());
+        assert!(!ClientError::Xs(XsErrno::Eacces).should_retry());
+        assert!(!ClientError::Disconnected.should_retry());
+    }
+}

@@ -146,9 +146,9 @@ impl AsyncClient {
             }
         }
         let req_id = self.next_req;
-        let (msg_type, payload) = request.encode();
-        let msg = Message::new(msg_type, req_id, tx.0, payload).map_err(ClientError::TooLarge)?;
+        let msg = super::encode_request(&self.endpoint, req_id, tx, request)?;
         msg.encode_into(&mut self.wbuf);
+        let msg_type = msg.msg_type;
         self.pending.insert(req_id, Pending { msg_type, internal });
         Ok(req_id)
     }

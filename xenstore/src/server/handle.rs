@@ -396,11 +396,14 @@ impl Server {
             return;
         };
         if c.queued_events >= limit {
-            let domid = c.domid;
-            self.notices.push(Notice::EventDropped {
-                domid,
-                path: epath.to_owned(),
-            });
+            if !c.dropping {
+                c.dropping = true;
+                let domid = c.domid;
+                self.notices.push(Notice::EventDropped {
+                    domid,
+                    path: epath.to_owned(),
+                });
+            }
             return;
         }
         // Event paths and tokens are bounded by the request limits, so this always fits;
@@ -408,6 +411,7 @@ impl Server {
         if let Ok(m) = Message::new(MsgType::WatchEvent, 0, 0, payload) {
             c.out.push_back(m);
             c.queued_events += 1;
+            c.dropping = false;
             self.dirty.insert(conn);
         }
     }

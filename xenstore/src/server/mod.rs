@@ -6,9 +6,10 @@
 //! transport is [`transport`]. Behaviour follows Xen 4.17's C xenstored (see each module);
 //! where C xenstored would log, the server records a [`Notice`].
 //!
-//! Limits: no persistence, no XS_CONTROL, GET/SET_FEATURE or GET/SET_QUOTA (ENOSYS), no
-//! WATCHDEPTH. Entries in permission lists naming domains that no longer exist are kept and
-//! honoured (C xenstored ignores them).
+//! Departures from C xenstored 4.17: the path-max quota applies to unprivileged callers only
+//! (as from Xen 4.18); identical queued watch events are not coalesced; entries in permission
+//! lists naming domains that no longer exist are kept and honoured (C xenstored ignores
+//! them). No persistence; XS_CONTROL, GET/SET_FEATURE and GET/SET_QUOTA answer ENOSYS.
 
 mod handle;
 mod ops;
@@ -97,7 +98,8 @@ pub enum Notice {
         /// Why.
         refusal: Refusal,
     },
-    /// A watch event was dropped because the connection's queue is full.
+    /// Watch events are being dropped because the connection's queue is full (reported once
+    /// each time the queue fills up).
     EventDropped {
         /// The watcher's domain.
         domid: DomId,
@@ -116,6 +118,8 @@ struct Conn {
     out: VecDeque<Message>,
     /// Watch events in `out`.
     queued_events: usize,
+    /// Events are being dropped (queue full); logged once per episode, not per event.
+    dropping: bool,
 }
 
 /// Decides whether a domain exists, for SET_PERMS owners (Xen asks the hypervisor).
@@ -180,6 +184,7 @@ impl Server {
                 transactions: HashMap::new(),
                 out: VecDeque::new(),
                 queued_events: 0,
+                dropping: false,
             },
         );
         id

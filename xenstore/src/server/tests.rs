@@ -467,11 +467,13 @@ fn quotas_refuse_clearly() {
         h.write(d0, "/local/domain/8/a", &i.to_string()).unwrap();
     }
     assert_eq!(h.events(g).len(), 2);
-    assert!(h
+    let drops = h
         .server
         .take_notices()
-        .iter()
-        .any(|n| matches!(n, Notice::EventDropped { domid: 8, .. })));
+        .into_iter()
+        .filter(|n| matches!(n, Notice::EventDropped { domid: 8, .. }))
+        .count();
+    assert_eq!(drops, 1, "one notice per episode, not per event");
 }
 
 #[test]
@@ -543,4 +545,21 @@ fn malformed_and_unknown_requests_get_errors() {
     );
     let m = h.server.pop_output(d0).unwrap();
     assert_eq!((m.tx_id, m.payload()), (77, &b"ENOENT\0"[..]));
+}
+
+#[test]
+fn unread_replies_make_a_connection_wait() {
+    let mut h = Harness::with_quotas(Quotas {
+        outstanding: 3,
+        ..Quotas::default()
+    });
+    let g = h.server.connect(5, false);
+    for i in 0..3 {
+        assert!(!h.server.is_backlogged(g));
+        let (t, p) = Request::Read { path: "/".into() }.encode();
+        h.server.handle(g, Message::new(t, i, 0, p).unwrap());
+    }
+    assert!(h.server.is_backlogged(g));
+    h.server.pop_output(g);
+    assert!(!h.server.is_backlogged(g));
 }
