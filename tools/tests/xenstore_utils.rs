@@ -140,3 +140,24 @@ fn sigterm_exits_cleanly_and_removes_the_socket() {
     assert!(status.success(), "{status:?}");
     assert!(!d.socket().exists());
 }
+
+#[test]
+fn watch_sees_release_domain() {
+    let d = Daemon::start("release");
+    let s = d.socket();
+    std::fs::create_dir_all(d.dir.join("domain/3")).unwrap();
+    let mut watch = Command::new("xenstore-watch")
+        .args(["-n", "2", "@releaseDomain"])
+        .env("XENSTORED_PATH", &s)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+    let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
+    dom0.introduce(3, 0, 0).unwrap();
+    wait_for(&d.domain_socket(3));
+    dom0.release(3).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+    assert!(watch.wait().unwrap().success());
+}

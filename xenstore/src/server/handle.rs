@@ -49,7 +49,7 @@ impl Server {
         self.queue(conn, Message::error(req_id, tx_id, &refusal.errno()));
         self.notices.push(Notice::Refused {
             domid,
-            request: MsgType::Error,
+            request: None,
             refusal,
         });
     }
@@ -62,7 +62,7 @@ impl Server {
         if !refusal.is_routine() {
             self.notices.push(Notice::Refused {
                 domid,
-                request: msg.msg_type,
+                request: Some(msg.msg_type),
                 refusal,
             });
         }

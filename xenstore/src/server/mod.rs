@@ -93,8 +93,8 @@ pub enum Notice {
     Refused {
         /// The caller's domain.
         domid: DomId,
-        /// The request type.
-        request: MsgType,
+        /// The request type, `None` for a type Xen does not define.
+        request: Option<MsgType>,
         /// Why.
         refusal: Refusal,
     },

@@ -563,3 +563,37 @@ fn unread_replies_make_a_connection_wait() {
     h.server.pop_output(g);
     assert!(!h.server.is_backlogged(g));
 }
+
+#[test]
+fn special_nodes_can_be_opened_to_a_guest() {
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 2);
+    h.watch(g, "@releaseDomain", "r").unwrap();
+    h.events(g);
+    assert_eq!(
+        h.set_perms(g, "@releaseDomain", &["n0", "r2"]),
+        Err(XsErrno::Eacces)
+    );
+    assert_eq!(h.set_perms(d0, "@releaseDomain", &["n0", "r2"]), ok());
+    assert_eq!(
+        h.send(
+            g,
+            Request::GetPerms {
+                path: "@releaseDomain".into()
+            }
+        ),
+        Ok(b"n0\0r2\0".to_vec())
+    );
+    h.send(
+        d0,
+        Request::Introduce {
+            domid: 3,
+            gfn: 0,
+            port: 0,
+        },
+    )
+    .unwrap();
+    h.send(d0, Request::Release { domid: 3 }).unwrap();
+    assert_eq!(h.events(g), ["@releaseDomain r "]);
+}

@@ -79,11 +79,13 @@ impl fmt::Display for Report {
                 domid,
                 request,
                 refusal,
-            }) => write!(
-                f,
-                "refused {request:?} from domain {domid}: {} ({refusal})",
-                refusal.errno()
-            ),
+            }) => {
+                match request {
+                    Some(t) => write!(f, "refused {t:?}")?,
+                    None => write!(f, "refused a request")?,
+                }
+                write!(f, " from domain {domid}: {} ({refusal})", refusal.errno())
+            }
             Report::Notice(Notice::EventDropped { domid, path }) => write!(
                 f,
                 "dropped watch event {path} for domain {domid}: its event queue is full"
