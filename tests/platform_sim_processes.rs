@@ -14,7 +14,7 @@ use tokenback::platform::sim::{
     EndAccessError, GuestDomain, PortStatus, RunDir, SimEventChannel, SimGrants,
 };
 use tokenback::platform::{
-    DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, Port, PAGE_SIZE,
+    CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, Port, PAGE_SIZE,
 };
 
 const DOM0: DomId = DomId(0);
@@ -91,6 +91,17 @@ fn a_guest_and_the_back_end_share_a_page_and_events_across_processes() {
     let mut events = SimEventChannel::open(run.dir(), DOM0).unwrap();
     let port = events.bind_interdomain(domid, guest_port).unwrap();
     let mut grants = SimGrants::new(run.dir(), DOM0);
+    let mut copied = vec![0u8; GREETING.len()];
+    let from_guest = GuestRange {
+        domid,
+        gref: GREF,
+        offset: 0,
+    };
+    assert_eq!(
+        grants.copy(&mut [CopyOp::from_guest(from_guest, &mut copied)]),
+        0
+    );
+    assert_eq!(copied, GREETING);
     let mapping = grants.map(domid, &[GREF], true).unwrap();
     assert_eq!(page_bytes(&mapping, 0, GREETING.len()), GREETING);
 

@@ -140,7 +140,7 @@ impl<'a> CopyOp<'a> {
     }
 
     /// The local buffer.
-    pub fn local(&mut self) -> &mut LocalBuf<'a> {
+    pub(crate) fn local(&mut self) -> &mut LocalBuf<'a> {
         &mut self.local
     }
 

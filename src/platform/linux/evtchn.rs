@@ -10,8 +10,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-/// The most bytes evtchn returns from one read.
-const READ_CHUNK_PORTS: usize = 4096 / 4;
+/// evtchn reads and writes at most one page of ports per call.
+const CHUNK_PORTS: usize = 4096 / 4;
 
 /// An open /dev/xen/evtchn, non-blocking.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ impl EventChannel for Evtchn {
     }
 
     fn read_pending(&mut self, out: &mut Vec<Port>) -> Result<(), EvtchnError> {
-        let mut buf = [0u32; READ_CHUNK_PORTS];
+        let mut buf = [0u32; CHUNK_PORTS];
         loop {
             // SAFETY: `buf` is writable for its whole byte length.
             let n = unsafe {
@@ -116,9 +116,12 @@ impl EventChannel for Evtchn {
     }
 
     fn unmask(&mut self, ports: &[Port]) -> Result<(), EvtchnError> {
-        for chunk in ports.chunks(READ_CHUNK_PORTS) {
-            let words: Vec<u32> = chunk.iter().map(|p| p.0).collect();
-            let len = std::mem::size_of_val(words.as_slice());
+        let mut words = [0u32; CHUNK_PORTS];
+        for chunk in ports.chunks(CHUNK_PORTS) {
+            for (word, port) in words.iter_mut().zip(chunk) {
+                *word = port.0;
+            }
+            let len = std::mem::size_of_val(&words[..chunk.len()]);
             // SAFETY: `words` is readable for `len` bytes.
             let n = unsafe { libc::write(self.fd.as_raw_fd(), words.as_ptr().cast(), len) };
             if n < 0 {
