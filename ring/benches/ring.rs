@@ -1,1 +1,89 @@
-fn main() {}
+//! Request/response pairs per second through the mock ring on one thread, in batches of 32
+//! (a full order-0 ring): the front end pushes 32 requests, the back end takes and validates
+//! them, answers all 32, and the front end consumes the responses, with every notification
+//! decision and final check on the way. Criterion prints the rate as elements (pairs) per
+//! second.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use blkif::abi::{Segment, BLKIF_OP_READ};
+use blkif::mock::MockRing;
+use blkif::{Limits, Protocol, RawDirect, RawRequest, Status};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const BATCH: usize = 32;
+
+fn read(nr_segments: u8) -> RawRequest {
+    let mut seg = [Segment::default(); 11];
+    for (i, s) in seg.iter_mut().enumerate().take(nr_segments.into()) {
+        *s = Segment::new(1000 + i as u32, 0, 7);
+    }
+    RawRequest::Direct(RawDirect {
+        operation: BLKIF_OP_READ,
+        nr_segments,
+        handle: 0x5100,
+        id: 0,
+        sector_number: 0,
+        seg,
+    })
+}
+
+/// One batch: 32 requests in, 32 responses out, answered as they are taken (a null device).
+fn round(ring: &mut MockRing, request: &RawRequest) {
+    for _ in 0..BATCH {
+        let _ = ring.front.push_request(request);
+    }
+    black_box(ring.front.push_requests_and_check_notify());
+
+    if let Ok(mut requests) = ring.back.requests() {
+        while let Some(taken) = requests.next() {
+            let response = match taken {
+                Ok(request) => request.response(Status::Okay),
+                Err(rejected) => rejected.response(),
+            };
+            let _ = requests.push_response(&response);
+        }
+    }
+    black_box(ring.back.push_responses_and_check_notify());
+    black_box(ring.back.final_check_for_requests().ok());
+
+    if let Ok(responses) = ring.front.responses() {
+        for response in responses {
+            black_box(response);
+        }
+    }
+    black_box(ring.front.final_check_for_responses());
+}
+
+fn pairs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring pairs");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for protocol in [Protocol::Native, Protocol::X86_32] {
+        for nr_segments in [1, 11] {
+            let limits = Limits::new(256).unwrap_or(Limits::DIRECT_ONLY);
+            let Ok(mut ring) = MockRing::new(0, protocol, limits) else {
+                return;
+            };
+            let request = read(nr_segments);
+            let name = format!("{protocol}/{nr_segments}-segment reads");
+            group.bench_function(name, |b| {
+                b.iter(|| round(&mut ring, &request));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = pairs
+}
+criterion_main!(benches);

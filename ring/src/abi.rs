@@ -7,6 +7,7 @@
 //! into guest memory (the bug class of XSA-216), and zerocopy proves the byte view sound.
 
 use crate::raw::RawRequest;
+use crate::slots::SlotRef;
 use thiserror::Error;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -192,16 +193,29 @@ impl core::fmt::Display for Protocol {
     }
 }
 
+/// The part of a request slot after the common head of an indirect request, at the same
+/// offset as a direct request's `seg` (identical in both layouts once placed there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct IndirectTail {
+    pub(crate) handle: u16,
+    pub(crate) _pad2: [u8; 2],
+    pub(crate) indirect_grefs: [u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST],
+}
+
 /// What the slot accessors need to know about one layout.
-pub(crate) trait SlotLayout {
+pub(crate) trait SlotLayout: Sized {
     /// Bytes per ring slot.
     const SLOT_SIZE: usize;
+    /// Offset of what follows the common head: `seg`, a discard's `nr_sectors`, an indirect
+    /// request's `handle`.
+    const BODY: usize;
     /// The slot viewed as a request (exactly `SLOT_SIZE` bytes).
     type Request: FromBytes + IntoBytes + Immutable + Copy;
     /// The response at the start of a slot.
     type Response: FromBytes + IntoBytes + Immutable + Copy;
-    /// Converts a copied slot.
-    fn decode(slot: &Self::Request) -> RawRequest;
+    /// Copies a request out of its slot, each byte it needs read once, and converts it.
+    fn read_request(slot: &SlotRef<'_, Self>) -> RawRequest;
     /// Builds a slot.
     fn encode(raw: &RawRequest) -> Self::Request;
     /// Builds a wire response, padding zeroed.
@@ -214,32 +228,27 @@ pub(crate) trait SlotLayout {
 /// [`Response`](crate::Response). Expanded once per layout so both share one text.
 macro_rules! slot_codec {
     () => {
+        use crate::abi::IndirectTail;
         use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
+        use crate::slots::SlotRef;
+        use core::mem::{align_of, offset_of, size_of};
         use zerocopy::FromZeros;
 
-        /// A discard request followed by the rest of its slot, to view a copied slot as one.
-        #[repr(C)]
-        #[derive(FromBytes)]
-        struct DiscardSlot {
-            req: DiscardRequest,
-            _rest: [u8; SLOT_SIZE - core::mem::size_of::<DiscardRequest>()],
-        }
-
-        /// An indirect request followed by the rest of its slot.
-        #[repr(C)]
-        #[derive(FromBytes)]
-        struct IndirectSlot {
-            req: IndirectRequest,
-            _rest: [u8; SLOT_SIZE - core::mem::size_of::<IndirectRequest>()],
-        }
+        /// Offset of the union body after the common head.
+        const BODY: usize = size_of::<RequestHead>();
 
         // The slot accessors rely on these: a slot holds a request or a response exactly at
-        // its start, and every slot start (64 + i * SLOT_SIZE) is aligned for both.
-        const _: () = assert!(core::mem::size_of::<Request>() == SLOT_SIZE);
-        const _: () = assert!(core::mem::size_of::<Response>() <= SLOT_SIZE);
-        const _: () = assert!(SLOT_SIZE % core::mem::align_of::<Request>() == 0);
-        const _: () = assert!(SLOT_SIZE % core::mem::align_of::<Response>() == 0);
-        const _: () = assert!(crate::shared::HEADER_SIZE % core::mem::align_of::<Request>() == 0);
+        // its start, every slot start (64 + i * SLOT_SIZE) is aligned for both, and the head
+        // and bodies sit where the full request types put them.
+        const _: () = assert!(size_of::<Request>() == SLOT_SIZE);
+        const _: () = assert!(size_of::<Response>() <= SLOT_SIZE);
+        const _: () = assert!(SLOT_SIZE % align_of::<Request>() == 0);
+        const _: () = assert!(align_of::<Response>() <= align_of::<Request>());
+        const _: () = assert!(crate::shared::HEADER_SIZE % align_of::<Request>() == 0);
+        const _: () = assert!(BODY == offset_of!(Request, seg));
+        const _: () = assert!(BODY == offset_of!(DiscardRequest, nr_sectors));
+        const _: () = assert!(BODY == offset_of!(IndirectRequest, handle));
+        const _: () = assert!(BODY + 4 == offset_of!(IndirectRequest, indirect_grefs));
 
         /// This layout, as a type parameter for the slot accessors.
         #[derive(Clone, Copy, Debug)]
@@ -247,11 +256,61 @@ macro_rules! slot_codec {
 
         impl super::SlotLayout for Abi {
             const SLOT_SIZE: usize = SLOT_SIZE;
+            const BODY: usize = BODY;
             type Request = Request;
             type Response = Response;
 
-            fn decode(slot: &Request) -> RawRequest {
-                slot.decode()
+            #[inline]
+            fn read_request(slot: &SlotRef<'_, Self>) -> RawRequest {
+                let head: RequestHead = slot.read::<RequestHead, 0>();
+                match head.operation {
+                    super::BLKIF_OP_READ
+                    | super::BLKIF_OP_WRITE
+                    | super::BLKIF_OP_WRITE_BARRIER
+                    | super::BLKIF_OP_FLUSH_DISKCACHE => {
+                        // The count comes from the head copy and is clamped before the loop.
+                        let n = usize::from(head.arg8).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
+                        let mut seg =
+                            [super::Segment::default(); super::BLKIF_MAX_SEGMENTS_PER_REQUEST];
+                        for (i, s) in seg.iter_mut().enumerate().take(n) {
+                            *s = slot.read_segment(i);
+                        }
+                        RawRequest::Direct(RawDirect {
+                            operation: head.operation,
+                            nr_segments: head.arg8,
+                            handle: head.arg16,
+                            id: head.id,
+                            sector_number: head.sector_number,
+                            seg,
+                        })
+                    }
+                    super::BLKIF_OP_DISCARD => {
+                        // Two 4-byte words: x86_32 places this u64 at a 4-aligned offset.
+                        let words: [u32; 2] = slot.read::<[u32; 2], BODY>();
+                        RawRequest::Discard(RawDiscard {
+                            flag: head.arg8,
+                            handle: head.arg16,
+                            id: head.id,
+                            sector_number: head.sector_number,
+                            nr_sectors: zerocopy::transmute!(words),
+                        })
+                    }
+                    super::BLKIF_OP_INDIRECT => {
+                        let tail: IndirectTail = slot.read::<IndirectTail, BODY>();
+                        RawRequest::Indirect(RawIndirect {
+                            indirect_op: head.arg8,
+                            nr_segments: head.arg16,
+                            handle: tail.handle,
+                            id: head.id,
+                            sector_number: head.sector_number,
+                            indirect_grefs: tail.indirect_grefs,
+                        })
+                    }
+                    operation => RawRequest::Other {
+                        operation,
+                        id: head.id,
+                    },
+                }
             }
 
             fn encode(raw: &RawRequest) -> Request {
@@ -268,52 +327,8 @@ macro_rules! slot_codec {
         }
 
         impl Request {
-            /// Converts a copied slot, choosing the union member by its `operation` byte
-            /// (read once, from the copy).
-            pub fn decode(&self) -> RawRequest {
-                match self.operation {
-                    super::BLKIF_OP_READ
-                    | super::BLKIF_OP_WRITE
-                    | super::BLKIF_OP_WRITE_BARRIER
-                    | super::BLKIF_OP_FLUSH_DISKCACHE => RawRequest::Direct(RawDirect {
-                        operation: self.operation,
-                        nr_segments: self.nr_segments,
-                        handle: self.handle,
-                        id: self.id,
-                        sector_number: self.sector_number,
-                        seg: self.seg,
-                    }),
-                    super::BLKIF_OP_DISCARD => {
-                        let slot: DiscardSlot = zerocopy::transmute!(*self);
-                        let d = slot.req;
-                        RawRequest::Discard(RawDiscard {
-                            flag: d.flag,
-                            handle: d.handle,
-                            id: d.id,
-                            sector_number: d.sector_number,
-                            nr_sectors: d.nr_sectors,
-                        })
-                    }
-                    super::BLKIF_OP_INDIRECT => {
-                        let slot: IndirectSlot = zerocopy::transmute!(*self);
-                        let r = slot.req;
-                        RawRequest::Indirect(RawIndirect {
-                            indirect_op: r.indirect_op,
-                            nr_segments: r.nr_segments,
-                            handle: r.handle,
-                            id: r.id,
-                            sector_number: r.sector_number,
-                            indirect_grefs: r.indirect_grefs,
-                        })
-                    }
-                    operation => RawRequest::Other {
-                        operation,
-                        id: self.id,
-                    },
-                }
-            }
-
             /// Builds a slot holding `raw`, every padding and unused byte zero.
+            #[inline]
             pub fn encode(raw: &RawRequest) -> Self {
                 let mut slot = Request::new_zeroed();
                 match raw {

@@ -255,11 +255,19 @@ impl BackRing {
     }
 }
 
-/// Iterator over newly published requests (see [`BackRing::requests`]).
+/// Iterator over newly published requests (see [`BackRing::requests`]). A back end that
+/// completes requests at once (errors, a null device) can answer them while iterating.
 #[derive(Debug)]
 pub struct Requests<'a> {
     ring: &'a mut BackRing,
     end: u32,
+}
+
+impl Requests<'_> {
+    /// [`BackRing::push_response`] without ending the iteration.
+    pub fn push_response(&mut self, response: &Response) -> Result<(), RingError> {
+        self.ring.push_response(response)
+    }
 }
 
 impl Iterator for Requests<'_> {

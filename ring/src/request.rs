@@ -330,25 +330,19 @@ pub struct Request {
 
 impl Request {
     /// Validates a copied request against the ABI and `limits`.
+    #[inline]
     pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, RejectedRequest> {
-        let kind = match raw {
+        let validated = match raw {
             RawRequest::Direct(r) => validate_direct(r),
             RawRequest::Discard(r) => validate_discard(r),
             RawRequest::Indirect(r) => validate_indirect(r, limits),
             RawRequest::Other { operation, .. } => Err(RequestError::UnknownOperation(*operation)),
         };
-        match kind {
-            Ok(kind) => Ok(Request {
-                id: raw.id(),
-                handle: handle_of(raw),
-                kind,
-            }),
-            Err(error) => Err(RejectedRequest {
-                id: raw.id(),
-                operation: raw.response_operation(),
-                error,
-            }),
-        }
+        validated.map_err(|error| RejectedRequest {
+            id: raw.id(),
+            operation: raw.response_operation(),
+            error,
+        })
     }
 
     /// The id to echo.
@@ -396,23 +390,13 @@ impl Request {
     }
 }
 
-fn handle_of(raw: &RawRequest) -> u16 {
-    match raw {
-        RawRequest::Direct(r) => r.handle,
-        RawRequest::Discard(r) => r.handle,
-        RawRequest::Indirect(r) => r.handle,
-        RawRequest::Other { .. } => 0,
-    }
-}
-
-fn validate_direct(r: &RawDirect) -> Result<RequestKind, RequestError> {
+#[inline]
+fn validate_direct(r: &RawDirect) -> Result<Request, RequestError> {
     // Only flushes and barriers may come without data (blkback's `nseg == 0` check). A
     // hand-built `RawDirect` may carry any operation, hence the catch-all.
-    let (kind, data_required): (fn(Segments) -> RequestKind, bool) = match r.operation {
-        BLKIF_OP_READ => (RequestKind::Read, true),
-        BLKIF_OP_WRITE => (RequestKind::Write, true),
-        BLKIF_OP_WRITE_BARRIER => (RequestKind::WriteBarrier, false),
-        BLKIF_OP_FLUSH_DISKCACHE => (RequestKind::FlushDiskcache, false),
+    let data_required = match r.operation {
+        BLKIF_OP_READ | BLKIF_OP_WRITE => true,
+        BLKIF_OP_WRITE_BARRIER | BLKIF_OP_FLUSH_DISKCACHE => false,
         other => return Err(RequestError::UnknownOperation(other)),
     };
     let n = usize::from(r.nr_segments);
@@ -434,25 +418,41 @@ fn validate_direct(r: &RawDirect) -> Result<RequestKind, RequestError> {
         nr_sectors += u64::from(out.nr_sectors());
     }
     check_range(r.sector_number, nr_sectors)?;
-    Ok(kind(Segments {
+    let segments = Segments {
         sector_number: r.sector_number,
         nr_sectors,
         len: r.nr_segments,
         seg,
-    }))
+    };
+    let kind = match r.operation {
+        BLKIF_OP_READ => RequestKind::Read(segments),
+        BLKIF_OP_WRITE => RequestKind::Write(segments),
+        BLKIF_OP_WRITE_BARRIER => RequestKind::WriteBarrier(segments),
+        _ => RequestKind::FlushDiskcache(segments),
+    };
+    Ok(Request {
+        id: r.id,
+        handle: r.handle,
+        kind,
+    })
 }
 
-fn validate_discard(r: &RawDiscard) -> Result<RequestKind, RequestError> {
+fn validate_discard(r: &RawDiscard) -> Result<Request, RequestError> {
     check_range(r.sector_number, r.nr_sectors)?;
     // Undefined flag bits are ignored, as blkback does.
-    Ok(RequestKind::Discard(Discard {
+    let discard = Discard {
         sector_number: r.sector_number,
         nr_sectors: r.nr_sectors,
         secure: r.flag & BLKIF_DISCARD_SECURE != 0,
-    }))
+    };
+    Ok(Request {
+        id: r.id,
+        handle: r.handle,
+        kind: RequestKind::Discard(discard),
+    })
 }
 
-fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<RequestKind, RequestError> {
+fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<Request, RequestError> {
     let max = limits.max_indirect_segments;
     if max == 0 {
         return Err(RequestError::IndirectNotOffered);
@@ -483,12 +483,17 @@ fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<RequestKind, Re
     let pages = usize::from(r.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
     let mut indirect_grefs = [0; 8];
     indirect_grefs[..pages].copy_from_slice(&r.indirect_grefs[..pages]);
-    Ok(RequestKind::Indirect(Indirect {
+    let indirect = Indirect {
         direction,
         sector_number: r.sector_number,
         nr_segments: r.nr_segments,
         indirect_grefs,
-    }))
+    };
+    Ok(Request {
+        id: r.id,
+        handle: r.handle,
+        kind: RequestKind::Indirect(indirect),
+    })
 }
 
 fn check_range(sector_number: u64, nr_sectors: u64) -> Result<(), RequestError> {

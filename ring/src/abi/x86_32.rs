@@ -83,4 +83,17 @@ pub struct Response {
     pub status: i16,
 }
 
+/// The head every request form shares: the first 20 bytes of the slot.
+#[repr(C, packed(4))]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct RequestHead {
+    pub(crate) operation: u8,
+    /// `nr_segments` (direct), `flag` (discard) or `indirect_op` (indirect).
+    pub(crate) arg8: u8,
+    /// `handle`, or an indirect request's `nr_segments`.
+    pub(crate) arg16: u16,
+    pub(crate) id: u64,
+    pub(crate) sector_number: u64,
+}
+
 super::slot_codec!();

@@ -90,4 +90,18 @@ pub struct Response {
     pub _pad2: [u8; 4],
 }
 
+/// The head every request form shares: the first 24 bytes of the slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub(crate) struct RequestHead {
+    pub(crate) operation: u8,
+    /// `nr_segments` (direct), `flag` (discard) or `indirect_op` (indirect).
+    pub(crate) arg8: u8,
+    /// `handle`, or an indirect request's `nr_segments`.
+    pub(crate) arg16: u16,
+    pub(crate) _pad1: [u8; 4],
+    pub(crate) id: u64,
+    pub(crate) sector_number: u64,
+}
+
 super::slot_codec!();
