@@ -8,7 +8,6 @@
 //! connection handles a bounded number of requests per turn, so none can starve the others.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +15,12 @@ use std::sync::Arc;
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use thiserror::Error;
 
-use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server};
+mod report;
+
+pub use report::{DropReason, Report};
+
+use super::{ConnId, DomainExists, Effect, Quotas, Server};
 use crate::perms::DomId;
 use crate::wire::{self, WireError, FRAME_MAX};
 
@@ -38,95 +40,6 @@ pub struct Config {
     pub quotas: Quotas,
     /// Which domains exist before they are introduced (see [`Server::new`]).
     pub domain_exists: DomainExists,
-}
-
-/// What the transport reports for logging.
-#[derive(Debug)]
-pub enum Report {
-    /// The server refused something or dropped an event.
-    Notice(Notice),
-    /// A connection was dropped for breaking the protocol or failing I/O.
-    Dropped {
-        /// Its domain.
-        domid: DomId,
-        /// Why.
-        reason: DropReason,
-    },
-    /// A socket could not be set up.
-    SocketFailed {
-        /// The domain it was for.
-        domid: DomId,
-        /// The socket.
-        path: PathBuf,
-        /// What failed.
-        error: io::Error,
-    },
-    /// A per-domain socket was created or removed.
-    DomainSocket {
-        /// The domain.
-        domid: DomId,
-        /// The socket.
-        path: PathBuf,
-        /// Created (true) or removed.
-        created: bool,
-    },
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Report::Notice(Notice::Refused {
-                domid,
-                request,
-                refusal,
-            }) => {
-                match request {
-                    Some(t) => write!(f, "refused {t:?}")?,
-                    None => write!(f, "refused a request")?,
-                }
-                write!(f, " from domain {domid}: {} ({refusal})", refusal.errno())
-            }
-            Report::Notice(Notice::EventDropped { domid, path }) => write!(
-                f,
-                "dropped watch event {path} for domain {domid}: its event queue is full"
-            ),
-            Report::Dropped { domid, reason } => {
-                write!(f, "dropped a connection of domain {domid}: {reason}")
-            }
-            Report::SocketFailed { domid, path, error } => {
-                write!(
-                    f,
-                    "domain {domid}: cannot serve {}: {error}",
-                    path.display()
-                )
-            }
-            Report::DomainSocket {
-                domid,
-                path,
-                created,
-            } => {
-                let what = if *created { "listening" } else { "removed" };
-                write!(f, "domain {domid}: {what} {}", path.display())
-            }
-        }
-    }
-}
-
-/// Why a connection was dropped.
-#[derive(Debug, Error)]
-pub enum DropReason {
-    /// The peer closed it.
-    #[error("closed by peer")]
-    Closed,
-    /// The peer broke the framing.
-    #[error("protocol violation: {0}")]
-    Protocol(#[from] WireError),
-    /// Reading or writing failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// Its domain was released.
-    #[error("domain released")]
-    Released,
 }
 
 /// Stops a running [`SocketServer`] from another thread.

@@ -1,0 +1,100 @@
+//! What the transport reports, for the daemon to log.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::perms::DomId;
+use crate::server::Notice;
+use crate::wire::WireError;
+
+/// What the transport reports for logging.
+#[derive(Debug)]
+pub enum Report {
+    /// The server refused something or dropped an event.
+    Notice(Notice),
+    /// A connection was dropped for breaking the protocol or failing I/O.
+    Dropped {
+        /// Its domain.
+        domid: DomId,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A socket could not be set up.
+    SocketFailed {
+        /// The domain it was for.
+        domid: DomId,
+        /// The socket.
+        path: PathBuf,
+        /// What failed.
+        error: io::Error,
+    },
+    /// A per-domain socket was created or removed.
+    DomainSocket {
+        /// The domain.
+        domid: DomId,
+        /// The socket.
+        path: PathBuf,
+        /// Created (true) or removed.
+        created: bool,
+    },
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Report::Notice(Notice::Refused {
+                domid,
+                request,
+                refusal,
+            }) => {
+                match request {
+                    Some(t) => write!(f, "refused {t:?}")?,
+                    None => write!(f, "refused a request")?,
+                }
+                write!(f, " from domain {domid}: {} ({refusal})", refusal.errno())
+            }
+            Report::Notice(Notice::EventDropped { domid, path }) => write!(
+                f,
+                "dropped watch event {path} for domain {domid}: its event queue is full"
+            ),
+            Report::Dropped { domid, reason } => {
+                write!(f, "dropped a connection of domain {domid}: {reason}")
+            }
+            Report::SocketFailed { domid, path, error } => {
+                write!(
+                    f,
+                    "domain {domid}: cannot serve {}: {error}",
+                    path.display()
+                )
+            }
+            Report::DomainSocket {
+                domid,
+                path,
+                created,
+            } => {
+                let what = if *created { "listening" } else { "removed" };
+                write!(f, "domain {domid}: {what} {}", path.display())
+            }
+        }
+    }
+}
+
+/// Why a connection was dropped.
+#[derive(Debug, Error)]
+pub enum DropReason {
+    /// The peer closed it.
+    #[error("closed by peer")]
+    Closed,
+    /// The peer broke the framing.
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] WireError),
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Its domain was released.
+    #[error("domain released")]
+    Released,
+}
