@@ -269,3 +269,54 @@ fn unknown_types_get_enosys_and_the_connection_lives() {
     assert_eq!(&reply[4..8], &5u32.to_ne_bytes());
     assert_eq!(&reply[16..], b"ENOSYS\0");
 }
+
+#[test]
+fn a_flooding_guest_hits_its_quota_and_dom0_carries_on() {
+    let s = TestServer::start("flood");
+    let mut dom0 = client(&s);
+    dom0.mkdir(NO, "/local/domain/6").unwrap();
+    dom0.set_perms(NO, "/local/domain/6", &perms(&["n6"]))
+        .unwrap();
+    dom0.introduce(6, 0, 0).unwrap();
+    let socket = s.dir.join("domain/6/socket");
+    eventually("guest socket", || socket.exists());
+    let mut g = Client::connect(Endpoint::Socket(socket)).unwrap();
+    let mut refused = None;
+    // Spread over directories: one node's child list is itself limited (node-size quota).
+    for i in 0..2000 {
+        if let Err(e) = g.write(NO, &format!("d{}/n{}", i / 100, i % 100), b"x") {
+            refused = Some((i, e.errno().cloned()));
+            break;
+        }
+    }
+    // 1000 nodes per domain: its home, 10 directories and 989 leaves.
+    assert_eq!(refused, Some((989, Some(XsErrno::Enospc))));
+    dom0.write(NO, "/local/domain/6/by-dom0", b"fine").unwrap();
+    assert_eq!(dom0.read(NO, "/local/domain/6/by-dom0").unwrap(), b"fine");
+    eventually("quota refusal logged", || {
+        s.reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("ENOSPC (Nodes quota of 1000 exceeded)"))
+    });
+}
+
+#[test]
+fn a_client_waiting_for_events_survives_a_restart() {
+    let s = TestServer::start("restart-wait");
+    let mut c = client(&s);
+    c.watch("/w", "t").unwrap();
+    assert_eq!(
+        c.next_event(Some(EVENTUALLY)).unwrap(),
+        Some(event("/w", "t"))
+    );
+    let dir = s.stop_keeping_dir();
+    let s = TestServer::start_in(dir);
+    // Blocked on the old connection: EOF, reconnect, and the re-registered watch fires.
+    assert_eq!(
+        c.next_event(Some(EVENTUALLY)).unwrap(),
+        Some(event("/w", "t"))
+    );
+    drop(s);
+}
