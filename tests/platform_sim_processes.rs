@@ -159,11 +159,15 @@ fn guest_process() {
 }
 
 #[test]
-fn a_restarted_back_end_rebinds_the_port_its_dead_predecessor_held() {
+fn a_restarted_back_end_rebinds_and_a_dead_ones_maps_are_released() {
     let run = TempRun::new();
-    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let guest = GuestDomain::create(run.dir(), 2, 1).unwrap();
+    guest.grant(GREF, DOM0, 1, false).unwrap();
     let mut front = SimEventChannel::open(run.dir(), guest.domid()).unwrap();
     let guest_port = front.alloc_unbound(DOM0).unwrap();
+    // A live accessor maps the same grant: its pin must survive the dead one's release.
+    let mut live_grants = SimGrants::new(run.dir(), DOM0);
+    let live_mapping = live_grants.map(guest.domid(), &[GREF], false).unwrap();
 
     let args = format!(
         "{} {} {}",
@@ -181,6 +185,14 @@ fn a_restarted_back_end_rebinds_the_port_its_dead_predecessor_held() {
         PortStatus::Interdomain { remote: DOM0, .. }
     ));
 
+    // Its mapping is released (as gntdev does at exit), the live one is not.
+    assert_eq!(
+        guest.end_access(GREF),
+        Err(EndAccessError::InUse { gref: GREF.0 })
+    );
+    drop(live_mapping);
+    assert_eq!(guest.end_access(GREF), Ok(()));
+
     let mut back = SimEventChannel::open(run.dir(), DOM0).unwrap();
     let port = back.bind_interdomain(guest.domid(), guest_port).unwrap();
     assert_eq!(
@@ -195,8 +207,8 @@ fn a_restarted_back_end_rebinds_the_port_its_dead_predecessor_held() {
     assert_eq!(wait_event(&mut back), [port]);
 }
 
-/// A back end that binds and dies without closing anything; a no-op unless run by the test
-/// above.
+/// A back end that binds, maps a grant writable and dies without closing anything; a no-op
+/// unless run by the test above.
 #[test]
 fn dead_back_end_process() {
     let Some(args) = std::env::var(DEAD_BACK_END_ENV).ok() else {
@@ -210,6 +222,10 @@ fn dead_back_end_process() {
     );
     let mut back = SimEventChannel::open(&run, DOM0).unwrap();
     back.bind_interdomain(domid, port).unwrap();
-    // Exit as a crash would: no destructor runs, the handle's ports stay recorded.
+    let mapping = SimGrants::new(&run, DOM0)
+        .map(domid, &[GREF], true)
+        .unwrap();
+    std::hint::black_box(&mapping);
+    // Exit as a crash would: no destructor runs, the handle's ports and pins stay recorded.
     std::process::exit(0);
 }

@@ -36,7 +36,9 @@ impl RunDir {
         let entries = fs::read_dir(&dir).map_err(|e| SimError::io("list", &dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with("evtchn-") {
+            // Doorbell sockets and grant map records die with the domain.
+            let name = name.to_string_lossy();
+            if name.starts_with("evtchn-") || name.starts_with("grants-") {
                 remove_if_present(&entry.path())?;
             }
         }

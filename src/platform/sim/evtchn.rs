@@ -7,7 +7,7 @@
 use super::port_table::{
     lock_pair, PortTable, EV_MASKED, EV_PENDING, STATE_FREE, STATE_INTERDOMAIN, STATE_UNBOUND,
 };
-use super::run_dir::RunDir;
+use super::run_dir::{random_id, RunDir};
 use super::SimError;
 use crate::platform::{DomId, EventChannel, EvtchnError, Port};
 use std::collections::HashMap;
@@ -356,15 +356,4 @@ fn sim_error(err: SimError) -> EvtchnError {
         op: "lock of a port table",
         errno,
     }
-}
-
-/// A handle id that no other handle of the host has, now or after a restart.
-fn random_id() -> Result<u64, SimError> {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        return Err(SimError::Random(io::Error::last_os_error()));
-    }
-    Ok(u64::from_ne_bytes(bytes))
 }

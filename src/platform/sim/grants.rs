@@ -2,6 +2,7 @@
 //! each access checked and pinned through the guest's grant table.
 
 use super::grant_table::GrantTable;
+use super::map_records::MapRecords;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
 use crate::platform::{
@@ -9,18 +10,21 @@ use crate::platform::{
 };
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Most grants one map may name, as gntdev's default limit.
 const MAX_MAP_COUNT: usize = 65536;
 
-/// A granting domain as an accessor sees it: its memory and its grant table.
+/// A granting domain as an accessor sees it: its memory, its grant table, and this
+/// accessor's records of what it maps there.
 #[derive(Debug)]
 struct Granter {
     domid: DomId,
     memory: SharedFile,
     table: GrantTable,
+    records: MapRecords,
 }
 
 impl Granter {
@@ -65,6 +69,7 @@ impl SimGrants {
             domid,
             memory: SharedFile::open(&self.run.memory(domid)).map_err(|_| bad_domain)?,
             table: GrantTable::open(&self.run, domid).map_err(|_| bad_domain)?,
+            records: MapRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
         });
         if granter.table.is_dying() {
             return Err(bad_domain);
@@ -151,11 +156,13 @@ impl GrantAccess for SimGrants {
             return Err(err);
         };
         // From here the mapping owns the pins and the range: dropping it undoes both.
+        let record = granter.records.record(refs, writable);
         let mapping = SimMapping {
             granter,
             refs: refs.to_vec(),
             ptr,
             writable,
+            record,
         };
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         for (i, &frame) in frames.iter().enumerate() {
@@ -186,6 +193,8 @@ pub struct SimMapping {
     refs: Vec<GrantRef>,
     ptr: NonNull<u8>,
     writable: bool,
+    /// What lets the pins be released should this process die (see map_records).
+    record: Option<PathBuf>,
 }
 
 // SAFETY: the range is shared memory owned by this value, not tied to a thread; the granter
@@ -210,6 +219,11 @@ impl Drop for SimMapping {
     fn drop(&mut self) {
         // SAFETY: exactly the range reserved in `map`; no borrow of it outlives `self`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.refs.len() * PAGE_SIZE) };
+        // The record goes first: a crash in between leaks pins rather than releasing them
+        // twice.
+        if let Some(record) = &self.record {
+            let _ = std::fs::remove_file(record);
+        }
         for &gref in &self.refs {
             self.granter.table.unpin(gref, self.writable);
         }

@@ -2,6 +2,7 @@
 //! Linux guest writes them. The toolstack and the simulated blkfront build on this.
 
 use super::grant_table::GrantTable;
+use super::map_records::reap_dead;
 use super::port_table::PortTable;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
@@ -23,6 +24,7 @@ pub enum EndAccessError {
 /// A simulated guest domain, seen from inside: its pages and its grant table.
 #[derive(Debug)]
 pub struct GuestDomain {
+    run: RunDir,
     domid: DomId,
     memory: SharedFile,
     grants: GrantTable,
@@ -38,6 +40,7 @@ impl GuestDomain {
         PortTable::create(run, domid)?;
         let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
         Ok(GuestDomain {
+            run: run.clone(),
             domid,
             memory,
             grants,
@@ -47,6 +50,7 @@ impl GuestDomain {
     /// Opens domain `domid` created earlier (by the toolstack, in another process).
     pub fn open(run: &RunDir, domid: DomId) -> Result<Self, SimError> {
         Ok(GuestDomain {
+            run: run.clone(),
             domid,
             memory: SharedFile::open(&run.memory(domid))?,
             grants: GrantTable::open(run, domid)?,
@@ -117,8 +121,16 @@ impl GuestDomain {
         self.grants.grant(gref.0, to, frame, readonly)
     }
 
-    /// Ends access through `gref`; refused while the grantee maps or copies the page.
+    /// Ends access through `gref`; refused while the grantee maps or copies the page. Pins
+    /// of grantee processes that died are released first, as Linux's gntdev would have
+    /// released them when they exited.
     pub fn end_access(&self, gref: GrantRef) -> Result<(), EndAccessError> {
-        self.grants.end_access(gref.0)
+        match self.grants.end_access(gref.0) {
+            Err(EndAccessError::InUse { .. }) => {
+                reap_dead(&self.run, self.domid, &self.grants);
+                self.grants.end_access(gref.0)
+            }
+            result => result,
+        }
     }
 }

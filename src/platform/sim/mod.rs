@@ -11,6 +11,7 @@ mod evtchn;
 mod grant_table;
 mod grants;
 mod guest;
+mod map_records;
 mod port_table;
 mod run_dir;
 mod shm;
@@ -67,7 +68,7 @@ pub enum SimError {
     #[error("{} is corrupt: {what}", path.display())]
     Corrupt { path: PathBuf, what: &'static str },
     /// No random bytes for a handle id.
-    #[error("cannot get random bytes for an event-channel handle id: {0}")]
+    #[error("cannot get random bytes for a handle id: {0}")]
     Random(#[source] io::Error),
     /// Every domid is taken.
     #[error("no free domid in the run directory")]

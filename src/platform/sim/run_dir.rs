@@ -130,6 +130,7 @@ impl RunDir {
 }
 
 /// An exclusive `flock` on an open file, held until dropped.
+#[derive(Debug)]
 pub(crate) struct FileLock {
     file: File,
 }
@@ -147,6 +148,30 @@ pub(crate) fn lock_file(file: File, path: &Path) -> Result<FileLock, SimError> {
             return Err(SimError::io("lock", path, err));
         }
     }
+}
+
+/// Takes an exclusive `flock` on `file` if no one holds one; `None` if someone does.
+pub(crate) fn try_lock_file(file: File, path: &Path) -> Result<Option<FileLock>, SimError> {
+    // SAFETY: flock on an fd that `file` keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(FileLock { file }));
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::WouldBlock => Ok(None),
+        _ => Err(SimError::io("lock", path, err)),
+    }
+}
+
+/// An id that no other handle of the host has, now or after a restart.
+pub(crate) fn random_id() -> Result<u64, SimError> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(SimError::Random(io::Error::last_os_error()));
+    }
+    Ok(u64::from_ne_bytes(bytes))
 }
 
 impl Drop for FileLock {
