@@ -7,7 +7,7 @@
 pub mod blocking;
 mod endpoint;
 pub mod nonblocking;
-mod reply;
+pub mod reply;
 
 use std::io;
 

@@ -1,4 +1,5 @@
-//! Reply payloads turned into values, shared by both clients.
+//! Reply payloads turned into values: used by the blocking client, and by owners of an
+//! [`AsyncClient`](super::nonblocking::AsyncClient) for the payloads its completions carry.
 
 use super::{ClientError, Result, TxId};
 use crate::perms::{Perm, Perms};
@@ -40,12 +41,12 @@ impl WatchEvent {
 }
 
 /// A DIRECTORY reply: child names.
-pub(crate) fn directory(payload: &[u8]) -> Result<Vec<String>> {
+pub fn directory(payload: &[u8]) -> Result<Vec<String>> {
     strings(payload, "directory")
 }
 
 /// One DIRECTORY_PART chunk: generation, names, and whether it is the last.
-pub(crate) fn directory_part(payload: &[u8]) -> Result<(String, Vec<String>, bool)> {
+pub fn directory_part(payload: &[u8]) -> Result<(String, Vec<String>, bool)> {
     let mut v = strings(payload, "directory part")?;
     if v.is_empty() {
         return Err(ClientError::BadReply("directory part"));
@@ -57,7 +58,8 @@ pub(crate) fn directory_part(payload: &[u8]) -> Result<(String, Vec<String>, boo
     Ok((generation, v, last))
 }
 
-pub(crate) fn perms(payload: &[u8]) -> Result<Perms> {
+/// A GET_PERMS reply.
+pub fn perms(payload: &[u8]) -> Result<Perms> {
     let entries = strings(payload, "permissions")?
         .iter()
         .map(|s| s.parse::<Perm>())
@@ -66,7 +68,8 @@ pub(crate) fn perms(payload: &[u8]) -> Result<Perms> {
     Perms::new(entries).ok_or(ClientError::BadReply("permissions"))
 }
 
-pub(crate) fn transaction_id(payload: &[u8]) -> Result<TxId> {
+/// A TRANSACTION_START reply: the new transaction's id (never 0).
+pub fn transaction_id(payload: &[u8]) -> Result<TxId> {
     let v = strings(payload, "transaction start")?;
     match v.as_slice() {
         [id] => id
@@ -79,14 +82,16 @@ pub(crate) fn transaction_id(payload: &[u8]) -> Result<TxId> {
     }
 }
 
-pub(crate) fn text(payload: &[u8], what: &'static str) -> Result<String> {
+/// A reply holding one nul-terminated string (GET_DOMAIN_PATH); `what` names it in errors.
+pub fn text(payload: &[u8], what: &'static str) -> Result<String> {
     match strings(payload, what)?.as_slice() {
         [s] => Ok(s.clone()),
         _ => Err(ClientError::BadReply(what)),
     }
 }
 
-pub(crate) fn boolean(payload: &[u8]) -> Result<bool> {
+/// A `T`/`F` reply (IS_DOMAIN_INTRODUCED).
+pub fn boolean(payload: &[u8]) -> Result<bool> {
     match payload {
         b"T\0" => Ok(true),
         b"F\0" => Ok(false),
