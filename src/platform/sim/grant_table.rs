@@ -31,6 +31,8 @@ const PIN_TOTAL: u32 = 0xFFFF;
 const PIN_WRITER_SHIFT: u32 = 16;
 const PIN_WRITERS: u32 = 0x7FFF << PIN_WRITER_SHIFT;
 const PIN_LOCK: u32 = 1 << 31;
+/// Compare-and-swap attempts before an entry the guest keeps changing is refused (Xen: 4).
+const MAX_PIN_RETRIES: u32 = 4;
 
 /// Xen's combined view of flags and domid as one 32-bit word (`scombo` in grant_table.c),
 /// so that both are checked and updated in a single compare-and-swap.
@@ -193,6 +195,7 @@ impl GrantTable {
             });
         }
         let mut current = word.load(Ordering::Acquire);
+        let mut retries = 0;
         loop {
             let (flags, domid) = split(current);
             if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 {
@@ -235,7 +238,19 @@ impl GrantTable {
                     lock.state += 1 + if write { 1 << PIN_WRITER_SHIFT } else { 0 };
                     return Ok(frame);
                 }
-                Err(now) => current = now,
+                Err(now) => {
+                    // A guest that keeps changing the entry cannot keep us here: Xen gives up
+                    // after a few tries ("Shared grant entry is unstable").
+                    retries += 1;
+                    if retries > MAX_PIN_RETRIES {
+                        return Err(GrantError::Refused {
+                            domid: owner,
+                            gref,
+                            status: gntst::GENERAL_ERROR,
+                        });
+                    }
+                    current = now;
+                }
             }
         }
     }
