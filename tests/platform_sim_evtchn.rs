@@ -243,3 +243,39 @@ fn back_end_code_generic_over_the_platform_runs_on_the_sim() {
     assert_eq!(pending(&mut front), [offered]);
     assert!(platform.grants().is_ok());
 }
+
+#[test]
+fn the_fd_drives_a_mio_poll_edge_by_edge() {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+    let mut poll = Poll::new().unwrap();
+    let fd = p.back.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(7), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(4);
+    let ready = |poll: &mut Poll, events: &mut Events| {
+        poll.poll(events, Some(std::time::Duration::ZERO)).unwrap();
+        events
+            .iter()
+            .any(|e| e.token() == Token(7) && e.is_readable())
+    };
+
+    assert!(!ready(&mut poll, &mut events));
+    p.front.notify(p.front_port).unwrap();
+    assert!(ready(&mut poll, &mut events));
+    assert_eq!(pending(&mut p.back), [p.back_port]);
+    // Drained: edge-triggered, no new event until something new arrives.
+    assert!(!ready(&mut poll, &mut events));
+
+    // Unmasking a port that fired meanwhile raises a new edge.
+    p.front.notify(p.front_port).unwrap();
+    assert!(!ready(&mut poll, &mut events), "masked: coalesced");
+    p.back.unmask(&[p.back_port]).unwrap();
+    assert!(ready(&mut poll, &mut events));
+    assert_eq!(pending(&mut p.back), [p.back_port]);
+}
