@@ -36,9 +36,16 @@ impl GuestDomain {
     /// table. The domain exists from the moment its domid is taken (docs/sim-host.md).
     pub fn create(run: &RunDir, pages: usize, grant_frames: usize) -> Result<Self, SimError> {
         let domid = run.allocate_domid()?;
-        let grants = GrantTable::create(run, domid, grant_frames.max(1))?;
-        PortTable::create(run, domid)?;
-        let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
+        let made = (|| {
+            let grants = GrantTable::create(run, domid, grant_frames.max(1))?;
+            PortTable::create(run, domid)?;
+            let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
+            Ok((grants, memory))
+        })();
+        let (grants, memory) = made.inspect_err(|_| {
+            // Half a domain is no domain: give the domid back.
+            let _ = std::fs::remove_dir_all(run.domain_dir(domid));
+        })?;
         Ok(GuestDomain {
             run: run.clone(),
             domid,
