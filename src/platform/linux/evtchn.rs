@@ -150,6 +150,41 @@ fn not_bound(err: EvtchnError, port: Port) -> EvtchnError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// An Evtchn whose "device" is one end of a socket pair: the test plays the kernel.
+    fn with_fake_device() -> (Evtchn, UnixStream) {
+        let (ours, kernel) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (Evtchn { fd: ours.into() }, kernel)
+    }
+
+    #[test]
+    fn pending_ports_are_read_as_u32s_until_none_is_left() {
+        let (mut evtchn, mut kernel) = with_fake_device();
+        let mut out = Vec::new();
+        evtchn.read_pending(&mut out).unwrap();
+        assert!(out.is_empty(), "EAGAIN means nothing pending");
+
+        let bytes: Vec<u8> = [5u32, 9, 4095]
+            .iter()
+            .flat_map(|p| p.to_ne_bytes())
+            .collect();
+        kernel.write_all(&bytes).unwrap();
+        evtchn.read_pending(&mut out).unwrap();
+        assert_eq!(out, [Port(5), Port(9), Port(4095)]);
+    }
+
+    #[test]
+    fn unmask_writes_the_ports_as_u32s() {
+        let (mut evtchn, mut kernel) = with_fake_device();
+        evtchn.unmask(&[Port(7), Port(8)]).unwrap();
+        let mut bytes = [0u8; 8];
+        kernel.read_exact(&mut bytes).unwrap();
+        assert_eq!(bytes[..4], 7u32.to_ne_bytes());
+        assert_eq!(bytes[4..], 8u32.to_ne_bytes());
+    }
 
     #[test]
     fn errnos_become_typed_errors() {
