@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use common::{wait_for, xs, xs_ok, Daemon};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{Endpoint, TxId};
+use xenstore_wire::wire::XsErrno;
 
 #[test]
 fn write_read_ls_list_exists_rm() {
@@ -57,6 +58,13 @@ fn chmod_and_permissions_listing() {
     // Domain 9 does not exist: Xen refuses it as an owner.
     let out = xs(&s, "xenstore-chmod", &["/p/x", "n9"]);
     assert_eq!(out.status.code(), Some(1));
+    // Nor can it be introduced until the host has made DIR/domain/9/.
+    let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
+    let refused = dom0.introduce(9, 0, 0).unwrap_err();
+    assert_eq!(refused.errno(), Some(&XsErrno::Einval));
+    std::fs::create_dir_all(d.dir.join("domain/9")).unwrap();
+    dom0.introduce(9, 0, 0).unwrap();
+    xs_ok(&s, "xenstore-chmod", &["/p/x", "n9"]);
     // A bad path is refused.
     assert_eq!(xs(&s, "xenstore-read", &["/p/../x"]).status.code(), Some(1));
 }

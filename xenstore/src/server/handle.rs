@@ -169,6 +169,12 @@ impl Server {
             Request::TransactionEnd { commit } => self.transaction_end(conn, tx_id, commit),
             Request::Introduce { domid, .. } => {
                 Self::require_privileged(&caller, MsgType::Introduce)?;
+                // C xenstored maps the domain's store page here, which fails for a domain
+                // that does not exist.
+                let exists = domid == 0 || (self.domain_exists)(domid);
+                if !self.introduced.contains(&domid) && !exists {
+                    return Err(Refusal::IntroduceMissing(domid));
+                }
                 if self.introduced.insert(domid) {
                     self.effects.push(Effect::Introduced(domid));
                     self.fire_special("@introduceDomain");

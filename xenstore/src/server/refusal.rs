@@ -62,6 +62,9 @@ pub enum Refusal {
     /// The new owner is not a domain that exists.
     #[error("domain {0} does not exist")]
     NoDomain(DomId),
+    /// INTRODUCE of a domain that does not exist (Xen cannot map its store page).
+    #[error("cannot introduce domain {0}: it does not exist")]
+    IntroduceMissing(DomId),
     /// RM of `/`.
     #[error("cannot remove /")]
     RemoveRoot,
@@ -119,7 +122,8 @@ impl Refusal {
             Refusal::BadRequest(_)
             | Refusal::BadPath(_)
             | Refusal::RemoveRoot
-            | Refusal::ReleaseDom0 => XsErrno::Einval,
+            | Refusal::ReleaseDom0
+            | Refusal::IntroduceMissing(_) => XsErrno::Einval,
             Refusal::NoNode(_)
             | Refusal::NoDomain(_)
             | Refusal::NoTransaction(_)
@@ -157,6 +161,7 @@ impl Refusal {
             | Refusal::NotPrivileged(_)
             | Refusal::ChangeOwner { .. }
             | Refusal::NoDomain(_)
+            | Refusal::IntroduceMissing(_)
             | Refusal::RemoveRoot
             | Refusal::ReleaseDom0
             | Refusal::NoTransaction(_)

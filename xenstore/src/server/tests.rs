@@ -354,6 +354,14 @@ fn special_watches_fire_for_privileged_watchers_only() {
         h.send(d0, Request::Release { domid: 9 }),
         Err(XsErrno::Enoent)
     );
+    // A domain the host has not created cannot be introduced.
+    let introduce = Request::Introduce {
+        domid: 500,
+        gfn: 0,
+        port: 0,
+    };
+    assert_eq!(h.send(d0, introduce), Err(XsErrno::Einval));
+    assert!(h.server.take_effects().is_empty());
     assert_eq!(
         h.send(d0, Request::GetDomainPath { domid: 9 }),
         Ok(b"/local/domain/9\0".to_vec())
