@@ -9,8 +9,10 @@
 //! refuses an owner that does not exist. Here domain N exists once the simulated host has
 //! made the directory `DIR/domain/N/` (docs/sim-host.md, "Domain life"); the host removes that
 //! directory when the domain is destroyed. Introducing a domain that does not exist is
-//! refused with EINVAL, as Xen's xenstored cannot map its page. Refusals and dropped connections are logged on
-//! stderr. SIGTERM or SIGINT stops it cleanly (exit 0, sockets removed).
+//! refused with EINVAL, as Xen's xenstored cannot map its page.
+//!
+//! Refusals and dropped connections are logged on stderr. SIGTERM or SIGINT stops it cleanly
+//! (exit 0, sockets removed).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
