@@ -10,7 +10,6 @@ use crate::platform::{
 };
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -156,13 +155,13 @@ impl GrantAccess for SimGrants {
             return Err(err);
         };
         // From here the mapping owns the pins and the range: dropping it undoes both.
-        let record = granter.records.record(refs, writable);
+        let slots = granter.records.record(refs, writable);
         let mapping = SimMapping {
             granter,
             refs: refs.to_vec(),
             ptr,
             writable,
-            record,
+            slots,
         };
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         for (i, &frame) in frames.iter().enumerate() {
@@ -194,7 +193,7 @@ pub struct SimMapping {
     ptr: NonNull<u8>,
     writable: bool,
     /// What lets the pins be released should this process die (see map_records).
-    record: Option<PathBuf>,
+    slots: Vec<u32>,
 }
 
 // SAFETY: the range is shared memory owned by this value, not tied to a thread; the granter
@@ -219,11 +218,9 @@ impl Drop for SimMapping {
     fn drop(&mut self) {
         // SAFETY: exactly the range reserved in `map`; no borrow of it outlives `self`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.refs.len() * PAGE_SIZE) };
-        // The record goes first: a crash in between leaks pins rather than releasing them
+        // The records go first: a crash in between leaks pins rather than releasing them
         // twice.
-        if let Some(record) = &self.record {
-            let _ = std::fs::remove_file(record);
-        }
+        self.granter.records.release(&self.slots);
         for &gref in &self.refs {
             self.granter.table.unpin(gref, self.writable);
         }

@@ -1,26 +1,36 @@
 //! Records of the grants an accessor keeps mapped, so that the pins of an accessor that died
 //! can be released, as Linux's gntdev releases a dead process's mappings at exit.
 //!
-//! Each accessor of a domain holds an `flock` on `DIR/domain/N/grants-<id>.lock` for its
-//! lifetime and writes one `grants-<id>-<seq>.map` file per live mapping ("r" or "w", then the
-//! refs). A lock file that can be locked belongs to a dead accessor: its records are removed,
-//! each before its pins are released, so that two reapers never release a pin twice.
+//! Each accessor of a domain owns `DIR/domain/N/grants-<id>.pins`, `flock`ed for as long as it
+//! lives: a table of slots, one per pinned ref of a live mapping (ref @0, state @4: free,
+//! read or write). A pins file that can be locked belongs to a dead accessor; reaping swaps
+//! each slot to free before releasing its pin, so two reapers never release a pin twice.
 
 use super::grant_table::GrantTable;
 use super::run_dir::{lock_file, random_id, try_lock_file, FileLock, RunDir};
+use super::shm::SharedFile;
 use super::SimError;
 use crate::platform::{DomId, GrantRef};
-use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
-/// One accessor's records in one granting domain; the lock says the accessor is alive.
+/// Slots per accessor and domain: more pinned refs than that are not recorded (their pins
+/// would then survive a crash). The file is sparse: untouched slots cost nothing.
+const SLOTS: u32 = 1 << 16;
+const SLOT_SIZE: usize = 8;
+const SLOT_FREE: u32 = 0;
+const SLOT_READ: u32 = 1;
+const SLOT_WRITE: u32 = 2;
+
+/// One accessor's pin records in one granting domain; the lock says the accessor is alive.
 #[derive(Debug)]
 pub(crate) struct MapRecords {
-    dir: PathBuf,
-    id: u64,
-    seq: AtomicU64,
-    lock_path: PathBuf,
+    slots: SharedFile,
+    /// Slots never used yet start at `.0`; `.1` holds released ones.
+    free: Mutex<(u32, Vec<u32>)>,
+    path: PathBuf,
     _lock: FileLock,
 }
 
@@ -28,112 +38,111 @@ impl MapRecords {
     pub(crate) fn create(run: &RunDir, domid: DomId) -> Result<Self, SimError> {
         let dir = run.domain_dir(domid);
         let id = random_id()?;
-        // Locked under a temporary name first: a reaper must never see the lock file unlocked.
+        // Locked under a temporary name first: a reaper must never see the file unlocked.
         let tmp = dir.join(format!("grants-{id:016x}.new"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| SimError::io("create", &tmp, e))?;
-        let lock = lock_file(file, &tmp)?;
-        let lock_path = dir.join(format!("grants-{id:016x}.lock"));
-        fs::rename(&tmp, &lock_path).map_err(|e| SimError::io("rename", &tmp, e))?;
+        let slots = SharedFile::create(&tmp, SLOTS as usize * SLOT_SIZE)?;
+        let lock = lock_file(
+            File::open(&tmp).map_err(|e| SimError::io("open", &tmp, e))?,
+            &tmp,
+        )?;
+        let path = dir.join(format!("grants-{id:016x}.pins"));
+        fs::rename(&tmp, &path).map_err(|e| SimError::io("rename", &tmp, e))?;
         Ok(MapRecords {
-            dir,
-            id,
-            seq: AtomicU64::new(0),
-            lock_path,
+            slots,
+            free: Mutex::new((0, Vec::new())),
+            path,
             _lock: lock,
         })
     }
 
-    /// Records a mapping whose refs are pinned; returns the record to remove at unmap. A
-    /// record that cannot be written only means the pins could not be reaped after a crash.
-    pub(crate) fn record(&self, refs: &[GrantRef], writable: bool) -> Option<PathBuf> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("grants-{:016x}-{seq}.map", self.id));
-        let mut text = String::from(if writable { "w" } else { "r" });
+    /// Records the refs of a mapping whose pins are taken; returns the slots to release at
+    /// unmap (fewer than the refs if the table is full).
+    pub(crate) fn record(&self, refs: &[GrantRef], writable: bool) -> Vec<u32> {
+        let mut taken = Vec::with_capacity(refs.len());
+        let Ok(mut free) = self.free.lock() else {
+            return taken;
+        };
         for gref in refs {
-            text.push_str(&format!(" {}", gref.0));
+            let slot = match free.1.pop() {
+                Some(slot) => slot,
+                None if free.0 < SLOTS => {
+                    free.0 += 1;
+                    free.0 - 1
+                }
+                None => break,
+            };
+            let Some((gref_word, state)) = slot_words(&self.slots, slot) else {
+                break;
+            };
+            gref_word.store(gref.0, Ordering::Relaxed);
+            state.store(
+                if writable { SLOT_WRITE } else { SLOT_READ },
+                Ordering::Release,
+            );
+            taken.push(slot);
         }
-        fs::write(&path, text).ok().map(|()| path)
+        taken
+    }
+
+    /// Clears the slots of a mapping about to release its pins.
+    pub(crate) fn release(&self, slots: &[u32]) {
+        for &slot in slots {
+            if let Some((_, state)) = slot_words(&self.slots, slot) {
+                state.store(SLOT_FREE, Ordering::Release);
+            }
+        }
+        if let Ok(mut free) = self.free.lock() {
+            free.1.extend_from_slice(slots);
+        }
     }
 }
 
 impl Drop for MapRecords {
     fn drop(&mut self) {
         // Every mapping holds its granter, hence these records: none is left when this drops.
-        let _ = fs::remove_file(&self.lock_path);
+        let _ = fs::remove_file(&self.path);
     }
+}
+
+fn slot_words(slots: &SharedFile, slot: u32) -> Option<(&AtomicU32, &AtomicU32)> {
+    let base = usize::try_from(slot).ok()? * SLOT_SIZE;
+    Some((slots.u32_at(base)?, slots.u32_at(base + 4)?))
 }
 
 /// Releases the pins of every dead accessor of `domid` (see the module doc).
 pub(crate) fn reap_dead(run: &RunDir, domid: DomId, table: &GrantTable) {
-    let dir = run.domain_dir(domid);
-    for id in accessor_ids(&dir) {
-        let lock_path = dir.join(format!("grants-{id}.lock"));
-        let Ok(file) = File::open(&lock_path) else {
+    let Ok(entries) = fs::read_dir(run.domain_dir(domid)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_pins = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("grants-") && n.ends_with(".pins"));
+        if !is_pins {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
             continue;
         };
-        let Ok(Some(_dead)) = try_lock_file(file, &lock_path) else {
+        let Ok(Some(_dead)) = try_lock_file(file, &path) else {
             continue; // alive (or unusable): leave it alone
         };
-        for record in records_of(&dir, &id) {
-            let Ok(text) = fs::read_to_string(&record) else {
-                continue;
+        let Ok(slots) = SharedFile::open(&path) else {
+            continue;
+        };
+        let count = u32::try_from(slots.len() / SLOT_SIZE).unwrap_or(SLOTS);
+        for slot in 0..count {
+            let Some((gref, state)) = slot_words(&slots, slot) else {
+                break;
             };
-            if fs::remove_file(&record).is_err() {
-                continue; // another reaper took it
+            match state.swap(SLOT_FREE, Ordering::AcqRel) {
+                SLOT_READ => table.unpin(GrantRef(gref.load(Ordering::Relaxed)), false),
+                SLOT_WRITE => table.unpin(GrantRef(gref.load(Ordering::Relaxed)), true),
+                _ => {}
             }
-            release(table, &text);
         }
-        let _ = fs::remove_file(&lock_path);
-    }
-}
-
-fn accessor_ids(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            Some(
-                name.strip_prefix("grants-")?
-                    .strip_suffix(".lock")?
-                    .to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn records_of(dir: &Path, id: &str) -> Vec<PathBuf> {
-    let prefix = format!("grants-{id}-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".map"))
-        })
-        .map(|e| e.path())
-        .collect()
-}
-
-/// Unpins what one record names; a malformed record releases nothing.
-fn release(table: &GrantTable, text: &str) {
-    let mut words = text.split_whitespace();
-    let writable = match words.next() {
-        Some("w") => true,
-        Some("r") => false,
-        _ => return,
-    };
-    let refs: Option<Vec<u32>> = words.map(|w| w.parse().ok()).collect();
-    for gref in refs.unwrap_or_default() {
-        table.unpin(GrantRef(gref), writable);
+        let _ = fs::remove_file(&path);
     }
 }
