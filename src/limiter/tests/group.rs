@@ -82,7 +82,7 @@ fn a_lone_member_gets_the_whole_group_limit() {
         ],
     );
     // Only the first member sends: 100 at once, then 1000/s.
-    let bytes = saturate_group(&mut group, &ids[..1], usize::MAX, 10 * SEC);
+    let bytes = saturate_group(&mut group, &ids[..1], 1_000_000, 10 * SEC);
     assert_eq!(bytes[0] / 4096, 100 + 10_000);
     assert_eq!(group.member(ids[1].0).unwrap().queued(), 0);
 }
@@ -109,7 +109,7 @@ fn own_limits_apply_inside_a_group_and_the_rest_goes_to_the_others() {
             (&[], Op::Read, 4096),
         ],
     );
-    let bytes = saturate_group(&mut group, &ids, usize::MAX, 20 * SEC);
+    let bytes = saturate_group(&mut group, &ids, 1_000_000, 20 * SEC);
     let ops = [bytes[0] / 4096, bytes[1] / 4096];
     // 20 s at 1000/s plus the group's initial 100; the capped member gets its own 100/s.
     assert_eq!(ops[0] + ops[1], 20_100);

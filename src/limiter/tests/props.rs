@@ -139,3 +139,98 @@ proptest! {
         }
     }
 }
+
+/// One member of a group: weight, own iops limit (0 = none), and its arrivals.
+type MemberPlan = (u32, u64, Vec<(Op, u64, u64)>);
+
+fn member_plan() -> impl Strategy<Value = MemberPlan> {
+    (
+        1u32..=4,
+        prop_oneof![Just(0u64), 1u64..=2_000],
+        proptest::collection::vec(request(), 1..40),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn a_group_keeps_each_member_fifo_admits_everything_and_bounds_its_bandwidth(
+        bps in 511u64..=20_000_000,
+        plans in proptest::collection::vec(member_plan(), 1..5),
+    ) {
+        let mut group = Group::new(&limit_config(&[("bps-total", &bps.to_string())]), 0);
+        let mut arrivals: Vec<(u64, MemberId, Request)> = Vec::new();
+        let mut next_id = 0;
+        for (weight, iops, requests) in &plans {
+            let mut keys = vec![("weight", weight.to_string())];
+            if *iops > 0 {
+                keys.push(("iops-total", iops.to_string()));
+            }
+            let config = VbdConfig::parse(keys.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+            let member = group.add_member(Vbd::new(&config, 0));
+            let mut t = 0;
+            for &(op, bytes, gap) in requests {
+                t += gap;
+                arrivals.push((t, member, Request { id: next_id, op, bytes }));
+                next_id += 1;
+            }
+        }
+        arrivals.sort_by_key(|a| a.0);
+
+        let mut admitted: Vec<(u64, MemberId, Request)> = Vec::new();
+        let (mut now, mut next) = (0, 0);
+        loop {
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (_, member, req) = arrivals[next];
+                group.member_mut(member).unwrap().enqueue(req, now);
+                next += 1;
+            }
+            while let Some((member, a)) = group.poll_admit(now) {
+                admitted.push((now, member, a.request));
+                group.member_mut(member).unwrap().complete();
+            }
+            let deadline = group.next_admit_at(now);
+            if let Some(at) = deadline {
+                prop_assert!(at > now, "a refused group's deadline lies ahead");
+            }
+            match (deadline, arrivals.get(next).map(|a| a.0)) {
+                (None, None) => break,
+                (a, b) => now = a.into_iter().chain(b).min().unwrap(),
+            }
+        }
+
+        prop_assert_eq!(admitted.len(), arrivals.len(), "every request is admitted");
+        for (member, _) in group.members() {
+            let ids: Vec<u64> = admitted.iter().filter(|a| a.1 == member).map(|a| a.2.id).collect();
+            prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "FIFO within a member");
+        }
+        let capacity = u128::from(bps) * NANOS / 10;
+        let debt = admitted.iter().map(|a| u128::from(a.2.charged_bytes())).max().unwrap_or(0) * NANOS;
+        for i in 0..admitted.len() {
+            let mut sum = 0;
+            for j in i..admitted.len() {
+                sum += u128::from(admitted[j].2.charged_bytes()) * NANOS;
+                let span = u128::from(admitted[j].0 - admitted[i].0);
+                prop_assert!(sum <= capacity + u128::from(bps) * span + debt);
+            }
+        }
+    }
+
+    #[test]
+    fn parsing_any_strings_never_panics(
+        pairs in proptest::collection::vec(
+            (prop_oneof![
+                proptest::sample::select(LimitConfig::KEYS.to_vec()),
+                proptest::sample::select(VbdConfig::EXTRA_KEYS.to_vec()),
+                Just("bogus"),
+            ], "\\PC{0,24}|[0-9]{1,22}"),
+            0..8,
+        ),
+    ) {
+        let parsed = VbdConfig::parse(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+        if let Err(error) = parsed {
+            prop_assert!(!error.to_string().is_empty());
+        }
+    }
+}
