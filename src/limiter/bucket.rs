@@ -112,6 +112,15 @@ impl Bucket {
         self.level = self.level.min(capacity);
     }
 
+    /// Set the level to a saved balance taken at `saved_at`, as after a daemon restart. The
+    /// balance comes from a state file and is not trusted: it is clamped to the capacity above
+    /// and, below, to a debt of at most the capacity plus `max_debt`. Refill resumes from
+    /// `saved_at` (or `now`, if that lies in the future).
+    pub fn restore(&mut self, level: i128, max_debt: i128, saved_at: u64, now: u64) {
+        self.level = level.clamp(-(self.capacity + max_debt), self.capacity);
+        self.last = saved_at.min(now);
+    }
+
     /// Rescale the level by `num / den` (a change of base unit), rounding towards debt.
     pub fn rescale(&mut self, num: u64, den: u64, now: u64) {
         self.advance(now);
@@ -186,6 +195,20 @@ mod tests {
         d.take(7 * U, 0);
         d.retune(2000, 0, 0);
         assert_eq!(d.level_at(0), -7 * U);
+    }
+
+    #[test]
+    fn restore_clamps_an_untrusted_level_and_refills_from_the_save() {
+        let mut b = Bucket::full(10, 5 * U, 0);
+        b.restore(-3 * U, U, 100, 100);
+        assert_eq!(b.level_at(100), -3 * U);
+        b.restore(i128::MIN, U, 100, 100);
+        assert_eq!(b.level_at(100), -6 * U);
+        b.restore(i128::MAX, U, 100, 100);
+        assert_eq!(b.level_at(100), 5 * U);
+        // Saved empty one second before the restart: 10/s refilled it meanwhile.
+        b.restore(0, U, 1_000, 1_000 + NANOS);
+        assert_eq!(b.level_at(1_000 + NANOS), 5 * U);
     }
 
     #[test]

@@ -12,6 +12,10 @@ use super::cost::Request;
 /// Picoseconds per second: the unit of [`LimitSet::time_cost`].
 const PICOS: u128 = 1_000_000_000_000;
 
+/// The deepest debt, in units beyond the capacity, that a restored balance may carry: more than
+/// any one request can cost (a blkif request moves at most a few MiB).
+const MAX_RESTORED_DEBT: i128 = 1 << 32;
+
 /// The buckets of one configured limit.
 #[derive(Clone, Debug)]
 struct Limit {
@@ -176,6 +180,27 @@ impl LimitSet {
             self.limits.push(limit);
         }
         self.iops_size = iops_size;
+    }
+
+    /// Restore balances saved by [`LimitSet::balances`] at `saved_at` (restart of the daemon
+    /// without the guest noticing). Balances of limits no longer configured are ignored;
+    /// limits without a saved balance stay full. Debt is capped at the capacity plus
+    /// [`MAX_RESTORED_DEBT`] units.
+    pub fn restore(&mut self, saved: &[Balance], saved_at: u64, now: u64) {
+        for balance in saved {
+            let scale = self.scale_of(balance.kind).unwrap_or(1);
+            let Some(limit) = self.limits.iter_mut().find(|l| l.kind == balance.kind) else {
+                continue;
+            };
+            let bucket = match (balance.burst, &mut limit.burst) {
+                (false, _) => &mut limit.main,
+                (true, Some(burst)) => burst,
+                (true, None) => continue,
+            };
+            let level = balance.level_nano.saturating_mul(i128::from(scale));
+            let max_debt = MAX_RESTORED_DEBT * i128::from(scale) * i128::from(NANOS);
+            bucket.restore(level, max_debt, saved_at, now);
+        }
     }
 
     /// Every bucket's balance at `now`, in nano-units of its kind's unit.

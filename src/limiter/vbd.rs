@@ -126,10 +126,21 @@ impl Vbd {
         let ongoing = self.held_since.map_or(0, |since| now.saturating_sub(since));
         VbdStats {
             counters: self.counters.snapshot(ongoing),
-            balances: self.limits.balances(now).collect(),
+            balances: self.balances(now),
             queued: self.queue.len(),
             in_flight: self.in_flight,
         }
+    }
+
+    /// Every own bucket's balance at `now`, to be saved with the ring state across a restart.
+    pub fn balances(&self, now: u64) -> Vec<Balance> {
+        self.limits.balances(now).collect()
+    }
+
+    /// Restore balances saved at `saved_at` by a previous daemon (see
+    /// [`Vbd::balances`]); the saved values are clamped, as they come from a file.
+    pub fn restore_balances(&mut self, saved: &[Balance], saved_at: u64, now: u64) {
+        self.limits.restore(saved, saved_at, now);
     }
 
     /// Zero the cumulative counters (live state is kept).

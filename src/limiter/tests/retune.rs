@@ -131,3 +131,51 @@ fn a_burst_removed_mid_burst_falls_back_to_the_tenth_capacity() {
     // The 8,999 operations left of the burst bucket are clamped to the new capacity of 10.
     assert_eq!(sat.count_until(0), 10);
 }
+
+#[test]
+fn balances_saved_before_a_restart_are_restored_into_a_new_vbd() {
+    let config = vbd_config(&[
+        ("bps-read", "1000"),
+        ("bps-read-max", "2000"),
+        ("iops-total", "10"),
+        ("iops-size", "4096"),
+    ]);
+    let mut vbd = Vbd::new(&config, 0);
+    for id in 0..3 {
+        vbd.enqueue(
+            Request {
+                id,
+                op: Op::Read,
+                bytes: 8192,
+            },
+            0,
+        );
+    }
+    while vbd.poll_admit(0).is_some() {}
+    let saved = vbd.balances(0);
+    assert_eq!(
+        saved.len(),
+        3,
+        "main and burst bucket of bps-read, iops-total"
+    );
+    let deadline = vbd.next_admit_at(0);
+
+    // The new daemon builds the VBD (full buckets) and restores the saved balances.
+    let mut restarted = Vbd::new(&config, 5);
+    restarted.enqueue(
+        Request {
+            id: 2,
+            op: Op::Read,
+            bytes: 8192,
+        },
+        5,
+    );
+    assert_eq!(
+        restarted.next_admit_at(5),
+        Some(5),
+        "full before the restore"
+    );
+    restarted.restore_balances(&saved, 0, 5);
+    assert_eq!(restarted.balances(0), saved);
+    assert_eq!(restarted.next_admit_at(5), deadline);
+}
