@@ -216,8 +216,8 @@ pub(crate) trait SlotLayout: Sized {
     type Response: FromBytes + IntoBytes + Immutable + Copy;
     /// Copies a request out of its slot, each byte it needs read once, and converts it.
     fn read_request(slot: &SlotRef<'_, Self>) -> RawRequest;
-    /// Builds a slot.
-    fn encode(raw: &RawRequest) -> Self::Request;
+    /// Writes a request into its slot: the head and the body its operation uses.
+    fn write_request(slot: &SlotRef<'_, Self>, raw: &RawRequest);
     /// Builds a wire response, padding zeroed.
     fn encode_response(r: &crate::Response) -> Self::Response;
     /// Converts a copied wire response.
@@ -313,8 +313,43 @@ macro_rules! slot_codec {
                 }
             }
 
-            fn encode(raw: &RawRequest) -> Request {
-                Request::encode(raw)
+            #[inline]
+            fn write_request(slot: &SlotRef<'_, Self>, raw: &RawRequest) {
+                let mut head = RequestHead::new_zeroed();
+                head.operation = raw.operation();
+                head.id = raw.id();
+                match raw {
+                    RawRequest::Direct(r) => {
+                        head.arg8 = r.nr_segments;
+                        head.arg16 = r.handle;
+                        head.sector_number = r.sector_number;
+                        let n =
+                            usize::from(r.nr_segments).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
+                        for (i, s) in r.seg.iter().enumerate().take(n) {
+                            slot.write_segment(i, s);
+                        }
+                    }
+                    RawRequest::Discard(r) => {
+                        head.arg8 = r.flag;
+                        head.arg16 = r.handle;
+                        head.sector_number = r.sector_number;
+                        let words: [u32; 2] = zerocopy::transmute!(r.nr_sectors);
+                        slot.write::<[u32; 2], BODY>(&words);
+                    }
+                    RawRequest::Indirect(r) => {
+                        head.arg8 = r.indirect_op;
+                        head.arg16 = r.nr_segments;
+                        head.sector_number = r.sector_number;
+                        let tail = IndirectTail {
+                            handle: r.handle,
+                            _pad2: [0; 2],
+                            indirect_grefs: r.indirect_grefs,
+                        };
+                        slot.write::<IndirectTail, BODY>(&tail);
+                    }
+                    RawRequest::Other { .. } => {}
+                }
+                slot.write::<RequestHead, 0>(&head);
             }
 
             fn encode_response(r: &crate::Response) -> Response {
@@ -323,52 +358,6 @@ macro_rules! slot_codec {
 
             fn decode_response(r: &Response) -> crate::Response {
                 r.decode()
-            }
-        }
-
-        impl Request {
-            /// Builds a slot holding `raw`, every padding and unused byte zero.
-            #[inline]
-            pub fn encode(raw: &RawRequest) -> Self {
-                let mut slot = Request::new_zeroed();
-                match raw {
-                    RawRequest::Direct(r) => {
-                        slot.operation = r.operation;
-                        slot.nr_segments = r.nr_segments;
-                        slot.handle = r.handle;
-                        slot.id = r.id;
-                        slot.sector_number = r.sector_number;
-                        slot.seg = r.seg;
-                    }
-                    RawRequest::Discard(r) => {
-                        let mut d = DiscardRequest::new_zeroed();
-                        d.operation = super::BLKIF_OP_DISCARD;
-                        d.flag = r.flag;
-                        d.handle = r.handle;
-                        d.id = r.id;
-                        d.sector_number = r.sector_number;
-                        d.nr_sectors = r.nr_sectors;
-                        let bytes = d.as_bytes();
-                        slot.as_mut_bytes()[..bytes.len()].copy_from_slice(bytes);
-                    }
-                    RawRequest::Indirect(r) => {
-                        let mut i = IndirectRequest::new_zeroed();
-                        i.operation = super::BLKIF_OP_INDIRECT;
-                        i.indirect_op = r.indirect_op;
-                        i.nr_segments = r.nr_segments;
-                        i.handle = r.handle;
-                        i.id = r.id;
-                        i.sector_number = r.sector_number;
-                        i.indirect_grefs = r.indirect_grefs;
-                        let bytes = i.as_bytes();
-                        slot.as_mut_bytes()[..bytes.len()].copy_from_slice(bytes);
-                    }
-                    RawRequest::Other { operation, id } => {
-                        slot.operation = *operation;
-                        slot.id = *id;
-                    }
-                }
-                slot
             }
         }
 

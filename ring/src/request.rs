@@ -5,9 +5,10 @@
 //! the caller, so the guest cannot change a request between its check and its use.
 
 use crate::abi::{
-    Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD,
-    BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
+    Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT,
+    BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE,
+    SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 use crate::response::{Response, Status};
@@ -233,7 +234,8 @@ impl Segments {
 
     /// The segments, in disk order.
     pub fn segments(&self) -> &[DataSegment] {
-        &self.seg[..usize::from(self.len)]
+        // At most 11 by validation; `min` lets the compiler see it too.
+        &self.seg[..usize::from(self.len).min(BLKIF_MAX_SEGMENTS_PER_REQUEST)]
     }
 }
 
@@ -299,7 +301,8 @@ impl Indirect {
     /// Grant refs of the indirect pages in use: ceil(nr_segments / 512) of them.
     pub fn page_refs(&self) -> &[u32] {
         let pages = usize::from(self.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
-        &self.indirect_grefs[..pages]
+        // At most 8 by validation; `min` lets the compiler see it too.
+        &self.indirect_grefs[..pages.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST)]
     }
 }
 
@@ -481,8 +484,10 @@ fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<Request, Reques
     )?;
     // Refs past the pages in use are not part of the request: keep them zero.
     let pages = usize::from(r.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
-    let mut indirect_grefs = [0; 8];
-    indirect_grefs[..pages].copy_from_slice(&r.indirect_grefs[..pages]);
+    let mut indirect_grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+    for (dst, src) in indirect_grefs.iter_mut().zip(&r.indirect_grefs).take(pages) {
+        *dst = *src;
+    }
     let indirect = Indirect {
         direction,
         sector_number: r.sector_number,

@@ -48,13 +48,6 @@ impl<L: SlotLayout> Slots<L> {
         }
     }
 
-    fn write_request(&self, idx: u32, value: &L::Request) {
-        // SAFETY: `slot_ptr` is in bounds for SLOT_SIZE = size_of::<Request>() bytes and
-        // aligned for it (slot starts are multiples of the layout's alignment, checked at
-        // compile time in abi); the memory is live (SharedRing contract).
-        unsafe { copy_to_shared(value, self.slot_ptr(idx)) }
-    }
-
     fn read_response(&self, idx: u32) -> L::Response {
         // SAFETY: a response is no larger than a slot and aligned at its start (compile-time
         // checks in abi); the memory is live.
@@ -88,9 +81,34 @@ impl<L: SlotLayout> SlotRef<'_, L> {
         unsafe { copy_from_shared(self.ptr.wrapping_add(OFFSET)) }
     }
 
+    /// Writes `value` at byte `OFFSET` of the slot.
+    #[inline]
+    pub(crate) fn write<T: IntoBytes + Immutable, const OFFSET: usize>(&self, value: &T) {
+        const {
+            assert!(OFFSET + size_of::<T>() <= L::SLOT_SIZE);
+            assert!(OFFSET % align_of::<T>() == 0);
+            assert!(align_of::<T>() <= align_of::<L::Request>());
+        };
+        // SAFETY: as in `read`.
+        unsafe { copy_to_shared(value, self.ptr.wrapping_add(OFFSET)) }
+    }
+
     /// Copies inline segment `i` out (`i` is clamped to the eleven that exist).
     #[inline]
     pub(crate) fn read_segment(&self, i: usize) -> Segment {
+        // SAFETY: `segment_ptr` is in the slot and aligned for a `Segment`.
+        unsafe { copy_from_shared(self.segment_ptr(i)) }
+    }
+
+    /// Writes inline segment `i` (`i` is clamped to the eleven that exist).
+    #[inline]
+    pub(crate) fn write_segment(&self, i: usize, segment: &Segment) {
+        // SAFETY: `segment_ptr` is in the slot and aligned for a `Segment`.
+        unsafe { copy_to_shared(segment, self.segment_ptr(i)) }
+    }
+
+    /// Start of inline segment `i`, clamped to the eleven that exist, so always in the slot.
+    fn segment_ptr(&self, i: usize) -> *mut u8 {
         const {
             assert!(
                 L::BODY + size_of::<[Segment; BLKIF_MAX_SEGMENTS_PER_REQUEST]>() <= L::SLOT_SIZE
@@ -98,9 +116,8 @@ impl<L: SlotLayout> SlotRef<'_, L> {
             assert!(L::BODY % align_of::<Segment>() == 0);
             assert!(align_of::<Segment>() <= align_of::<L::Request>());
         };
-        let offset = L::BODY + size_of::<Segment>() * i.min(BLKIF_MAX_SEGMENTS_PER_REQUEST - 1);
-        // SAFETY: segment `i` (clamped) lies inside the slot by the asserts above, aligned.
-        unsafe { copy_from_shared(self.ptr.wrapping_add(offset)) }
+        let i = i.min(BLKIF_MAX_SEGMENTS_PER_REQUEST - 1);
+        self.ptr.wrapping_add(L::BODY + size_of::<Segment>() * i)
     }
 }
 
@@ -213,8 +230,8 @@ impl ProtocolSlots {
     #[inline]
     pub(crate) fn write_request(&self, idx: u32, raw: &RawRequest) {
         match self {
-            ProtocolSlots::X86_32(s) => s.write_request(idx, &x86_32::Abi::encode(raw)),
-            ProtocolSlots::X86_64(s) => s.write_request(idx, &x86_64::Abi::encode(raw)),
+            ProtocolSlots::X86_32(s) => x86_32::Abi::write_request(&s.slot(idx), raw),
+            ProtocolSlots::X86_64(s) => x86_64::Abi::write_request(&s.slot(idx), raw),
         }
     }
 
