@@ -16,8 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}"
 fi
 
-step "rust components"
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+step "rust tools"
+cargo fmt --version && cargo clippy --version
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
@@ -36,11 +36,11 @@ cargo bench --workspace --no-run
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
-    for dir in ring/fuzz xenstore/fuzz; do
-        [ -d "$dir" ] || continue
-        for target in $(cd "$dir" && cargo +nightly fuzz list); do
-            step "fuzz $dir $target (${FUZZ_SECONDS}s)"
-            (cd "$(dirname "$dir")" && cargo +nightly fuzz run "$target" -- \
+    for crate in ring xenstore; do
+        [ -d "$crate/fuzz" ] || continue
+        for target in $(cd "$crate" && cargo +nightly fuzz list); do
+            step "fuzz $crate/$target (${FUZZ_SECONDS}s)"
+            (cd "$crate" && cargo +nightly fuzz run "$target" -- \
                 -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048)
         done
     done
