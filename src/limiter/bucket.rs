@@ -124,7 +124,12 @@ impl Bucket {
     /// Rescale the level by `num / den` (a change of base unit), rounding towards debt.
     pub fn rescale(&mut self, num: u64, den: u64, now: u64) {
         self.advance(now);
-        self.level = (self.level * i128::from(num)).div_euclid(i128::from(den));
+        let (num, den) = (i128::from(num), i128::from(den));
+        self.level = match self.level.checked_mul(num) {
+            Some(scaled) => scaled.div_euclid(den),
+            // Only for levels near the configured extremes; precision there is moot.
+            None => self.level.div_euclid(den).saturating_mul(num),
+        };
     }
 }
 

@@ -11,8 +11,9 @@ use super::cost::Direction;
 pub const MAX_RATE: u64 = 1_000_000_000_000;
 /// Largest accepted `X-max-length`, in seconds.
 pub const MAX_BURST_LENGTH: u64 = 1_000_000;
-/// Largest accepted `iops-size`, in bytes.
-pub const MAX_IOPS_SIZE: u64 = 1 << 30;
+/// Largest accepted `iops-size`, in bytes: operation limits count in 1/iops-size operations,
+/// and [`MAX_RATE`] x `MAX_IOPS_SIZE` must stay below 2^64.
+pub const MAX_IOPS_SIZE: u64 = 1 << 24;
 /// Largest accepted `weight`.
 pub const MAX_WEIGHT: u64 = 10_000;
 /// Largest accepted `max-inflight`.

@@ -179,3 +179,39 @@ fn balances_saved_before_a_restart_are_restored_into_a_new_vbd() {
     assert_eq!(restarted.balances(0), saved);
     assert_eq!(restarted.next_admit_at(5), deadline);
 }
+
+#[test]
+fn extreme_values_neither_overflow_nor_stall() {
+    let max = crate::limiter::MAX_RATE.to_string();
+    let size = crate::limiter::MAX_IOPS_SIZE.to_string();
+    let length = crate::limiter::MAX_BURST_LENGTH.to_string();
+    let huge = vbd_config(&[
+        ("iops-total", "1"),
+        ("iops-total-max", &max),
+        ("iops-total-max-length", &length),
+        ("iops-size", &size),
+        ("bps-read", &max),
+        ("tokens-refill", &max),
+        ("tokens-max", &max),
+    ]);
+    let tiny = vbd_config(&[("iops-total", "1"), ("iops-size", "1"), ("bps-read", "1")]);
+    let mut vbd = Vbd::new(&huge, 0);
+    let mut now = 0;
+    for (id, config) in [&huge, &tiny, &huge, &VbdConfig::default(), &tiny]
+        .into_iter()
+        .enumerate()
+    {
+        vbd.retune(config, now);
+        vbd.enqueue(
+            Request {
+                id: id as u64,
+                op: Op::Read,
+                bytes: u64::from(u32::MAX),
+            },
+            now,
+        );
+        now = vbd.next_admit_at(now).expect("a deadline");
+        assert!(vbd.poll_admit(now).is_some());
+    }
+    assert!(now < u64::MAX, "never an unreachable deadline");
+}
