@@ -70,10 +70,6 @@ impl LimitSet {
         LimitSet { limits, iops_size }
     }
 
-    fn cost_nano(&self, req: &Request, kind: LimitKind) -> i128 {
-        i128::from(req.cost(kind, self.scale_of(kind))) * i128::from(NANOS)
-    }
-
     fn scale_of(&self, kind: LimitKind) -> Option<u64> {
         self.iops_size.filter(|_| kind.counts_operations())
     }
@@ -82,7 +78,7 @@ impl LimitSet {
     pub fn ready_at(&self, req: &Request, now: u64) -> u64 {
         let mut at = now;
         for limit in &self.limits {
-            let cost = self.cost_nano(req, limit.kind);
+            let cost = cost_nano(req, limit.kind, self.iops_size);
             at = at.max(limit.main.ready_at(cost, now));
             if let Some(burst) = &limit.burst {
                 at = at.max(burst.ready_at(cost, now));
@@ -94,27 +90,27 @@ impl LimitSet {
     /// Charge `req` at `now` if every bucket admits it, else tell when they will. One pass
     /// brings the buckets up to `now`, so the check and the charge share the refill work.
     pub fn try_charge(&mut self, req: &Request, now: u64) -> Result<(), u64> {
+        let mut at = now;
         for limit in &mut self.limits {
+            let cost = cost_nano(req, limit.kind, self.iops_size);
             limit.main.advance(now);
+            at = at.max(limit.main.ready_at(cost, now));
             if let Some(burst) = &mut limit.burst {
                 burst.advance(now);
+                at = at.max(burst.ready_at(cost, now));
             }
         }
-        match self.ready_at(req, now) {
-            at if at > now => Err(at),
-            _ => {
-                self.charge(req, now);
-                Ok(())
-            }
+        if at > now {
+            return Err(at);
         }
+        self.charge(req, now);
+        Ok(())
     }
 
     /// Charge `req` to every bucket it touches, at `now`.
     pub fn charge(&mut self, req: &Request, now: u64) {
-        let iops_size = self.iops_size;
         for limit in &mut self.limits {
-            let scale = iops_size.filter(|_| limit.kind.counts_operations());
-            let cost = i128::from(req.cost(limit.kind, scale)) * i128::from(NANOS);
+            let cost = cost_nano(req, limit.kind, self.iops_size);
             if cost > 0 {
                 limit.main.take(cost, now);
                 if let Some(burst) = &mut limit.burst {
@@ -217,6 +213,12 @@ impl LimitSet {
                 .chain(limit.burst.as_ref().map(|b| balance(b, true)))
         })
     }
+}
+
+/// What `req` costs in a limit of `kind`, in nano base units.
+fn cost_nano(req: &Request, kind: LimitKind, iops_size: Option<u64>) -> i128 {
+    let scale = iops_size.filter(|_| kind.counts_operations());
+    i128::from(req.cost(kind, scale)) * i128::from(NANOS)
 }
 
 /// Rate (base units/s) and capacity (nano base units) of a limit's main bucket. Operation limits
