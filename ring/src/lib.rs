@@ -9,8 +9,10 @@
 //! - [`SharedRing`] is the only code that touches guest-shared memory: 2^order pages,
 //!   order 0..=4, ring size as ring.h's `__RING_SIZE` (32 << order for blkif). Its constructor
 //!   is the crate's one `unsafe` entry point; [`SharedRing::allocate`] gives owned memory.
-//! - [`BackRing`] copies each request slot once (volatile) into a private [`RawRequest`],
-//!   converted from the front end's layout, and validates only that copy into a [`Request`];
+//! - [`BackRing`] copies each request out of its slot once, with volatile word copies of
+//!   the head and of the body its operation uses (the segment count clamped before the
+//!   loop), into a private [`RawRequest`] in protocol-neutral form, and validates only that
+//!   copy into a [`Request`] (segments stored inline: no allocation per request);
 //!   a bad request comes back as a [`RejectedRequest`] that still carries the `id` and
 //!   operation to answer it with. A front end that publishes more requests than the ring
 //!   holds (or moves `req_prod` backwards) breaks the ring ([`RingError`]) before anything is
@@ -37,6 +39,7 @@ pub mod mock;
 mod raw;
 mod request;
 mod response;
+mod segment;
 mod shared;
 mod slots;
 
@@ -45,8 +48,9 @@ pub use back::{BackRing, Requests, RingError, RingState};
 pub use front::{FrontError, FrontRing, Responses};
 pub use raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 pub use request::{
-    DataSegment, Direction, Discard, Indirect, Limits, LimitsError, RejectedRequest, Request,
-    RequestError, RequestKind, Segments,
+    Direction, Discard, Indirect, Limits, LimitsError, RejectedRequest, Request, RequestError,
+    RequestKind,
 };
 pub use response::{Response, Status};
+pub use segment::{DataSegment, Segments};
 pub use shared::{ring_size, RingIndex, SharedRing, SharedRingError, HEADER_SIZE, MAX_RING_ORDER};

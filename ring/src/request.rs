@@ -5,13 +5,13 @@
 //! the caller, so the guest cannot change a request between its check and its use.
 
 use crate::abi::{
-    Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
-    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT,
-    BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE,
-    SEGMENTS_PER_INDIRECT_PAGE,
+    BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST,
+    BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
+    BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 use crate::response::{Response, Status};
+use crate::segment::{DataSegment, Segments};
 use thiserror::Error;
 
 /// What the back end accepts beyond the fixed ABI limits.
@@ -143,107 +143,6 @@ impl RejectedRequest {
             operation: self.operation,
             status: self.error.status().raw(),
         }
-    }
-}
-
-/// A validated segment: sectors `first_sect..=last_sect` of one granted page, `last_sect <= 7`.
-///
-/// Packed into one word (`gref | first_sect << 32 | last_sect << 40`) so that the inline
-/// array of a request clears and copies as plain words on the hot path.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct DataSegment(u64);
-
-impl DataSegment {
-    /// Checks one wire segment; `index` is its position in the request, for the error.
-    /// Also for the entries of an indirect page, once copied out of it.
-    #[inline]
-    pub fn validate(index: u16, seg: &Segment) -> Result<Self, RequestError> {
-        let (first_sect, last_sect) = (seg.first_sect, seg.last_sect);
-        if last_sect >= SECTORS_PER_PAGE {
-            return Err(RequestError::SegmentPastPage { index, last_sect });
-        }
-        if first_sect > last_sect {
-            return Err(RequestError::SegmentReversed {
-                index,
-                first_sect,
-                last_sect,
-            });
-        }
-        Ok(DataSegment(
-            u64::from(seg.gref) | u64::from(first_sect) << 32 | u64::from(last_sect) << 40,
-        ))
-    }
-
-    /// Grant reference of the data page.
-    pub fn gref(&self) -> u32 {
-        self.0 as u32
-    }
-
-    /// First sector within the page (0..=7).
-    pub fn first_sect(&self) -> u8 {
-        (self.0 >> 32) as u8
-    }
-
-    /// Last sector within the page (`first_sect..=7`).
-    pub fn last_sect(&self) -> u8 {
-        (self.0 >> 40) as u8
-    }
-
-    /// Sectors covered (1..=8).
-    pub fn nr_sectors(&self) -> u8 {
-        self.last_sect() - self.first_sect() + 1
-    }
-
-    /// Byte offset of the data in its page.
-    pub fn offset(&self) -> usize {
-        usize::from(self.first_sect()) * 512
-    }
-
-    /// Length of the data in bytes (512..=4096).
-    pub fn len(&self) -> usize {
-        usize::from(self.nr_sectors()) * 512
-    }
-
-    /// Never true: a segment covers at least one sector.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
-impl core::fmt::Debug for DataSegment {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("DataSegment")
-            .field("gref", &self.gref())
-            .field("first_sect", &self.first_sect())
-            .field("last_sect", &self.last_sect())
-            .finish()
-    }
-}
-
-/// A contiguous disk range and the inline segments that carry its data (at most 11).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segments {
-    sector_number: u64,
-    nr_sectors: u64,
-    len: u8,
-    seg: [DataSegment; BLKIF_MAX_SEGMENTS_PER_REQUEST],
-}
-
-impl Segments {
-    /// First disk sector (512-byte units).
-    pub fn sector_number(&self) -> u64 {
-        self.sector_number
-    }
-
-    /// Total sectors of all segments; `sector_number + nr_sectors` does not overflow.
-    pub fn nr_sectors(&self) -> u64 {
-        self.nr_sectors
-    }
-
-    /// The segments, in disk order.
-    pub fn segments(&self) -> &[DataSegment] {
-        // At most 11 by validation; `min` lets the compiler see it too.
-        &self.seg[..usize::from(self.len).min(BLKIF_MAX_SEGMENTS_PER_REQUEST)]
     }
 }
 

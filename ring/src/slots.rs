@@ -1,5 +1,7 @@
-//! Typed access to the ring's slots in one protocol's layout: each request or response is
-//! copied in or out with one volatile access of the whole value.
+//! Typed access to the ring's slots in one protocol's layout. Requests are copied in parts
+//! (head, then the body their operation uses), responses whole; every copy is a run of
+//! volatile word accesses, each byte touched once, with bounds and alignment checked at
+//! compile time.
 
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
