@@ -115,7 +115,8 @@ impl Group {
         Some(&self.slots.get(id.0)?.as_ref()?.vbd)
     }
 
-    /// A member's VBD, to enqueue, complete or retune.
+    /// A member's VBD, to enqueue, complete or retune. Admission goes through
+    /// [`Group::poll_admit`]: polling the member itself would bypass the group's buckets.
     pub fn member_mut(&mut self, id: MemberId) -> Option<&mut Vbd> {
         Some(&mut self.slots.get_mut(id.0)?.as_mut()?.vbd)
     }

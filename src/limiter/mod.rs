@@ -13,6 +13,31 @@
 //! - requests of one VBD leave in FIFO order;
 //! - throttle groups share buckets among members by weighted deficit round robin.
 //!
+//! A worker drives a VBD like this (time in nanoseconds of a monotonic clock):
+//!
+//! ```
+//! use tokenback::limiter::{Op, Request, Vbd, VbdConfig};
+//!
+//! let config = VbdConfig::parse([("tokens-refill", "500"), ("tokens-max", "0")])?;
+//! let mut vbd = Vbd::new(&config, 0);
+//! for id in 0..3 {
+//!     vbd.enqueue(Request { id, op: Op::Read, bytes: 4096 }, 0);
+//! }
+//! let mut now = 0;
+//! let mut admitted_at = Vec::new();
+//! while vbd.queued() > 0 {
+//!     while let Some(admitted) = vbd.poll_admit(now) {
+//!         admitted_at.push((admitted.request.id, now)); // dispatch to storage here
+//!     }
+//!     // Arm the worker's timer; here, jump to it.
+//!     if let Some(at) = vbd.next_admit_at(now) {
+//!         now = at;
+//!     }
+//! }
+//! assert_eq!(admitted_at, [(0, 0), (1, 2_000_000), (2, 4_000_000)]);
+//! # Ok::<(), tokenback::limiter::ConfigError>(())
+//! ```
+//!
 //! Resolution: bucket levels are exact integers in 1e-9 of a unit (token, operation, byte; under
 //! `iops-size`, 1e-9 of 1/iops-size operation) and time is in whole nanoseconds; the only
 //! rounding is up to the next nanosecond when computing a deadline. Nothing drifts with uptime.

@@ -98,8 +98,9 @@ impl Vbd {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
-    /// Apply a new configuration at `now` (see [`LimitSet::retune`]); queued requests are priced
-    /// under the new limits at their next decision.
+    /// Apply a new configuration at `now`: levels are kept (clamped to smaller capacities), refill
+    /// up to `now` runs at the old rates, debt stays with its bucket, new limits start full, and
+    /// queued requests are priced under the new limits at their next decision.
     pub fn retune(&mut self, config: &VbdConfig, now: u64) {
         self.limits.retune(&config.limits, now);
         self.max_inflight = config.max_inflight;
@@ -178,7 +179,7 @@ impl Vbd {
     /// Release the head request, already charged, and count it.
     fn release_head(&mut self, now: u64) -> Option<Admitted> {
         let Queued { request, since } = self.queue.pop_front()?;
-        self.in_flight += 1;
+        self.in_flight = self.in_flight.saturating_add(1);
         let delay_ns = now.saturating_sub(since);
         self.counters.record_admission(&request, delay_ns);
         if let Some(held) = self.held_since.take() {

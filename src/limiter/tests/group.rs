@@ -193,3 +193,18 @@ fn members_leave_with_their_queue_and_the_group_retunes() {
     let stats = group.stats(0);
     assert_eq!((stats.members, stats.counters.requests.read), (1, 2));
 }
+
+#[test]
+fn a_weight_retuned_mid_stream_changes_the_shares_from_then_on() {
+    let (mut group, ids) = group_with(
+        &[("iops-total", "1000")],
+        &[(&[], Op::Read, 4096), (&[], Op::Write, 4096)],
+    );
+    let (even, now) = saturate_group_from(&mut group, &ids, 4_000, 0, u64::MAX);
+    assert!(even[0].abs_diff(even[1]) <= 2 * 4096, "{even:?}");
+    let member = group.member_mut(ids[1].0).unwrap();
+    member.retune(&vbd_config(&[("weight", "3")]), now);
+    let (bytes, _) = saturate_group_from(&mut group, &ids, 8_000, now, u64::MAX);
+    let total = bytes[0] + bytes[1];
+    assert!(within(per_mille(bytes[1], total), 750, 10), "{bytes:?}");
+}

@@ -96,16 +96,27 @@ impl Saturating {
     }
 }
 
-/// Admit from a group whose members all keep `depth` requests queued, until `admissions`
-/// requests went or the clock passes `end`; returns the bytes admitted per member.
+/// Admit from a group whose members all keep 4 requests queued, until `admissions` requests
+/// went or the clock passes `end`; returns the bytes admitted per member.
 pub(super) fn saturate_group(
     group: &mut Group,
     members: &[(MemberId, Op, u64)],
     admissions: usize,
     end: u64,
 ) -> Vec<u64> {
+    saturate_group_from(group, members, admissions, 0, end).0
+}
+
+/// [`saturate_group`] from the instant `start`; also returns the instant of the last decision.
+pub(super) fn saturate_group_from(
+    group: &mut Group,
+    members: &[(MemberId, Op, u64)],
+    admissions: usize,
+    start: u64,
+    end: u64,
+) -> (Vec<u64>, u64) {
     let mut bytes = vec![0u64; members.len()];
-    let mut now = 0;
+    let mut now = start;
     let mut next_id = 0;
     let mut admitted = 0;
     loop {
@@ -133,7 +144,7 @@ pub(super) fn saturate_group(
                 group.member_mut(id).expect("member").complete();
                 admitted += 1;
                 if admitted == admissions {
-                    return bytes;
+                    return (bytes, now);
                 }
             }
             None => {
@@ -142,7 +153,7 @@ pub(super) fn saturate_group(
                     .expect("a backlogged group has a deadline");
                 assert!(at > now);
                 if at > end {
-                    return bytes;
+                    return (bytes, now);
                 }
                 now = at;
             }
