@@ -67,6 +67,8 @@ impl Vbd {
     }
 
     /// Queue `req`, which arrived at `now`, behind every earlier request.
+    // Inline across crates too: the worker calls these for every request.
+    #[inline]
     pub fn enqueue(&mut self, request: Request, now: u64) {
         self.queue.push_back(Queued {
             request,
@@ -75,6 +77,7 @@ impl Vbd {
     }
 
     /// Admit the head request if every own bucket and the in-flight cap allow it at `now`.
+    #[inline]
     pub fn poll_admit(&mut self, now: u64) -> Option<Admitted> {
         let head = self.queue.front()?;
         let admitted =
@@ -89,11 +92,13 @@ impl Vbd {
 
     /// The exact instant the head request becomes admissible, for a timer; `None` when the queue
     /// is empty or the in-flight cap holds it (then [`Vbd::complete`] is what releases it).
+    #[inline]
     pub fn next_admit_at(&self, now: u64) -> Option<u64> {
         self.head_ready_at(now)
     }
 
     /// An admitted request finished at the storage; frees a slot under `max-inflight`.
+    #[inline]
     pub fn complete(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
