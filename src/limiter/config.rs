@@ -20,8 +20,8 @@ pub const MAX_WEIGHT: u64 = 10_000;
 pub const MAX_INFLIGHT: u64 = 1 << 20;
 /// Longest accepted group name.
 pub const MAX_GROUP_NAME: usize = 64;
-/// Longest excerpt of a bad value quoted in an error (values come from the guest's host admin,
-/// but are still not trusted to be short).
+/// Longest excerpt of a bad value quoted in an error: errors are logged and published beside
+/// the key, and a value may be as long as xenstore allows.
 const QUOTE_MAX: usize = 32;
 
 /// One kind of rate limit, named by its xenstore key.
