@@ -245,6 +245,20 @@ macro_rules! slot_codec {
         const _: () = assert!(SLOT_SIZE % align_of::<Request>() == 0);
         const _: () = assert!(align_of::<Response>() <= align_of::<Request>());
         const _: () = assert!(crate::shared::HEADER_SIZE % align_of::<Request>() == 0);
+        const _: () = assert!(offset_of!(RequestHead, arg8) == offset_of!(Request, nr_segments));
+        const _: () = assert!(offset_of!(RequestHead, arg8) == offset_of!(DiscardRequest, flag));
+        const _: () =
+            assert!(offset_of!(RequestHead, arg8) == offset_of!(IndirectRequest, indirect_op));
+        const _: () = assert!(offset_of!(RequestHead, arg16) == offset_of!(Request, handle));
+        const _: () =
+            assert!(offset_of!(RequestHead, arg16) == offset_of!(IndirectRequest, nr_segments));
+        const _: () = assert!(offset_of!(RequestHead, id) == offset_of!(Request, id));
+        const _: () = assert!(offset_of!(RequestHead, id) == offset_of!(IndirectRequest, id));
+        const _: () =
+            assert!(offset_of!(RequestHead, sector_number) == offset_of!(Request, sector_number));
+        const _: () = assert!(
+            offset_of!(RequestHead, sector_number) == offset_of!(DiscardRequest, sector_number)
+        );
         const _: () = assert!(BODY == offset_of!(Request, seg));
         const _: () = assert!(BODY == offset_of!(DiscardRequest, nr_sectors));
         const _: () = assert!(BODY == offset_of!(IndirectRequest, handle));
