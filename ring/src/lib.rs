@@ -24,9 +24,9 @@
 //!
 //! # Limits
 //!
-//! - Indirect requests are validated up to their page refs and segment count; the segments
-//!   themselves live in granted pages that the caller maps, copies out, and checks with
-//!   [`DataSegment::validate`].
+//! - Indirect requests are validated up to their page refs and segment count; the caller
+//!   maps those pages (as [`IndirectPage`]s) and [`Indirect::read_segments`] copies each
+//!   entry out once and validates it.
 //! - Device-dependent checks (sector ranges past the disk's end, alignment to `sector-size`,
 //!   writes to read-only disks, unsupported flush or discard) are the caller's.
 //! - `arm-abi` is accepted only as the native name on ARM hosts.
@@ -36,6 +36,7 @@ pub mod abi;
 mod back;
 mod front;
 pub mod mock;
+mod page;
 mod raw;
 mod request;
 mod response;
@@ -46,6 +47,7 @@ mod slots;
 pub use abi::{Protocol, UnknownProtocol};
 pub use back::{BackRing, Requests, RingError, RingState};
 pub use front::{FrontError, FrontRing, Responses};
+pub use page::IndirectPage;
 pub use raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 pub use request::{
     Direction, Discard, Indirect, Limits, LimitsError, RejectedRequest, Request, RequestError,

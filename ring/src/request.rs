@@ -9,6 +9,7 @@ use crate::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
     BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
 };
+use crate::page::IndirectPage;
 use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 use crate::response::{Response, Status};
 use crate::segment::{DataSegment, Segments};
@@ -96,6 +97,14 @@ pub enum RequestError {
         /// Claimed last sector.
         last_sect: u8,
     },
+    /// The indirect pages handed over are not the ones the request names.
+    #[error("{mapped} indirect pages mapped, the request uses {expected}")]
+    IndirectPagesMismatch {
+        /// Pages the request's segment count needs.
+        expected: usize,
+        /// Pages provided.
+        mapped: usize,
+    },
     /// The sector range does not fit in 64 bits.
     #[error("{nr_sectors} sectors from sector {sector_number} overflow")]
     SectorOverflow {
@@ -118,6 +127,7 @@ impl RequestError {
             | RequestError::TooManySegments { .. }
             | RequestError::SegmentReversed { .. }
             | RequestError::SegmentPastPage { .. }
+            | RequestError::IndirectPagesMismatch { .. }
             | RequestError::SectorOverflow { .. } => Status::Error,
         }
     }
@@ -210,6 +220,42 @@ impl Indirect {
         let pages = usize::from(self.nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
         // At most 8 by validation; `min` lets the compiler see it too.
         &self.indirect_grefs[..pages.min(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST)]
+    }
+}
+
+impl Indirect {
+    /// Copies the segments out of the mapped indirect pages (`pages[i]` mapping
+    /// `page_refs()[i]`), each entry once, validates them into `out` (cleared first; reuse it
+    /// to avoid allocating per request) and returns their total sectors. The range from
+    /// `sector_number` cannot overflow: validation bounded it by whole pages.
+    pub fn read_segments(
+        &self,
+        pages: &[IndirectPage],
+        out: &mut Vec<DataSegment>,
+    ) -> Result<u64, RequestError> {
+        let expected = self.page_refs().len();
+        if pages.len() != expected {
+            return Err(RequestError::IndirectPagesMismatch {
+                expected,
+                mapped: pages.len(),
+            });
+        }
+        out.clear();
+        let mut nr_sectors = 0u64;
+        let mut left = usize::from(self.nr_segments);
+        let mut index = 0u16;
+        for page in pages {
+            let count = left.min(SEGMENTS_PER_INDIRECT_PAGE);
+            for entry in 0..count {
+                let raw = page.read_segment(entry).unwrap_or_default();
+                let segment = DataSegment::validate(index, &raw)?;
+                nr_sectors += u64::from(segment.nr_sectors());
+                out.push(segment);
+                index += 1;
+            }
+            left -= count;
+        }
+        Ok(nr_sectors)
     }
 }
 

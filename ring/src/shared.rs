@@ -10,6 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use thiserror::Error;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::abi::XEN_PAGE_SIZE;
 
@@ -169,6 +170,73 @@ impl SharedRing {
             }),
         }
     }
+}
+
+/// Copies a `T` out of shared memory, reading each byte exactly once with volatile word
+/// loads: the guest may change the bytes meanwhile, and the copy is all we look at after.
+/// (A volatile read of a whole struct compiles to one load per byte; words are 8 to 14 times
+/// fewer.)
+///
+/// # Safety
+///
+/// `src` must be valid for reads of `size_of::<T>()` bytes and aligned to `align_of::<T>()`.
+pub(crate) unsafe fn copy_from_shared<T: FromBytes + IntoBytes>(src: *const u8) -> T {
+    let mut out = core::mem::MaybeUninit::<T>::uninit();
+    let dst = out.as_mut_ptr().cast::<u8>();
+    if const { wide_words::<T>() } {
+        for i in 0..size_of::<T>() / 8 {
+            // SAFETY: word i lies inside the `T` at `src` and inside `out`, both 8-aligned
+            // because `T` is.
+            unsafe {
+                let value = src.cast::<u64>().add(i).read_volatile();
+                dst.cast::<u64>().add(i).write(value);
+            }
+        }
+    } else {
+        for i in 0..size_of::<T>() / 4 {
+            // SAFETY: word i lies inside the `T` at `src` and inside `out`, both 4-aligned
+            // (`wide_words` checks it).
+            unsafe {
+                let value = src.cast::<u32>().add(i).read_volatile();
+                dst.cast::<u32>().add(i).write(value);
+            }
+        }
+    }
+    // SAFETY: every byte of `out` was written above (size is a multiple of the word), and
+    // any bytes are a valid `T` (FromBytes).
+    unsafe { out.assume_init() }
+}
+
+/// Writes `value` into shared memory with volatile word stores.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `size_of::<T>()` bytes and aligned to `align_of::<T>()`.
+pub(crate) unsafe fn copy_to_shared<T: IntoBytes + Immutable>(value: &T, dst: *mut u8) {
+    if const { wide_words::<T>() } {
+        for (i, word) in value.as_bytes().chunks_exact(8).enumerate() {
+            let word = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+            // SAFETY: word i lies inside the `T` at `dst`, 8-aligned because `T` is.
+            unsafe { dst.cast::<u64>().add(i).write_volatile(word) };
+        }
+    } else {
+        for (i, word) in value.as_bytes().chunks_exact(4).enumerate() {
+            let word = u32::from_ne_bytes(word.try_into().unwrap_or_default());
+            // SAFETY: word i lies inside the `T` at `dst`, 4-aligned (`wide_words` checks it).
+            unsafe { dst.cast::<u32>().add(i).write_volatile(word) };
+        }
+    }
+}
+
+/// Whether `T` can be copied in 8-byte words; otherwise it is copied in 4-byte words, which
+/// every layout type allows (checked at compile time).
+const fn wide_words<T>() -> bool {
+    let (size, align) = (core::mem::size_of::<T>(), core::mem::align_of::<T>());
+    assert!(
+        size % 4 == 0 && align >= 4,
+        "slot types are copied in 4-byte words"
+    );
+    align >= 8 && size % 8 == 0
 }
 
 fn check_order(order: u8) -> Result<(), SharedRingError> {
