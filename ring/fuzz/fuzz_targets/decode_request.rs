@@ -6,8 +6,9 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use blkif::abi::Segment;
 use blkif::mock::MockRing;
-use blkif::{Limits, Protocol};
+use blkif::{IndirectPage, Limits, Protocol};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
     let response = match taken {
         Ok(request) => {
             common::assert_in_range(&request, limits.max_indirect_segments());
+            if let blkif::RequestKind::Indirect(indirect) = request.kind() {
+                read_indirect_pages(indirect, slot);
+            }
             request.response(blkif::Status::Okay)
         }
         Err(rejected) => {
@@ -46,3 +50,32 @@ fuzz_target!(|data: &[u8]| {
     let echoed = ring.front.responses().unwrap().next().unwrap();
     assert_eq!(echoed, response);
 });
+
+/// Fills the request's indirect pages with the input bytes, repeated, and reads them back.
+fn read_indirect_pages(indirect: &blkif::Indirect, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let pages: Vec<IndirectPage> = indirect
+        .page_refs()
+        .iter()
+        .map(|_| IndirectPage::allocate())
+        .collect();
+    for (n, page) in pages.iter().enumerate() {
+        for i in 0..512 {
+            let at = (n * 512 + i) * 8;
+            let b = |k: usize| bytes[(at + k) % bytes.len()];
+            let segment = Segment::new(u32::from_le_bytes([b(0), b(1), b(2), b(3)]), b(4), b(5));
+            assert!(page.write_segment(i, &segment));
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(nr_sectors) = indirect.read_segments(&pages, &mut out) {
+        assert_eq!(out.len(), usize::from(indirect.nr_segments()));
+        assert!(out
+            .iter()
+            .all(|s| s.first_sect() <= s.last_sect() && s.last_sect() < 8));
+        let total: u64 = out.iter().map(|s| u64::from(s.nr_sectors())).sum();
+        assert_eq!(total, nr_sectors);
+    }
+}
