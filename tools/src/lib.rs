@@ -1,1 +1,4 @@
 //! tokenback-tools: the simulated Xen host's guest side, tokentop and tokenback-sim.
+
+pub mod blkfront;
+pub mod toolstack;

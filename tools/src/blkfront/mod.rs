@@ -1,0 +1,503 @@
+//! A simulated guest's blkfront: the front end of a Xen virtual block device, behaving as
+//! Linux's xen-blkfront does, over the simulated host's guest memory, grant table, event
+//! channels and xenstore connection.
+//!
+//! # Behaviour
+//!
+//! - [`Blkfront::connect`] waits for the back end's InitWait (or Connected), reads
+//!   `max-ring-page-order` and `multi-queue-max-queues`, allocates 2^order contiguous ring
+//!   pages per queue, grants them, allocates an unbound event-channel port per queue, writes
+//!   the ring keys in one transaction and goes Initialised; when the back end is Connected it
+//!   reads the disk's keys ([`DiskInfo`]) and goes Connected.
+//! - Reads and writes copy the data through granted pages, one 4 KiB segment per page:
+//!   inline up to 11 segments, in granted indirect pages beyond that when the back end offers
+//!   `feature-max-indirect-segments` (capped by [`Options::max_indirect_segments`]). Pages
+//!   are reused; with persistent grants the back end may keep them mapped.
+//! - Every response is checked as Linux checks it (id below the ring size and outstanding,
+//!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
+//!   A failed flush turns flushes off and completes as success, a discard answered
+//!   EOPNOTSUPP turns discard off, as in Linux.
+//! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`] (also run
+//!   before each submission): Connected again is a resize (re-read `sectors`); Closing or
+//!   Closed makes the front end go Closed and refuse new requests.
+//!
+//! # Limits
+//!
+//! One operation is one ring request (no splitting): a transfer may carry at most
+//! [`DiskInfo::max_segments`] pages. Segments always start at the beginning of a page.
+//! No suspend/resume.
+
+mod disk;
+mod error;
+mod pages;
+mod queue;
+mod request;
+mod xenbus;
+
+pub use disk::{DiscardInfo, DiskInfo, FlushMode};
+pub use error::{Error, ResponseError};
+pub use request::Op;
+pub use xenbus::XenbusState;
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blkif::abi::{BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER};
+use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY};
+use blkif::Protocol;
+use blkif::MAX_RING_ORDER;
+use tokenback::platform::sim::{GuestDomain, RunDir, SimEventChannel};
+use tokenback::platform::{DomId, EventChannel, Port};
+use xenstore_wire::client::blocking::Client;
+use xenstore_wire::client::Endpoint;
+
+use pages::GuestPages;
+use queue::{Queue, Shadow};
+use xenbus::Xenbus;
+
+/// How to connect, with Linux blkfront's defaults where it has module parameters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The simulated host.
+    pub run: RunDir,
+    /// The guest domain this front end runs in.
+    pub domid: DomId,
+    /// The device id (`virtual-device`), e.g. 51712 for xvda.
+    pub devid: u16,
+    /// The request layout to speak and announce in `protocol`.
+    pub protocol: Protocol,
+    /// Our cap on `ring-page-order` (Linux `max_ring_page_order`, default 0).
+    pub max_ring_page_order: u8,
+    /// Our cap on queues (Linux `max_queues`, default 4).
+    pub max_queues: u32,
+    /// Our cap on indirect segments (Linux `max_indirect_segments`, default 32).
+    pub max_indirect_segments: u32,
+    /// Offer persistent grants (Linux `feature_persistent`, default on).
+    pub persistent: bool,
+    /// Bound on every wait for the back end.
+    pub timeout: Duration,
+}
+
+impl Options {
+    /// Linux's defaults for device `devid` of guest `domid`, in the native protocol.
+    pub fn new(run: RunDir, domid: DomId, devid: u16) -> Self {
+        Options {
+            run,
+            domid,
+            devid,
+            protocol: Protocol::Native,
+            max_ring_page_order: 0,
+            max_queues: 4,
+            max_indirect_segments: 32,
+            persistent: true,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Identifies a submitted operation in its [`Completion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(pub u64);
+
+/// A finished operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// What [`Blkfront::submit`] returned.
+    pub tag: Tag,
+    /// The response's operation.
+    pub operation: u8,
+    /// `BLKIF_RSP_*` as the back end sent it (a failed flush is reported as success).
+    pub status: i16,
+    /// For a successful read, the bytes read.
+    pub data: Option<Vec<u8>>,
+}
+
+impl Completion {
+    /// The data read (empty for other operations), or the failure.
+    pub fn into_result(self) -> Result<Vec<u8>, Error> {
+        if self.status != BLKIF_RSP_OKAY {
+            return Err(Error::Failed {
+                operation: self.operation,
+                status: self.status,
+            });
+        }
+        Ok(self.data.unwrap_or_default())
+    }
+}
+
+/// A connected front end.
+pub struct Blkfront {
+    // Queues go before `pages`, `evtchn`: dropped first.
+    queues: Vec<Queue>,
+    pages: GuestPages,
+    evtchn: SimEventChannel,
+    xenbus: Xenbus,
+    disk: DiskInfo,
+    handle: u16,
+    timeout: Duration,
+    next_tag: u64,
+    next_queue: usize,
+    done: VecDeque<Completion>,
+    disabled: Option<ResponseError>,
+    closed: bool,
+}
+
+impl Blkfront {
+    /// Runs the handshake to Connected (see the module docs).
+    pub fn connect(opts: Options) -> Result<Self, Error> {
+        let deadline = Instant::now() + opts.timeout;
+        let guest = Arc::new(GuestDomain::open(&opts.run, opts.domid).map_err(Error::Sim)?);
+        let socket = opts.run.domain_xenstored_socket(opts.domid);
+        let xs = Client::connect(Endpoint::Socket(socket.clone())).map_err(|source| {
+            Error::Xenstore {
+                op: "connect to",
+                path: socket.display().to_string(),
+                source,
+            }
+        })?;
+        let frontend = format!("/local/domain/{}/device/vbd/{}", opts.domid.0, opts.devid);
+        let (mut xenbus, backend_id) = Xenbus::open(xs, frontend)?;
+        let state = xenbus.wait_backend(deadline, "the back end's InitWait", |s| {
+            !matches!(
+                s,
+                XenbusState::Unknown | XenbusState::Initialising | XenbusState::Initialised
+            )
+        })?;
+        if state != XenbusState::InitWait && state != XenbusState::Connected {
+            return Err(Error::BackendClosed {
+                state: state.value(),
+            });
+        }
+        let backend_order = xenbus.backend_u64("max-ring-page-order", 0)?;
+        let order = u64::from(opts.max_ring_page_order.min(MAX_RING_ORDER)).min(backend_order);
+        let order = order as u8;
+        let backend_queues = xenbus.backend_u64("multi-queue-max-queues", 1)?;
+        let nr_queues = backend_queues.min(u64::from(opts.max_queues)).max(1) as usize;
+
+        let backend = DomId(backend_id);
+        let mut pages = GuestPages::new(guest, backend);
+        let mut evtchn = SimEventChannel::open(&opts.run, opts.domid).map_err(Error::Sim)?;
+        let queues = (0..nr_queues)
+            .map(|i| Queue::new(i, &mut pages, order, opts.protocol, &mut evtchn, backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<_> = queues.iter().map(Queue::keys).collect();
+        xenbus.publish(order, &keys, opts.protocol.name(), opts.persistent)?;
+        xenbus.switch_state(XenbusState::Initialised)?;
+
+        let state = xenbus.wait_backend(deadline, "the back end's Connected", |s| {
+            matches!(
+                s,
+                XenbusState::Connected | XenbusState::Closing | XenbusState::Closed
+            )
+        })?;
+        if state != XenbusState::Connected {
+            return Err(Error::BackendClosed {
+                state: state.value(),
+            });
+        }
+        let disk = DiskInfo::read(&mut xenbus, opts.persistent, opts.max_indirect_segments)?;
+        xenbus.switch_state(XenbusState::Connected)?;
+        Ok(Blkfront {
+            queues,
+            pages,
+            evtchn,
+            xenbus,
+            disk,
+            handle: opts.devid,
+            timeout: opts.timeout,
+            next_tag: 0,
+            next_queue: 0,
+            done: VecDeque::new(),
+            disabled: None,
+            closed: false,
+        })
+    }
+
+    /// The disk as last described by the back end.
+    pub fn disk(&self) -> &DiskInfo {
+        &self.disk
+    }
+
+    /// Number of queues (rings) negotiated.
+    pub fn queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Ring slots per queue (RING_SIZE).
+    pub fn ring_size(&self) -> usize {
+        self.queues.first().map_or(0, |q| q.ring_size())
+    }
+
+    /// The frontend directory in xenstore.
+    pub fn frontend_path(&self) -> &str {
+        self.xenbus.frontend()
+    }
+
+    /// Whether the front end has gone Closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Pages the back end keeps mapped between requests (persistent grants).
+    pub fn persistent_pages(&self) -> usize {
+        self.pages.persistent_pages()
+    }
+
+    /// Operations submitted and not yet taken back with [`complete`](Self::complete).
+    pub fn in_flight(&self) -> usize {
+        self.queues.iter().map(Queue::in_flight).sum::<usize>() + self.done.len()
+    }
+
+    /// Submits `op` on the next queue (round robin) that has a free slot.
+    pub fn submit(&mut self, op: Op) -> Result<Tag, Error> {
+        let n = self.queues.len();
+        let queue = (0..n)
+            .map(|i| (self.next_queue + i) % n)
+            .find(|&q| self.queues[q].has_room())
+            .ok_or(Error::QueueFull(self.next_queue))?;
+        self.next_queue = (queue + 1) % n;
+        self.submit_to(queue, op)
+    }
+
+    /// Submits `op` on queue `queue`. A flush the back end does not take completes at once.
+    pub fn submit_to(&mut self, queue: usize, op: Op) -> Result<Tag, Error> {
+        self.handle_backend_events(Duration::ZERO)?;
+        self.check_usable()?;
+        let q = self.queues.get(queue).ok_or(Error::NoSuchQueue(queue))?;
+        if !q.has_room() {
+            return Err(Error::QueueFull(queue));
+        }
+        let tag = Tag(self.next_tag);
+        self.next_tag += 1;
+        match request::prepare(&op, tag, self.handle, &self.disk, &mut self.pages)? {
+            Some(prepared) => {
+                self.queues[queue].submit(prepared.shadow, prepared.request, &mut self.evtchn)?
+            }
+            None => self.done.push_back(Completion {
+                tag,
+                operation: BLKIF_OP_FLUSH_DISKCACHE,
+                status: BLKIF_RSP_OKAY,
+                data: None,
+            }),
+        }
+        Ok(tag)
+    }
+
+    /// Waits until at least one operation has completed (at most the timeout) and returns
+    /// every completion available; empty when nothing is in flight.
+    pub fn complete(&mut self) -> Result<Vec<Completion>, Error> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(reason) = &self.disabled {
+                return Err(Error::Disabled(reason.clone()));
+            }
+            self.reap();
+            if !self.done.is_empty() || self.in_flight() == 0 {
+                return Ok(self.done.drain(..).collect());
+            }
+            self.wait_for_event(deadline)?;
+        }
+    }
+
+    /// Reads `buf.len()` bytes from `sector`.
+    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let tag = self.submit(Op::Read {
+            sector,
+            len: buf.len(),
+        })?;
+        let data = self.wait_for(tag)?;
+        buf.copy_from_slice(&data[..buf.len()]);
+        Ok(())
+    }
+
+    /// Writes `data` at `sector`.
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
+        let tag = self.submit(Op::Write {
+            sector,
+            data: data.to_vec(),
+        })?;
+        self.wait_for(tag).map(drop)
+    }
+
+    /// Flushes the back end's write cache.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let tag = self.submit(Op::Flush)?;
+        self.wait_for(tag).map(drop)
+    }
+
+    /// Discards `count` sectors from `sector`.
+    pub fn discard(&mut self, sector: u64, count: u64, secure: bool) -> Result<(), Error> {
+        let tag = self.submit(Op::Discard {
+            sector,
+            count,
+            secure,
+        })?;
+        self.wait_for(tag).map(drop)
+    }
+
+    /// Waits for `tag`, keeping other completions for [`complete`](Self::complete).
+    fn wait_for(&mut self, tag: Tag) -> Result<Vec<u8>, Error> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(reason) = &self.disabled {
+                return Err(Error::Disabled(reason.clone()));
+            }
+            self.reap();
+            if let Some(at) = self.done.iter().position(|c| c.tag == tag) {
+                let completion = self.done.remove(at).ok_or(Error::Closed)?;
+                return completion.into_result();
+            }
+            self.wait_for_event(deadline)?;
+        }
+    }
+
+    /// Handles the back end's state changes that arrived, waiting up to `wait` for the
+    /// first: Connected again is a resize, Closing or Closed closes the front end (Linux's
+    /// `blkback_changed`). Returns whether there was any.
+    pub fn handle_backend_events(&mut self, wait: Duration) -> Result<bool, Error> {
+        if !self.xenbus.backend_changed_within(wait)? {
+            return Ok(false);
+        }
+        match self.xenbus.backend_state()? {
+            XenbusState::Connected if !self.closed => {
+                self.disk.sectors = self.xenbus.backend_required("sectors")?;
+            }
+            XenbusState::Closing | XenbusState::Closed if !self.closed => {
+                self.xenbus.switch_state(XenbusState::Closed)?;
+                self.closed = true;
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// Closes the device from the guest's side: Closing, then Closed once the back end is
+    /// Closing, then waits for the back end to release the rings (Closed) and ends access
+    /// to the ring pages.
+    pub fn close(mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.timeout;
+        if !self.closed {
+            self.xenbus.switch_state(XenbusState::Closing)?;
+            self.xenbus
+                .wait_backend(deadline, "the back end's Closing", |s| {
+                    matches!(
+                        s,
+                        XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
+                    )
+                })?;
+            self.xenbus.switch_state(XenbusState::Closed)?;
+            self.closed = true;
+        }
+        self.xenbus
+            .wait_backend(deadline, "the back end's Closed", |s| {
+                matches!(
+                    s,
+                    XenbusState::Closed | XenbusState::InitWait | XenbusState::Unknown
+                )
+            })?;
+        for queue in &self.queues {
+            self.pages.end_ring(queue.ring_refs())?;
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if let Some(reason) = &self.disabled {
+            return Err(Error::Disabled(reason.clone()));
+        }
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Takes the responses of every queue into `done`; a bad one disables the device.
+    fn reap(&mut self) {
+        for index in 0..self.queues.len() {
+            let responses = match self.queues[index].take_responses() {
+                Ok(responses) => responses,
+                Err(reason) => {
+                    self.disabled = Some(reason);
+                    return;
+                }
+            };
+            for (shadow, status) in responses {
+                if let Err(reason) = self.finish(index, shadow, status) {
+                    self.disabled = Some(reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `blkif_completion` and the per-operation handling of `blkif_interrupt`.
+    fn finish(&mut self, queue: usize, shadow: Shadow, status: i16) -> Result<(), ResponseError> {
+        let persistent = self.disk.persistent;
+        let mut data = None;
+        if shadow.read && status == BLKIF_RSP_OKAY {
+            let mut bytes = vec![0; shadow.data.iter().map(|(_, len)| len).sum()];
+            let mut at = 0;
+            for (page, len) in &shadow.data {
+                // The page is ours and in bounds; a failure leaves zeroes, never panics.
+                let _ = self.pages.read(page.frame, 0, &mut bytes[at..at + len]);
+                at += len;
+            }
+            data = Some(bytes);
+        }
+        let pages = shadow.data.iter().map(|(p, _)| *p).chain(shadow.indirect);
+        for page in pages {
+            self.pages
+                .give_back(page, persistent)
+                .map_err(|source| ResponseError::GrantKept { queue, source })?;
+        }
+        let mut status = status;
+        match shadow.operation {
+            BLKIF_OP_FLUSH_DISKCACHE | BLKIF_OP_WRITE_BARRIER if status != BLKIF_RSP_OKAY => {
+                // Our flushes carry no data: any failure turns flushes off and succeeds.
+                self.disk.flush = FlushMode::None;
+                status = BLKIF_RSP_OKAY;
+            }
+            BLKIF_OP_DISCARD if status == BLKIF_RSP_EOPNOTSUPP => self.disk.discard = None,
+            _ => {}
+        }
+        self.done.push_back(Completion {
+            tag: shadow.tag,
+            operation: shadow.operation,
+            status,
+            data,
+        });
+        Ok(())
+    }
+
+    /// Sleeps until the event channel fires (or `deadline`), then takes and re-enables the
+    /// ports that fired.
+    fn wait_for_event(&mut self, deadline: Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout { what: "a response" });
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.evtchn.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd that outlives the call, nfds 1.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut ports: Vec<Port> = Vec::new();
+        self.evtchn.read_pending(&mut ports)?;
+        self.evtchn.unmask(&ports)?;
+        Ok(())
+    }
+}
+
+impl Drop for Blkfront {
+    fn drop(&mut self) {
+        // Best effort: a back end that still maps a ring keeps its pages granted.
+        for queue in &self.queues {
+            let _ = self.pages.end_ring(queue.ring_refs());
+        }
+    }
+}

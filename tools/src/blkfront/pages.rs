@@ -1,0 +1,171 @@
+//! The guest pages blkfront hands to its back end: ring pages, and a pool of granted data
+//! and indirect pages that are reused as Linux blkfront reuses its `struct grant` list.
+//!
+//! Frames come from the guest's memory file (page `p` at byte `p * 4096`), grant refs from
+//! its grant table, skipping the refs Linux reserves (0..8, `GNTTAB_NR_RESERVED_ENTRIES`).
+
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use tokenback::platform::sim::{EndAccessError, GuestDomain};
+use tokenback::platform::{DomId, GrantRef, PAGE_SIZE};
+
+use super::error::Error;
+
+/// Grant refs a Linux guest never hands out.
+const RESERVED_GREFS: u32 = 8;
+
+/// A page of guest memory with a grant ref of its own; granted to the back end or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GrantedPage {
+    pub(crate) frame: u32,
+    pub(crate) gref: GrantRef,
+    granted: bool,
+}
+
+/// Page and grant-ref allocation for one guest, and the pool of data pages.
+#[derive(Debug)]
+pub(crate) struct GuestPages {
+    guest: Arc<GuestDomain>,
+    backend: DomId,
+    next_frame: u32,
+    next_gref: u32,
+    /// Pages not in use by a request: still-granted (persistent) ones at the front, so
+    /// that they are reused first, as Linux does.
+    pool: VecDeque<GrantedPage>,
+}
+
+impl GuestPages {
+    pub(crate) fn new(guest: Arc<GuestDomain>, backend: DomId) -> Self {
+        GuestPages {
+            guest,
+            backend,
+            next_frame: 0,
+            next_gref: RESERVED_GREFS,
+            pool: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn guest(&self) -> &Arc<GuestDomain> {
+        &self.guest
+    }
+
+    /// `count` contiguous fresh frames (a multi-page ring must be contiguous in our address
+    /// space, as Linux's `xenbus_setup_ring` allocates it).
+    fn frames(&mut self, count: u32) -> Result<u32, Error> {
+        let first = self.next_frame;
+        let end = first
+            .checked_add(count)
+            .filter(|&end| usize::try_from(end).is_ok_and(|end| end <= self.guest.pages()));
+        let end = end.ok_or(Error::OutOfGuestMemory {
+            pages: self.guest.pages(),
+        })?;
+        self.next_frame = end;
+        Ok(first)
+    }
+
+    fn gref(&mut self) -> Result<GrantRef, Error> {
+        let gref = self.next_gref;
+        if usize::try_from(gref).map_or(true, |g| g >= self.guest.grant_entries()) {
+            return Err(Error::OutOfGrantRefs {
+                entries: self.guest.grant_entries(),
+            });
+        }
+        self.next_gref += 1;
+        Ok(GrantRef(gref))
+    }
+
+    /// Allocates 2^order zeroed contiguous pages, grants each to the back end writable, and
+    /// returns their refs in order with the address of the first page.
+    pub(crate) fn ring(&mut self, order: u8) -> Result<(Vec<GrantRef>, NonNull<u8>), Error> {
+        let count = 1u32 << order;
+        let first = self.frames(count)?;
+        let mut refs = Vec::with_capacity(count as usize);
+        for frame in first..first + count {
+            let gref = self.gref()?;
+            self.guest
+                .grant(gref, self.backend, frame, false)
+                .map_err(Error::Sim)?;
+            refs.push(gref);
+        }
+        // In bounds: `frames` checked first + count <= pages.
+        let base = self
+            .guest
+            .memory_ptr()
+            .as_ptr()
+            .wrapping_add(first as usize * PAGE_SIZE);
+        let base = NonNull::new(base).ok_or(Error::OutOfGuestMemory {
+            pages: self.guest.pages(),
+        })?;
+        Ok((refs, base))
+    }
+
+    /// A data or indirect page granted to the back end (writable, as Linux grants them):
+    /// a still-granted one from the pool if any, else a pooled or new page granted now.
+    pub(crate) fn take(&mut self) -> Result<GrantedPage, Error> {
+        let mut page = match self.pool.pop_front() {
+            Some(page) => page,
+            None => GrantedPage {
+                frame: self.frames(1)?,
+                gref: self.gref()?,
+                granted: false,
+            },
+        };
+        if !page.granted {
+            self.guest
+                .grant(page.gref, self.backend, page.frame, false)
+                .map_err(Error::Sim)?;
+            page.granted = true;
+        }
+        Ok(page)
+    }
+
+    /// Returns a page after its request completed, as Linux's `blkif_completion`: ends
+    /// access; a page the back end still maps is kept granted for reuse when persistent
+    /// grants were negotiated, and is an error otherwise (the caller disables the device).
+    pub(crate) fn give_back(
+        &mut self,
+        mut page: GrantedPage,
+        persistent: bool,
+    ) -> Result<(), EndAccessError> {
+        match self.guest.end_access(page.gref) {
+            Ok(()) => {
+                page.granted = false;
+                self.pool.push_back(page);
+                Ok(())
+            }
+            Err(EndAccessError::InUse { .. }) if persistent => {
+                self.pool.push_front(page);
+                Ok(())
+            }
+            Err(err) => {
+                // Never reuse a page the back end may still write.
+                Err(err)
+            }
+        }
+    }
+
+    /// Ends access to ring pages once the back end has unmapped them.
+    pub(crate) fn end_ring(&self, refs: &[GrantRef]) -> Result<(), Error> {
+        for &gref in refs {
+            self.guest.end_access(gref).map_err(Error::EndAccess)?;
+        }
+        Ok(())
+    }
+
+    /// Pages of the pool the back end still maps (persistent grants in use).
+    pub(crate) fn persistent_pages(&self) -> usize {
+        self.pool.iter().filter(|p| p.granted).count()
+    }
+
+    /// Copies `data` into a page at `offset`.
+    pub(crate) fn write(&self, frame: u32, offset: usize, data: &[u8]) -> Result<(), Error> {
+        self.guest.write(frame, offset, data).map_err(Error::Sim)
+    }
+
+    /// Copies bytes of a page at `offset` into `buf`.
+    pub(crate) fn read(&self, frame: u32, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        self.guest.read(frame, offset, buf).map_err(Error::Sim)
+    }
+}

@@ -1,0 +1,163 @@
+//! One queue: a shared ring of 2^order pages, its event channel, and the shadow of every
+//! request in flight, by id, as Linux blkfront keeps `rinfo->shadow[]`.
+
+use std::sync::Arc;
+
+use blkif::{FrontRing, Protocol, RawRequest, SharedRing};
+use tokenback::platform::sim::{GuestDomain, SimEventChannel};
+use tokenback::platform::{DomId, EventChannel, GrantRef, Port};
+
+use super::error::{Error, ResponseError};
+use super::pages::{GrantedPage, GuestPages};
+use super::xenbus::QueueKeys;
+use super::Tag;
+
+/// What the front end remembers of a request until its response.
+#[derive(Debug)]
+pub(crate) struct Shadow {
+    pub(crate) tag: Tag,
+    /// The operation the response must carry (an indirect request's `indirect_op`).
+    pub(crate) operation: u8,
+    /// Data pages, each with the bytes of the transfer it carries.
+    pub(crate) data: Vec<(GrantedPage, usize)>,
+    /// Indirect segment pages.
+    pub(crate) indirect: Vec<GrantedPage>,
+    /// Whether the data pages are to be copied out on completion.
+    pub(crate) read: bool,
+}
+
+/// A ring and its bookkeeping.
+pub(crate) struct Queue {
+    index: usize,
+    // Declared before `_guest`: the ring views the guest's memory and must go first.
+    ring: FrontRing,
+    ring_refs: Vec<GrantRef>,
+    port: Port,
+    shadow: Vec<Option<Shadow>>,
+    free_ids: Vec<u64>,
+    _guest: Arc<GuestDomain>,
+}
+
+impl Queue {
+    /// `setup_blkring`: a zeroed ring granted to the back end, initialised for `protocol`,
+    /// and an unbound event-channel port for the back end's domain.
+    pub(crate) fn new(
+        index: usize,
+        pages: &mut GuestPages,
+        order: u8,
+        protocol: Protocol,
+        evtchn: &mut SimEventChannel,
+        backend: DomId,
+    ) -> Result<Self, Error> {
+        let (ring_refs, base) = pages.ring(order)?;
+        // SAFETY: `base` is the start of 2^order pages of the guest's memory mapping that
+        // `GuestPages::ring` checked to be in bounds and gave to this ring alone (it never
+        // hands those frames out again); the mapping is page-aligned and stays mapped while
+        // `_guest` lives, which is dropped after `ring`. Nothing else in this process touches
+        // those pages; the back end does, through its own mapping.
+        let mem = unsafe { SharedRing::new(base, order) }?;
+        let ring = FrontRing::init(mem, protocol);
+        let port = evtchn.alloc_unbound(backend)?;
+        let size = ring.size();
+        Ok(Queue {
+            index,
+            ring,
+            ring_refs,
+            port,
+            shadow: (0..size).map(|_| None).collect(),
+            free_ids: (0..u64::from(size)).rev().collect(),
+            _guest: Arc::clone(pages.guest()),
+        })
+    }
+
+    pub(crate) fn keys(&self) -> QueueKeys {
+        QueueKeys {
+            ring_refs: self.ring_refs.clone(),
+            port: self.port,
+        }
+    }
+
+    pub(crate) fn ring_refs(&self) -> &[GrantRef] {
+        &self.ring_refs
+    }
+
+    /// RING_SIZE.
+    pub(crate) fn ring_size(&self) -> usize {
+        self.shadow.len()
+    }
+
+    /// Requests in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shadow.len() - self.free_ids.len()
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        !self.free_ids.is_empty()
+    }
+
+    /// Puts a request in the next slot under a free id, publishes it and notifies the back
+    /// end if the ring says so.
+    pub(crate) fn submit(
+        &mut self,
+        shadow: Shadow,
+        request: impl FnOnce(u64) -> RawRequest,
+        evtchn: &mut SimEventChannel,
+    ) -> Result<(), Error> {
+        let id = self.free_ids.pop().ok_or(Error::QueueFull(self.index))?;
+        // Ids and slots are both as many as the ring size: a free id means a free slot.
+        if self.ring.push_request(&request(id)).is_err() {
+            self.free_ids.push(id);
+            return Err(Error::QueueFull(self.index));
+        }
+        self.shadow[id as usize] = Some(shadow);
+        if self.ring.push_requests_and_check_notify() {
+            evtchn.notify(self.port)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every response published, checking each as `blkif_interrupt` does, and re-arms
+    /// `rsp_event`. Any bad response disables the device.
+    pub(crate) fn take_responses(&mut self) -> Result<Vec<(Shadow, i16)>, ResponseError> {
+        let mut done = Vec::new();
+        loop {
+            let size = self.ring.size();
+            let responses = self
+                .ring
+                .responses()
+                .map_err(|source| ResponseError::Overflow {
+                    queue: self.index,
+                    source,
+                })?;
+            for response in responses {
+                let id = response.id;
+                if id >= u64::from(size) {
+                    return Err(ResponseError::BadId {
+                        queue: self.index,
+                        id,
+                        ring_size: size,
+                    });
+                }
+                let Some(shadow) = self.shadow[id as usize].take() else {
+                    return Err(ResponseError::NotOutstanding {
+                        queue: self.index,
+                        id,
+                    });
+                };
+                if response.operation != shadow.operation {
+                    return Err(ResponseError::WrongOperation {
+                        queue: self.index,
+                        id,
+                        got: response.operation,
+                        expected: shadow.operation,
+                    });
+                }
+                self.free_ids.push(id);
+                done.push((shadow, response.status));
+            }
+            if !self.ring.final_check_for_responses() {
+                return Ok(done);
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Turning an operation into a ring request, as `blkif_queue_rw_req` and
+//! `blkif_queue_discard_req` do: data copied into granted pages, one segment per page,
+//! inline for up to 11 segments and in granted indirect pages beyond that.
+
+use blkif::abi::{
+    Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ,
+    BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE, XEN_PAGE_SIZE,
+};
+use blkif::{RawDirect, RawDiscard, RawIndirect, RawRequest};
+use zerocopy::IntoBytes;
+
+use super::disk::{DiskInfo, FlushMode};
+use super::error::Error;
+use super::pages::GuestPages;
+use super::queue::Shadow;
+use super::Tag;
+
+/// One block operation; one ring request each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Read `len` bytes from 512-byte sector `sector`.
+    Read {
+        /// First sector.
+        sector: u64,
+        /// Bytes, a multiple of the sector size.
+        len: usize,
+    },
+    /// Write `data` at sector `sector`.
+    Write {
+        /// First sector.
+        sector: u64,
+        /// Bytes, a multiple of the sector size.
+        data: Vec<u8>,
+    },
+    /// Flush the back end's write cache (a no-op when it offers no flush).
+    Flush,
+    /// Discard `count` sectors from `sector`; `secure` is honoured only if offered.
+    Discard {
+        /// First sector.
+        sector: u64,
+        /// Sectors.
+        count: u64,
+        /// Ask for `BLKIF_DISCARD_SECURE`.
+        secure: bool,
+    },
+}
+
+/// A request ready for a ring slot, once given its id.
+pub(crate) struct Prepared {
+    pub(crate) shadow: Shadow,
+    pub(crate) request: Box<dyn FnOnce(u64) -> RawRequest>,
+}
+
+/// Checks `op` against the disk and builds its request; `None` for a flush the back end
+/// does not take.
+pub(crate) fn prepare(
+    op: &Op,
+    tag: Tag,
+    handle: u16,
+    disk: &DiskInfo,
+    pages: &mut GuestPages,
+) -> Result<Option<Prepared>, Error> {
+    match op {
+        Op::Read { sector, len } => {
+            check_transfer(disk, *sector, *len)?;
+            data_request(tag, handle, disk, pages, *sector, Transfer::Read(*len)).map(Some)
+        }
+        Op::Write { sector, data } => {
+            if disk.read_only() {
+                return Err(Error::ReadOnly);
+            }
+            check_transfer(disk, *sector, data.len())?;
+            data_request(tag, handle, disk, pages, *sector, Transfer::Write(data)).map(Some)
+        }
+        Op::Flush => Ok(flush_request(tag, handle, disk.flush)),
+        Op::Discard {
+            sector,
+            count,
+            secure,
+        } => {
+            let offered = disk.discard.ok_or(Error::NotOffered("discard"))?;
+            if disk.read_only() {
+                return Err(Error::ReadOnly);
+            }
+            check_range(disk, *sector, *count)?;
+            let flag = if *secure && offered.secure {
+                BLKIF_DISCARD_SECURE
+            } else {
+                0
+            };
+            let (sector_number, nr_sectors) = (*sector, *count);
+            Ok(Some(Prepared {
+                shadow: shadow(tag, BLKIF_OP_DISCARD),
+                request: Box::new(move |id| {
+                    RawRequest::Discard(RawDiscard {
+                        flag,
+                        handle,
+                        id,
+                        sector_number,
+                        nr_sectors,
+                    })
+                }),
+            }))
+        }
+    }
+}
+
+fn shadow(tag: Tag, operation: u8) -> Shadow {
+    Shadow {
+        tag,
+        operation,
+        data: Vec::new(),
+        indirect: Vec::new(),
+        read: false,
+    }
+}
+
+fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
+    let operation = match mode {
+        FlushMode::None => return None,
+        FlushMode::FlushDiskcache => BLKIF_OP_FLUSH_DISKCACHE,
+        FlushMode::Barrier => BLKIF_OP_WRITE_BARRIER,
+    };
+    Some(Prepared {
+        shadow: shadow(tag, operation),
+        request: Box::new(move |id| {
+            RawRequest::Direct(RawDirect {
+                operation,
+                nr_segments: 0,
+                handle,
+                id,
+                sector_number: 0,
+                seg: [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST],
+            })
+        }),
+    })
+}
+
+enum Transfer<'a> {
+    Read(usize),
+    Write(&'a [u8]),
+}
+
+/// A read or write: one granted page per 4 KiB of data, direct or indirect.
+fn data_request(
+    tag: Tag,
+    handle: u16,
+    disk: &DiskInfo,
+    pages: &mut GuestPages,
+    sector_number: u64,
+    transfer: Transfer<'_>,
+) -> Result<Prepared, Error> {
+    let (operation, len) = match transfer {
+        Transfer::Read(len) => (BLKIF_OP_READ, len),
+        Transfer::Write(data) => (BLKIF_OP_WRITE, data.len()),
+    };
+    let segments = len.div_ceil(XEN_PAGE_SIZE);
+    if segments > disk.max_segments() {
+        return Err(Error::TooLarge {
+            bytes: len,
+            segments,
+            max: disk.max_segments(),
+        });
+    }
+    let mut shadow = shadow(tag, operation);
+    shadow.read = operation == BLKIF_OP_READ;
+    let mut segs = Vec::with_capacity(segments);
+    let filled = (|| {
+        for chunk_start in (0..len).step_by(XEN_PAGE_SIZE) {
+            let chunk = (len - chunk_start).min(XEN_PAGE_SIZE);
+            let page = pages.take()?;
+            shadow.data.push((page, chunk));
+            if let Transfer::Write(data) = transfer {
+                pages.write(page.frame, 0, &data[chunk_start..chunk_start + chunk])?;
+            }
+            // `chunk` is 512..=4096 bytes, a whole number of sectors: last_sect 0..=7.
+            let last_sect = (chunk / SECTOR_SIZE as usize - 1) as u8;
+            segs.push(Segment::new(page.gref.0, 0, last_sect));
+        }
+        if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            for entries in segs.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
+                let page = pages.take()?;
+                shadow.indirect.push(page);
+                pages.write(page.frame, 0, entries.as_bytes())?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(err) = filled {
+        // The back end never saw these pages: ending access cannot fail.
+        for page in shadow
+            .indirect
+            .drain(..)
+            .chain(shadow.data.drain(..).map(|(p, _)| p))
+        {
+            let _ = pages.give_back(page, false);
+        }
+        return Err(err);
+    }
+    let request: Box<dyn FnOnce(u64) -> RawRequest> = if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+        let mut indirect_grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+        for (slot, page) in indirect_grefs.iter_mut().zip(&shadow.indirect) {
+            *slot = page.gref.0;
+        }
+        // At most max_indirect_segments, which fits 16 bits (checked above against it).
+        let nr_segments = segments as u16;
+        Box::new(move |id| {
+            RawRequest::Indirect(RawIndirect {
+                indirect_op: operation,
+                nr_segments,
+                handle,
+                id,
+                sector_number,
+                indirect_grefs,
+            })
+        })
+    } else {
+        let mut seg = [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
+        seg[..segs.len()].copy_from_slice(&segs);
+        let nr_segments = segs.len() as u8;
+        Box::new(move |id| {
+            RawRequest::Direct(RawDirect {
+                operation,
+                nr_segments,
+                handle,
+                id,
+                sector_number,
+                seg,
+            })
+        })
+    };
+    Ok(Prepared { shadow, request })
+}
+
+/// A read or write of `len` bytes at `sector`: whole logical blocks, inside the disk.
+fn check_transfer(disk: &DiskInfo, sector: u64, len: usize) -> Result<(), Error> {
+    let block = u64::from(disk.sector_size);
+    let aligned = len > 0
+        && (len as u64) % block == 0
+        && sector
+            .checked_mul(SECTOR_SIZE)
+            .is_some_and(|b| b % block == 0);
+    if !aligned {
+        return Err(Error::Misaligned {
+            sector,
+            bytes: len,
+            sector_size: disk.sector_size,
+        });
+    }
+    check_range(disk, sector, len as u64 / SECTOR_SIZE)
+}
+
+fn check_range(disk: &DiskInfo, sector: u64, count: u64) -> Result<(), Error> {
+    match sector.checked_add(count) {
+        Some(end) if end <= disk.sectors => Ok(()),
+        _ => Err(Error::OutOfRange {
+            sector,
+            count,
+            capacity: disk.sectors,
+        }),
+    }
+}

@@ -1,0 +1,241 @@
+//! The simulated host's toolstack: what libxl and the hypervisor do for a guest's life and
+//! its disks (docs/sim-host.md "Domain life"; reference xenbus-vbd.md sections 2, 3, 10).
+//!
+//! It creates a domain (memory, grant table, event channels), gives it its xenstore home,
+//! introduces it to xenstored, writes a disk's backend and frontend directories in one
+//! transaction as `libxl__device_generic_add` does, detaches a disk as libxl does (`online`
+//! 0 and backend `state` 5), and destroys the domain again.
+
+use thiserror::Error;
+use tokenback::platform::sim::{GuestDomain, RunDir, SimError};
+use tokenback::platform::DomId;
+use xenstore_wire::client::blocking::Client;
+use xenstore_wire::client::{ClientError, Endpoint, TxId};
+use xenstore_wire::perms::{Access, Perm, Perms};
+
+/// Why the toolstack could not do its part.
+#[derive(Debug, Error)]
+pub enum ToolstackError {
+    /// The simulated host's files.
+    #[error("simulated host: {0}")]
+    Sim(#[from] SimError),
+    /// A xenstore request.
+    #[error("xenstore {op}: {source}")]
+    Xenstore {
+        /// What we were doing.
+        op: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ClientError,
+    },
+}
+
+fn xs_err(op: &'static str) -> impl FnOnce(ClientError) -> ToolstackError {
+    move |source| ToolstackError::Xenstore { op, source }
+}
+
+/// A disk to give a guest, as an xl `disk=` line describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// Numeric vdev (51712 = xvda).
+    pub devid: u16,
+    /// The vdev name, e.g. `xvda`.
+    pub vdev: String,
+    /// The `target=` text, written to `params` verbatim.
+    pub params: String,
+    /// Read-write (`mode` w) or read-only (`mode` r).
+    pub writable: bool,
+}
+
+impl DiskSpec {
+    /// xvda, read-write.
+    pub fn xvda(params: &str) -> Self {
+        DiskSpec {
+            devid: 51712,
+            vdev: "xvda".into(),
+            params: params.into(),
+            writable: true,
+        }
+    }
+}
+
+/// Where a disk's two xenstore directories are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPaths {
+    /// `/local/domain/0/backend/vbd/<domid>/<devid>`.
+    pub backend: String,
+    /// `/local/domain/<domid>/device/vbd/<devid>`.
+    pub frontend: String,
+}
+
+/// The toolstack of one simulated host, acting from dom0.
+pub struct Toolstack {
+    run: RunDir,
+    xs: Client,
+}
+
+impl Toolstack {
+    /// Connects to the host's xenstored as dom0.
+    pub fn new(run: RunDir) -> Result<Self, ToolstackError> {
+        let xs =
+            Client::connect(Endpoint::Socket(run.xenstored_socket())).map_err(xs_err("connect"))?;
+        Ok(Toolstack { run, xs })
+    }
+
+    /// dom0's xenstore connection.
+    pub fn xenstore(&mut self) -> &mut Client {
+        &mut self.xs
+    }
+
+    /// Creates a guest with `pages` pages of memory and `grant_frames` grant-table frames,
+    /// gives it `/local/domain/<domid>` and introduces it: its xenstore socket exists
+    /// when this returns.
+    pub fn create_guest(
+        &mut self,
+        name: &str,
+        pages: usize,
+        grant_frames: usize,
+    ) -> Result<DomId, ToolstackError> {
+        let guest = GuestDomain::create(&self.run, pages, grant_frames)?;
+        let domid = guest.domid();
+        let home = format!("/local/domain/{}", domid.0);
+        // libxl: the home readable by the guest, `device` writable by it.
+        let readable = perms(0, domid.0);
+        let owned = perms(domid.0, 0);
+        self.xs
+            .transaction(|xs, tx| {
+                xs.mkdir(tx, &home)?;
+                xs.set_perms(tx, &home, &readable)?;
+                xs.write(tx, &format!("{home}/name"), name.as_bytes())?;
+                xs.write(tx, &format!("{home}/domid"), domid.0.to_string().as_bytes())?;
+                xs.mkdir(tx, &format!("{home}/device"))?;
+                xs.set_perms(tx, &format!("{home}/device"), &owned)
+            })
+            .map_err(xs_err("write the domain's home"))?;
+        self.xs
+            .introduce(domid.0, 0, 0)
+            .map_err(xs_err("introduce"))?;
+        Ok(domid)
+    }
+
+    /// Writes a disk's backend (served by dom0) and frontend directories in one transaction,
+    /// with libxl's keys and permissions; both ends start Initialising.
+    pub fn add_disk(&mut self, domid: DomId, disk: &DiskSpec) -> Result<DiskPaths, ToolstackError> {
+        let paths = DiskPaths {
+            backend: format!("/local/domain/0/backend/vbd/{}/{}", domid.0, disk.devid),
+            frontend: format!("/local/domain/{}/device/vbd/{}", domid.0, disk.devid),
+        };
+        let fe = domid.0.to_string();
+        let devid = disk.devid.to_string();
+        let mode = if disk.writable { "w" } else { "r" };
+        let discard = if disk.writable { "1" } else { "0" };
+        let backend_keys: [(&str, &str); 14] = [
+            ("frontend", &paths.frontend),
+            ("frontend-id", &fe),
+            ("params", &disk.params),
+            ("script", "/etc/xen/scripts/block-tokenback"),
+            ("type", "phy"),
+            ("mode", mode),
+            ("device-type", "disk"),
+            ("dev", &disk.vdev),
+            ("online", "1"),
+            ("removable", "0"),
+            ("bootable", "1"),
+            ("state", "1"),
+            ("discard-enable", discard),
+            ("specification", "xen"),
+        ];
+        let frontend_keys: [(&str, &str); 7] = [
+            ("backend", &paths.backend),
+            ("backend-id", "0"),
+            ("state", "1"),
+            ("virtual-device", &devid),
+            ("device-type", "disk"),
+            ("trusted", "1"),
+            ("protocol", blkif::Protocol::NATIVE_NAME),
+        ];
+        let (backend_perms, frontend_perms) = (perms(0, domid.0), perms(domid.0, 0));
+        self.xs
+            .transaction(|xs, tx| {
+                write_dir(xs, tx, &paths.backend, &backend_perms, &backend_keys)?;
+                write_dir(xs, tx, &paths.frontend, &frontend_perms, &frontend_keys)
+            })
+            .map_err(xs_err("add the disk's directories"))?;
+        Ok(paths)
+    }
+
+    /// Detaches a disk as `xl block-detach` starts to: backend `online` 0 and `state` 5 in
+    /// one transaction. The front end then goes Closed and the back end Closed.
+    pub fn detach_disk(&mut self, paths: &DiskPaths) -> Result<(), ToolstackError> {
+        self.xs
+            .transaction(|xs, tx| {
+                xs.write(tx, &format!("{}/online", paths.backend), b"0")?;
+                xs.write(tx, &format!("{}/state", paths.backend), b"5")
+            })
+            .map_err(xs_err("detach the disk"))
+    }
+
+    /// Removes a disk's directories (after the back end is Closed).
+    pub fn remove_disk(&mut self, paths: &DiskPaths) -> Result<(), ToolstackError> {
+        self.xs
+            .transaction(|xs, tx| {
+                xs.rm(tx, &paths.frontend)?;
+                xs.rm(tx, &paths.backend)
+            })
+            .map_err(xs_err("remove the disk's directories"))
+    }
+
+    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed),
+    /// xenstored releases it, its xenstore nodes and backend directories go, and its domid
+    /// becomes free.
+    pub fn destroy_guest(&mut self, domid: DomId) -> Result<(), ToolstackError> {
+        self.run.destroy_domain(domid)?;
+        self.xs.release(domid.0).map_err(xs_err("release"))?;
+        let home = format!("/local/domain/{}", domid.0);
+        let backends = format!("/local/domain/0/backend/vbd/{}", domid.0);
+        self.xs
+            .transaction(|xs, tx| {
+                rm_if_present(xs, tx, &home)?;
+                rm_if_present(xs, tx, &backends)
+            })
+            .map_err(xs_err("remove the guest's nodes"))?;
+        self.run.remove_domain(domid)?;
+        Ok(())
+    }
+}
+
+/// `n<owner>` then read access for `reader`: libxl's perms for a device directory.
+fn perms(owner: u16, reader: u16) -> Perms {
+    let entries = vec![
+        Perm {
+            access: Access::None,
+            domid: owner,
+        },
+        Perm {
+            access: Access::Read,
+            domid: reader,
+        },
+    ];
+    Perms::new(entries).unwrap_or_else(|| Perms::owned_by(owner))
+}
+
+/// Creates `dir` with `perms`, then its keys, which inherit them.
+fn write_dir(
+    xs: &mut Client,
+    tx: TxId,
+    dir: &str,
+    perms: &Perms,
+    keys: &[(&str, &str)],
+) -> Result<(), ClientError> {
+    xs.mkdir(tx, dir)?;
+    xs.set_perms(tx, dir, perms)?;
+    keys.iter()
+        .try_for_each(|(key, value)| xs.write(tx, &format!("{dir}/{key}"), value.as_bytes()))
+}
+
+fn rm_if_present(xs: &mut Client, tx: TxId, path: &str) -> Result<(), ClientError> {
+    match xs.rm(tx, path) {
+        Err(ClientError::Xs(xenstore_wire::wire::XsErrno::Enoent)) => Ok(()),
+        other => other,
+    }
+}
