@@ -214,8 +214,8 @@ pub(crate) trait SlotLayout: Sized {
     type Request: FromBytes + IntoBytes + Immutable + Copy;
     /// The response at the start of a slot.
     type Response: FromBytes + IntoBytes + Immutable + Copy;
-    /// Copies a request out of its slot, each byte it needs read once, and converts it.
-    fn read_request(slot: &SlotRef<'_, Self>) -> RawRequest;
+    /// Copies a request out of its slot into `out`, each byte it needs read once, converted.
+    fn read_request(slot: &SlotRef<'_, Self>, out: &mut RawRequest);
     /// Writes a request into its slot: the head and the body its operation uses.
     fn write_request(slot: &SlotRef<'_, Self>, raw: &RawRequest);
     /// Builds a wire response, padding zeroed.
@@ -275,28 +275,34 @@ macro_rules! slot_codec {
             type Response = Response;
 
             #[inline]
-            fn read_request(slot: &SlotRef<'_, Self>) -> RawRequest {
+            fn read_request(slot: &SlotRef<'_, Self>, out: &mut RawRequest) {
                 let head: RequestHead = slot.read::<RequestHead, 0>();
-                match head.operation {
+                *out = match head.operation {
                     super::BLKIF_OP_READ
                     | super::BLKIF_OP_WRITE
                     | super::BLKIF_OP_WRITE_BARRIER
                     | super::BLKIF_OP_FLUSH_DISKCACHE => {
-                        // The count comes from the head copy and is clamped before the loop.
-                        let n = usize::from(head.arg8).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
-                        let mut seg =
-                            [super::Segment::default(); super::BLKIF_MAX_SEGMENTS_PER_REQUEST];
-                        for (i, s) in seg.iter_mut().enumerate().take(n) {
-                            *s = slot.read_segment(i);
-                        }
-                        RawRequest::Direct(RawDirect {
+                        let direct = RawDirect {
                             operation: head.operation,
                             nr_segments: head.arg8,
                             handle: head.arg16,
                             id: head.id,
                             sector_number: head.sector_number,
-                            seg,
-                        })
+                            seg: [super::Segment::default(); super::BLKIF_MAX_SEGMENTS_PER_REQUEST],
+                        };
+                        *out = RawRequest::Direct(direct);
+                        // Segments go straight into `out`: built elsewhere and moved, the
+                        // freshly written array would be reloaded in wider chunks than it was
+                        // stored in, which defeats store forwarding and stalls.
+                        if let RawRequest::Direct(d) = out {
+                            // The count comes from the head copy, clamped before the loop.
+                            let n =
+                                usize::from(head.arg8).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
+                            for (i, s) in d.seg.iter_mut().enumerate().take(n) {
+                                *s = slot.read_segment(i);
+                            }
+                        }
+                        return;
                     }
                     super::BLKIF_OP_DISCARD => {
                         // Two 4-byte words: x86_32 places this u64 at a 4-aligned offset.
@@ -324,7 +330,7 @@ macro_rules! slot_codec {
                         operation,
                         id: head.id,
                     },
-                }
+                };
             }
 
             #[inline]

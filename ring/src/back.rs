@@ -17,6 +17,7 @@ use std::sync::atomic::{fence, Ordering};
 use thiserror::Error;
 
 use crate::abi::Protocol;
+use crate::raw::RawRequest;
 use crate::request::{Limits, RejectedRequest, Request};
 use crate::response::Response;
 use crate::shared::{RingIndex, SharedRing};
@@ -87,6 +88,8 @@ pub struct BackRing {
     req_cons: u32,
     rsp_prod_pvt: u32,
     broken: bool,
+    /// The private copy of the request being taken; the only copy validation reads.
+    copy: RawRequest,
 }
 
 impl BackRing {
@@ -133,6 +136,10 @@ impl BackRing {
             req_cons: state.req_cons,
             rsp_prod_pvt: state.rsp_prod_pvt,
             broken: false,
+            copy: RawRequest::Other {
+                operation: 0,
+                id: 0,
+            },
         })
     }
 
@@ -264,6 +271,19 @@ pub struct Requests<'a> {
 }
 
 impl Requests<'_> {
+    /// As `next`, but validates the request straight into `out` (see
+    /// [`Request::validate_into`]): `Some(Ok(()))` when `out` now holds it. The faster way
+    /// to take requests into storage the caller keeps.
+    pub fn next_into(&mut self, out: &mut Request) -> Option<Result<(), RejectedRequest>> {
+        let ring = &mut *self.ring;
+        if ring.req_cons == self.end {
+            return None;
+        }
+        ring.slots.read_request(ring.req_cons, &mut ring.copy);
+        ring.req_cons = ring.req_cons.wrapping_add(1);
+        Some(Request::validate_into(&ring.copy, &ring.limits, out))
+    }
+
     /// [`BackRing::push_response`] without ending the iteration.
     pub fn push_response(&mut self, response: &Response) -> Result<(), RingError> {
         self.ring.push_response(response)
@@ -274,13 +294,9 @@ impl Iterator for Requests<'_> {
     type Item = Result<Request, RejectedRequest>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let ring = &mut *self.ring;
-        if ring.req_cons == self.end {
-            return None;
-        }
-        let raw = ring.slots.read_request(ring.req_cons);
-        ring.req_cons = ring.req_cons.wrapping_add(1);
-        Some(Request::validate(&raw, &ring.limits))
+        let mut request = Request::PLACEHOLDER;
+        let taken = self.next_into(&mut request)?;
+        Some(taken.map(|()| request))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -288,10 +288,24 @@ impl Request {
     /// Validates a copied request against the ABI and `limits`.
     #[inline]
     pub fn validate(raw: &RawRequest, limits: &Limits) -> Result<Request, RejectedRequest> {
+        let mut request = Request::PLACEHOLDER;
+        Self::validate_into(raw, limits, &mut request)?;
+        Ok(request)
+    }
+
+    /// As [`validate`](Self::validate), but builds the request in `out` (left unspecified
+    /// on error): inline segments are then written where the request is kept instead of
+    /// being moved there, which matters on the hot path.
+    #[inline]
+    pub fn validate_into(
+        raw: &RawRequest,
+        limits: &Limits,
+        out: &mut Request,
+    ) -> Result<(), RejectedRequest> {
         let validated = match raw {
-            RawRequest::Direct(r) => validate_direct(r),
-            RawRequest::Discard(r) => validate_discard(r),
-            RawRequest::Indirect(r) => validate_indirect(r, limits),
+            RawRequest::Direct(r) => validate_direct(r, out),
+            RawRequest::Discard(r) => validate_discard(r).map(|request| *out = request),
+            RawRequest::Indirect(r) => validate_indirect(r, limits).map(|request| *out = request),
             RawRequest::Other { operation, .. } => Err(RequestError::UnknownOperation(*operation)),
         };
         validated.map_err(|error| RejectedRequest {
@@ -300,6 +314,13 @@ impl Request {
             error,
         })
     }
+
+    /// A valid request to overwrite: a flush without data.
+    pub const PLACEHOLDER: Request = Request {
+        id: 0,
+        handle: 0,
+        kind: RequestKind::FlushDiskcache(Segments::EMPTY),
+    };
 
     /// The id to echo.
     pub fn id(&self) -> u64 {
@@ -347,7 +368,7 @@ impl Request {
 }
 
 #[inline]
-fn validate_direct(r: &RawDirect) -> Result<Request, RequestError> {
+fn validate_direct(r: &RawDirect, out: &mut Request) -> Result<(), RequestError> {
     // Only flushes and barriers may come without data (blkback's `nseg == 0` check). A
     // hand-built `RawDirect` may carry any operation, hence the catch-all.
     let data_required = match r.operation {
@@ -367,30 +388,33 @@ fn validate_direct(r: &RawDirect) -> Result<Request, RequestError> {
             max: BLKIF_MAX_SEGMENTS_PER_REQUEST as u16,
         });
     }
-    let mut seg = [DataSegment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
-    let mut nr_sectors = 0u64;
-    for (index, (out, raw)) in (0u16..).zip(seg.iter_mut().zip(&r.seg[..n])) {
-        *out = DataSegment::validate(index, raw)?;
-        nr_sectors += u64::from(out.nr_sectors());
-    }
-    check_range(r.sector_number, nr_sectors)?;
     let segments = Segments {
         sector_number: r.sector_number,
-        nr_sectors,
+        nr_sectors: 0,
         len: r.nr_segments,
-        seg,
+        ..Segments::EMPTY
     };
-    let kind = match r.operation {
+    out.id = r.id;
+    out.handle = r.handle;
+    out.kind = match r.operation {
         BLKIF_OP_READ => RequestKind::Read(segments),
         BLKIF_OP_WRITE => RequestKind::Write(segments),
         BLKIF_OP_WRITE_BARRIER => RequestKind::WriteBarrier(segments),
         _ => RequestKind::FlushDiskcache(segments),
     };
-    Ok(Request {
-        id: r.id,
-        handle: r.handle,
-        kind,
-    })
+    // Fill the segments in place (see `validate_into`).
+    let (RequestKind::Read(s)
+    | RequestKind::Write(s)
+    | RequestKind::WriteBarrier(s)
+    | RequestKind::FlushDiskcache(s)) = &mut out.kind
+    else {
+        return Err(RequestError::UnknownOperation(r.operation));
+    };
+    for (index, (seg, raw)) in (0u16..).zip(s.seg.iter_mut().zip(&r.seg[..n])) {
+        *seg = DataSegment::validate(index, raw)?;
+        s.nr_sectors += u64::from(seg.nr_sectors());
+    }
+    check_range(s.sector_number, s.nr_sectors)
 }
 
 fn validate_discard(r: &RawDiscard) -> Result<Request, RequestError> {

@@ -87,6 +87,14 @@ pub struct Segments {
 }
 
 impl Segments {
+    /// No segments, from sector 0.
+    pub(crate) const EMPTY: Segments = Segments {
+        sector_number: 0,
+        nr_sectors: 0,
+        len: 0,
+        seg: [DataSegment(0); BLKIF_MAX_SEGMENTS_PER_REQUEST],
+    };
+
     /// First disk sector (512-byte units).
     pub fn sector_number(&self) -> u64 {
         self.sector_number

@@ -153,12 +153,12 @@ impl ProtocolSlots {
         }
     }
 
-    /// Copies the request out of its slot (each byte once) and converts the copy.
+    /// Copies the request out of its slot (each byte once) into `out`, converted.
     #[inline]
-    pub(crate) fn read_request(&self, idx: u32) -> RawRequest {
+    pub(crate) fn read_request(&self, idx: u32, out: &mut RawRequest) {
         match self {
-            ProtocolSlots::X86_32(s) => x86_32::Abi::read_request(&s.slot(idx)),
-            ProtocolSlots::X86_64(s) => x86_64::Abi::read_request(&s.slot(idx)),
+            ProtocolSlots::X86_32(s) => x86_32::Abi::read_request(&s.slot(idx), out),
+            ProtocolSlots::X86_64(s) => x86_64::Abi::read_request(&s.slot(idx), out),
         }
     }
 
@@ -244,7 +244,12 @@ mod tests {
             for (i, raw) in (0u32..).zip(samples()) {
                 let idx = (u32::MAX - 3).wrapping_add(i);
                 slots.write_request(idx, &raw);
-                assert_eq!(slots.read_request(idx), raw, "{protocol}");
+                let mut copy = RawRequest::Other {
+                    operation: 0,
+                    id: 0,
+                };
+                slots.read_request(idx, &mut copy);
+                assert_eq!(copy, raw, "{protocol}");
             }
         }
     }
@@ -261,7 +266,12 @@ mod tests {
             mem.write_bytes(HEADER_SIZE + 1, &[2]).unwrap();
             d.nr_segments = 2;
             d.seg[2..].fill(Segment::default());
-            assert_eq!(slots.read_request(0), RawRequest::Direct(d), "{protocol}");
+            let mut copy = RawRequest::Other {
+                operation: 0,
+                id: 0,
+            };
+            slots.read_request(0, &mut copy);
+            assert_eq!(copy, RawRequest::Direct(d), "{protocol}");
         }
     }
 }

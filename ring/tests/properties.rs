@@ -178,7 +178,12 @@ proptest! {
         let taken: Vec<_> = ring.back.requests().unwrap().collect();
         prop_assert_eq!(taken.len(), requests.len());
         for (raw, got) in requests.iter().zip(taken) {
-            prop_assert_eq!(&got, &blkif::Request::validate(raw, &limits));
+            let expected = blkif::Request::validate(raw, &limits);
+            prop_assert_eq!(&got, &expected);
+            // Validating into a slot that held the previous request gives the same.
+            let mut slot = blkif::Request::PLACEHOLDER;
+            let into = blkif::Request::validate_into(raw, &limits, &mut slot).map(|()| slot);
+            prop_assert_eq!(&into, &expected);
             let response = match got {
                 Ok(request) => {
                     common::assert_in_range(&request, 4096);

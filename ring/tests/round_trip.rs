@@ -336,3 +336,27 @@ fn responses_land_at_reference_offsets_with_zeroed_padding() {
         );
     }
 }
+
+#[test]
+fn next_into_takes_what_the_iterator_takes() {
+    for protocol in PROTOCOLS {
+        let mut by_value = MockRing::new(0, protocol, limits()).unwrap();
+        let mut in_place = MockRing::new(0, protocol, limits()).unwrap();
+        for raw in every_op() {
+            by_value.front.push_request(&raw).unwrap();
+            in_place.front.push_request(&raw).unwrap();
+        }
+        by_value.front.push_requests_and_check_notify();
+        in_place.front.push_requests_and_check_notify();
+
+        let expected: Vec<_> = by_value.back.requests().unwrap().collect();
+        let mut requests = in_place.back.requests().unwrap();
+        // A slot holding an earlier, different request: every field must be replaced.
+        let mut slot = Request::validate(&discard(99, 5, 5, 1), &limits()).unwrap();
+        let mut got = Vec::new();
+        while let Some(taken) = requests.next_into(&mut slot) {
+            got.push(taken.map(|()| slot));
+        }
+        assert_eq!(got, expected, "{protocol}");
+    }
+}
