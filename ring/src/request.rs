@@ -402,7 +402,8 @@ fn validate_direct(r: &RawDirect, out: &mut Request) -> Result<(), RequestError>
         BLKIF_OP_WRITE_BARRIER => RequestKind::WriteBarrier(segments),
         _ => RequestKind::FlushDiskcache(segments),
     };
-    // Fill the segments in place (see `validate_into`).
+    // Fill the segments in place (see `validate_into`). `out.kind` is one of these four, set
+    // just above; the `else` only satisfies the pattern.
     let (RequestKind::Read(s)
     | RequestKind::Write(s)
     | RequestKind::WriteBarrier(s)
