@@ -290,10 +290,7 @@ impl Blkfront {
     pub fn complete(&mut self) -> Result<Vec<Completion>, Error> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            if let Some(reason) = &self.disabled {
-                return Err(Error::Disabled(reason.clone()));
-            }
-            self.reap();
+            self.reap()?;
             if !self.done.is_empty() || self.in_flight() == 0 {
                 return Ok(self.done.drain(..).collect());
             }
@@ -341,10 +338,7 @@ impl Blkfront {
     fn wait_for(&mut self, tag: Tag) -> Result<Vec<u8>, Error> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            if let Some(reason) = &self.disabled {
-                return Err(Error::Disabled(reason.clone()));
-            }
-            self.reap();
+            self.reap()?;
             if let Some(at) = self.done.iter().position(|c| c.tag == tag) {
                 let completion = self.done.remove(at).ok_or(Error::Closed)?;
                 return completion.into_result();
@@ -414,22 +408,25 @@ impl Blkfront {
     }
 
     /// Takes the responses of every queue into `done`; a bad one disables the device.
-    fn reap(&mut self) {
-        for index in 0..self.queues.len() {
-            let responses = match self.queues[index].take_responses() {
-                Ok(responses) => responses,
-                Err(reason) => {
-                    self.disabled = Some(reason);
-                    return;
-                }
-            };
-            for (shadow, status) in responses {
-                if let Err(reason) = self.finish(index, shadow, status) {
-                    self.disabled = Some(reason);
-                    return;
-                }
+    fn reap(&mut self) -> Result<(), Error> {
+        if self.disabled.is_none() {
+            if let Err(reason) = self.take_all_responses() {
+                self.disabled = Some(reason);
             }
         }
+        match &self.disabled {
+            Some(reason) => Err(Error::Disabled(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn take_all_responses(&mut self) -> Result<(), ResponseError> {
+        for index in 0..self.queues.len() {
+            for (shadow, status) in self.queues[index].take_responses()? {
+                self.finish(index, shadow, status)?;
+            }
+        }
+        Ok(())
     }
 
     /// `blkif_completion` and the per-operation handling of `blkif_interrupt`.

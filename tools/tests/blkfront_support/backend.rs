@@ -42,6 +42,25 @@ pub struct BackendConfig {
     pub sectors: u64,
     pub sector_size: u32,
     pub info: u32,
+    /// Answer flushes and barriers with EOPNOTSUPP although offered.
+    pub refuse_flush: bool,
+    /// Answer discards with EOPNOTSUPP although offered.
+    pub refuse_discard: bool,
+    /// Keep data pages mapped even without persistent grants (a broken back end).
+    pub keep_grants: bool,
+    /// Break every response this way.
+    pub misbehave: Option<Misbehaviour>,
+}
+
+/// Ways a broken back end answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// The request's operation with its lowest bit flipped.
+    WrongOperation,
+    /// An id no front end hands out (not below the ring size).
+    IdOutOfRange,
+    /// The next id, which is not outstanding when one request is.
+    IdNotOutstanding,
 }
 
 impl Default for BackendConfig {
@@ -58,6 +77,10 @@ impl Default for BackendConfig {
             sectors: 16384,
             sector_size: 512,
             info: 0,
+            refuse_flush: false,
+            refuse_discard: false,
+            keep_grants: false,
+            misbehave: None,
         }
     }
 }
@@ -405,7 +428,7 @@ impl Blkback {
                     RequestKind::FlushDiskcache(_) => self.config.flush_cache,
                     _ => self.config.barrier,
                 };
-                match offered {
+                match offered && !self.config.refuse_flush {
                     false => Status::NotSupported,
                     true => self.transfer(s.sector_number(), s.segments(), true),
                 }
@@ -426,11 +449,18 @@ impl Blkback {
                 }
             }
         };
-        request.response(status)
+        let mut response = request.response(status);
+        match self.config.misbehave {
+            Some(Misbehaviour::WrongOperation) => response.operation ^= 1,
+            Some(Misbehaviour::IdOutOfRange) => response.id = 1 << 40,
+            Some(Misbehaviour::IdNotOutstanding) => response.id += 1,
+            None => {}
+        }
+        response
     }
 
     fn discard(&mut self, sector: u64, count: u64, secure: bool) -> Status {
-        if !self.config.discard {
+        if !self.config.discard || self.config.refuse_discard {
             return Status::NotSupported;
         }
         let mut disk = self.disk.lock().unwrap();
@@ -516,7 +546,8 @@ impl Blkback {
 
     /// With persistent grants, keeps `gref` mapped from its first use on.
     fn persist(&mut self, gref: u32) {
-        if !self.persistent || self.persistent_maps.contains_key(&gref) {
+        let keep = self.persistent || self.config.keep_grants;
+        if !keep || self.persistent_maps.contains_key(&gref) {
             return;
         }
         if let Ok(mapping) = self.grants.map(self.fe, &[GrantRef(gref)], true) {

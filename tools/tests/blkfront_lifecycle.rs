@@ -1,0 +1,107 @@
+//! The simulated blkfront across a disk's life: resize while connected, a detach by the
+//! toolstack (back end Closing), a close by the guest, and the guest's destruction.
+// An integration test crate is compiled only for tests; the lint is meant for unit tests.
+#![allow(clippy::tests_outside_test_module)]
+
+mod blkfront_support;
+
+use std::time::{Duration, Instant};
+
+use blkfront_support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
+use tokenback_tools::blkfront::{Blkfront, Error};
+
+/// Handles back-end events until `done` holds, failing after [`EVENTUALLY`].
+fn until(front: &mut Blkfront, what: &str, mut done: impl FnMut(&Blkfront) -> bool) {
+    let deadline = Instant::now() + EVENTUALLY;
+    while !done(front) {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        front
+            .handle_backend_events(Duration::from_millis(50))
+            .unwrap();
+    }
+}
+
+#[test]
+fn resize_is_seen_and_the_new_sectors_are_usable() {
+    let mut host = Host::start("resize");
+    let (mut front, backend, _) = host.connected(BackendConfig::default(), |_| {});
+    assert_eq!(front.disk().sectors, 16384);
+    let beyond = 20000;
+    assert!(matches!(
+        front.write(beyond, &[1; 512]),
+        Err(Error::OutOfRange { .. })
+    ));
+    backend.resize(host.toolstack.xenstore(), 32768);
+    until(&mut front, "resize", |f| f.disk().sectors == 32768);
+    let data = pattern(4096, 21);
+    front.write(beyond, &data).unwrap();
+    let mut back = vec![0; 4096];
+    front.read(beyond, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert!(!front.is_closed());
+}
+
+#[test]
+fn a_detach_by_the_toolstack_closes_both_ends() {
+    let mut host = Host::start("detach");
+    let (mut front, backend, paths) = host.connected(BackendConfig::default(), |_| {});
+    front.write(0, &pattern(512, 1)).unwrap();
+    host.toolstack.detach_disk(&paths).unwrap();
+    until(&mut front, "the front end closing", Blkfront::is_closed);
+    assert_eq!(
+        host.read(&format!("{}/state", paths.frontend)).as_deref(),
+        Some("6")
+    );
+    let backend_state = format!("{}/state", paths.backend);
+    eventually("the back end Closed", || {
+        host.read(&backend_state).as_deref() == Some("6")
+    });
+    assert!(matches!(front.write(0, &[0; 512]), Err(Error::Closed)));
+    let states = backend.finish().frontend_states;
+    assert_eq!(states.last(), Some(&6));
+    // The back end released the rings: the guest can take its pages back.
+    front.close().unwrap();
+    host.toolstack.remove_disk(&paths).unwrap();
+    assert_eq!(host.read(&paths.frontend), None);
+}
+
+#[test]
+fn a_close_by_the_guest_goes_through_closing_to_closed() {
+    let mut host = Host::start("close");
+    let (mut front, backend, paths) =
+        host.connected(BackendConfig::default(), |o| o.max_ring_page_order = 2);
+    front.write(0, &pattern(8 * 4096, 2)).unwrap();
+    front.close().unwrap();
+    assert_eq!(
+        host.read(&format!("{}/state", paths.frontend)).as_deref(),
+        Some("6")
+    );
+    assert_eq!(
+        host.read(&format!("{}/state", paths.backend)).as_deref(),
+        Some("6")
+    );
+    let states: Vec<u32> = backend
+        .finish()
+        .frontend_states
+        .into_iter()
+        .filter(|&s| s >= 5)
+        .collect();
+    assert_eq!(states, [5, 6]);
+}
+
+#[test]
+fn a_destroyed_guest_leaves_nothing_behind() {
+    let mut host = Host::start("destroy");
+    let (domid, paths, backend) = host.guest_with_disk(BackendConfig::default());
+    let front = Blkfront::connect(host.options(domid)).unwrap();
+    drop(front);
+    drop(backend);
+    host.toolstack.destroy_guest(domid).unwrap();
+    assert_eq!(host.read(&paths.frontend), None);
+    assert_eq!(host.read(&paths.backend), None);
+    assert_eq!(host.read(&format!("/local/domain/{}", domid.0)), None);
+    assert!(!host.run.domain_exists(domid));
+    // Its domid is not handed out again at once.
+    let next = host.toolstack.create_guest("next", 16, 1).unwrap();
+    assert_ne!(next, domid);
+}
