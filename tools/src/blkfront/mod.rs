@@ -305,7 +305,9 @@ impl Blkfront {
             len: buf.len(),
         })?;
         let data = self.wait_for(tag)?;
-        buf.copy_from_slice(&data[..buf.len()]);
+        // `data` is exactly as long as the request (one page's share per segment).
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
         Ok(())
     }
 
@@ -339,8 +341,8 @@ impl Blkfront {
         let deadline = Instant::now() + self.timeout;
         loop {
             self.reap()?;
-            if let Some(at) = self.done.iter().position(|c| c.tag == tag) {
-                let completion = self.done.remove(at).ok_or(Error::Closed)?;
+            let at = self.done.iter().position(|c| c.tag == tag);
+            if let Some(completion) = at.and_then(|at| self.done.remove(at)) {
                 return completion.into_result();
             }
             self.wait_for_event(deadline)?;
@@ -481,7 +483,8 @@ impl Blkfront {
             revents: 0,
         };
         let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd that outlives the call, nfds 1.
+        // SAFETY: one valid pollfd that outlives the call, nfds 1. An error (EINTR) or a
+        // timeout just leads to another look at the rings and the deadline.
         unsafe { libc::poll(&mut pfd, 1, ms) };
         let mut ports: Vec<Port> = Vec::new();
         self.evtchn.read_pending(&mut ports)?;

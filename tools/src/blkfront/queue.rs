@@ -9,6 +9,7 @@ use tokenback::platform::{DomId, EventChannel, GrantRef, Port};
 
 use super::error::{Error, ResponseError};
 use super::pages::{GrantedPage, GuestPages};
+use super::request::with_id;
 use super::xenbus::QueueKeys;
 use super::Tag;
 
@@ -100,12 +101,12 @@ impl Queue {
     pub(crate) fn submit(
         &mut self,
         shadow: Shadow,
-        request: impl FnOnce(u64) -> RawRequest,
+        request: RawRequest,
         evtchn: &mut SimEventChannel,
     ) -> Result<(), Error> {
         let id = self.free_ids.pop().ok_or(Error::QueueFull(self.index))?;
         // Ids and slots are both as many as the ring size: a free id means a free slot.
-        if self.ring.push_request(&request(id)).is_err() {
+        if self.ring.push_request(&with_id(request, id)).is_err() {
             self.free_ids.push(id);
             return Err(Error::QueueFull(self.index));
         }

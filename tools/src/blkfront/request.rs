@@ -46,10 +46,20 @@ pub enum Op {
     },
 }
 
-/// A request ready for a ring slot, once given its id.
+/// A request ready for a ring slot; its `id` is set when the queue gives it one.
 pub(crate) struct Prepared {
     pub(crate) shadow: Shadow,
-    pub(crate) request: Box<dyn FnOnce(u64) -> RawRequest>,
+    pub(crate) request: RawRequest,
+}
+
+/// The request with its `id` set.
+pub(crate) fn with_id(request: RawRequest, id: u64) -> RawRequest {
+    match request {
+        RawRequest::Direct(r) => RawRequest::Direct(RawDirect { id, ..r }),
+        RawRequest::Discard(r) => RawRequest::Discard(RawDiscard { id, ..r }),
+        RawRequest::Indirect(r) => RawRequest::Indirect(RawIndirect { id, ..r }),
+        RawRequest::Other { operation, .. } => RawRequest::Other { operation, id },
+    }
 }
 
 /// Checks `op` against the disk and builds its request; `None` for a flush the back end
@@ -92,14 +102,12 @@ pub(crate) fn prepare(
             let (sector_number, nr_sectors) = (*sector, *count);
             Ok(Some(Prepared {
                 shadow: shadow(tag, BLKIF_OP_DISCARD),
-                request: Box::new(move |id| {
-                    RawRequest::Discard(RawDiscard {
-                        flag,
-                        handle,
-                        id,
-                        sector_number,
-                        nr_sectors,
-                    })
+                request: RawRequest::Discard(RawDiscard {
+                    flag,
+                    handle,
+                    id: 0,
+                    sector_number,
+                    nr_sectors,
                 }),
             }))
         }
@@ -124,15 +132,13 @@ fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
     };
     Some(Prepared {
         shadow: shadow(tag, operation),
-        request: Box::new(move |id| {
-            RawRequest::Direct(RawDirect {
-                operation,
-                nr_segments: 0,
-                handle,
-                id,
-                sector_number: 0,
-                seg: [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST],
-            })
+        request: RawRequest::Direct(RawDirect {
+            operation,
+            nr_segments: 0,
+            handle,
+            id: 0,
+            sector_number: 0,
+            seg: [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST],
         }),
     })
 }
@@ -198,36 +204,32 @@ fn data_request(
         }
         return Err(err);
     }
-    let request: Box<dyn FnOnce(u64) -> RawRequest> = if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
+    let request = if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
         let mut indirect_grefs = [0; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
         for (slot, page) in indirect_grefs.iter_mut().zip(&shadow.indirect) {
             *slot = page.gref.0;
         }
         // At most max_indirect_segments, which fits 16 bits (checked above against it).
         let nr_segments = segments as u16;
-        Box::new(move |id| {
-            RawRequest::Indirect(RawIndirect {
-                indirect_op: operation,
-                nr_segments,
-                handle,
-                id,
-                sector_number,
-                indirect_grefs,
-            })
+        RawRequest::Indirect(RawIndirect {
+            indirect_op: operation,
+            nr_segments,
+            handle,
+            id: 0,
+            sector_number,
+            indirect_grefs,
         })
     } else {
         let mut seg = [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
         seg[..segs.len()].copy_from_slice(&segs);
         let nr_segments = segs.len() as u8;
-        Box::new(move |id| {
-            RawRequest::Direct(RawDirect {
-                operation,
-                nr_segments,
-                handle,
-                id,
-                sector_number,
-                seg,
-            })
+        RawRequest::Direct(RawDirect {
+            operation,
+            nr_segments,
+            handle,
+            id: 0,
+            sector_number,
+            seg,
         })
     };
     Ok(Prepared { shadow, request })
