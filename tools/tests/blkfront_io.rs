@@ -18,8 +18,9 @@ use tokenback_tools::blkfront::{Error, FlushMode, Op, ResponseError};
 fn direct_requests_round_trip_byte_exact() {
     let mut host = Host::start("direct");
     let (mut front, backend, _) = host.connected(BackendConfig::default(), |_| {});
-    // One sector, one page, eleven pages (the most a direct request carries).
-    for (sector, len, seed) in [(0, 512, 1), (9, 4096, 2), (100, 11 * 4096, 3)] {
+    // One sector, one page starting mid-page, eleven pages (the most a direct request
+    // carries).
+    for (sector, len, seed) in [(0, 512, 1), (9, 4096, 2), (96, 11 * 4096, 3)] {
         let data = pattern(len, seed);
         front.write(sector, &data).unwrap();
         let mut back = vec![0; len];
@@ -34,6 +35,9 @@ fn direct_requests_round_trip_byte_exact() {
     );
     let seen = backend.finish();
     assert!(seen.indirect_segments.is_empty());
+    // Sector 9 sits at byte 512 of its page, as in the page cache.
+    assert_eq!(seen.segments[2], [(1, 7), (0, 0)]);
+    assert_eq!(seen.segments[4], [(0, 7); 11]);
     assert_eq!(
         seen.operations,
         [BLKIF_OP_WRITE, BLKIF_OP_READ].repeat(3),
@@ -65,6 +69,12 @@ fn large_requests_go_indirect_up_to_the_negotiated_cap() {
             }
         ),
         "{too_big}"
+    );
+    // 64 pages' worth starting mid-page touches 65 pages.
+    let unaligned = front.write(4, &vec![0; 64 * 4096]).unwrap_err();
+    assert!(
+        matches!(unaligned, Error::TooLarge { segments: 65, .. }),
+        "{unaligned}"
     );
     let seen = backend.finish();
     assert_eq!(seen.indirect_segments, [12, 12, 64, 64]);

@@ -105,3 +105,22 @@ fn a_destroyed_guest_leaves_nothing_behind() {
     let next = host.toolstack.create_guest("next", 16, 1).unwrap();
     assert_ne!(next, domid);
 }
+
+#[test]
+fn a_back_end_closing_before_connect_fails_the_handshake() {
+    let mut host = Host::start("early");
+    let (domid, paths, _backend) = host.guest_with_disk(BackendConfig::default());
+    let state = format!("{}/state", paths.backend);
+    eventually("back end InitWait", || {
+        host.read(&state).as_deref() == Some("2")
+    });
+    host.toolstack.detach_disk(&paths).unwrap();
+    let err = Blkfront::connect(host.options(domid)).err().unwrap();
+    assert!(matches!(err, Error::BackendClosed { state: 5 }), "{err}");
+    // Nothing was published: the front end never got past Initialising.
+    assert_eq!(host.read(&format!("{}/ring-ref", paths.frontend)), None);
+    assert_eq!(
+        host.read(&format!("{}/state", paths.frontend)).as_deref(),
+        Some("1")
+    );
+}

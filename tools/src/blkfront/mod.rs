@@ -23,8 +23,9 @@
 //!
 //! # Limits
 //!
-//! One operation is one ring request (no splitting): a transfer may carry at most
-//! [`DiskInfo::max_segments`] pages. Segments always start at the beginning of a page.
+//! One operation is one ring request (no splitting): a transfer may touch at most
+//! [`DiskInfo::max_segments`] pages. Data sits in pages as the page cache puts it (sector
+//! `s` at byte `(s % 8) * 512`); other buffer layouts are not offered.
 //! No suspend/resume.
 
 mod disk;
@@ -436,16 +437,18 @@ impl Blkfront {
         let persistent = self.disk.persistent;
         let mut data = None;
         if shadow.read && status == BLKIF_RSP_OKAY {
-            let mut bytes = vec![0; shadow.data.iter().map(|(_, len)| len).sum()];
+            let mut bytes = vec![0; shadow.data.iter().map(|d| d.len).sum()];
             let mut at = 0;
-            for (page, len) in &shadow.data {
+            for d in &shadow.data {
                 // The page is ours and in bounds; a failure leaves zeroes, never panics.
-                let _ = self.pages.read(page.frame, 0, &mut bytes[at..at + len]);
-                at += len;
+                let _ = self
+                    .pages
+                    .read(d.page.frame, d.offset, &mut bytes[at..at + d.len]);
+                at += d.len;
             }
             data = Some(bytes);
         }
-        let pages = shadow.data.iter().map(|(p, _)| *p).chain(shadow.indirect);
+        let pages = shadow.data.iter().map(|d| d.page).chain(shadow.indirect);
         for page in pages {
             self.pages
                 .give_back(page, persistent)

@@ -19,12 +19,22 @@ pub(crate) struct Shadow {
     pub(crate) tag: Tag,
     /// The operation the response must carry (an indirect request's `indirect_op`).
     pub(crate) operation: u8,
-    /// Data pages, each with the bytes of the transfer it carries.
-    pub(crate) data: Vec<(GrantedPage, usize)>,
+    /// Data pages, in disk order.
+    pub(crate) data: Vec<DataPage>,
     /// Indirect segment pages.
     pub(crate) indirect: Vec<GrantedPage>,
     /// Whether the data pages are to be copied out on completion.
     pub(crate) read: bool,
+}
+
+/// The part of a granted page that carries part of a transfer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataPage {
+    pub(crate) page: GrantedPage,
+    /// Byte offset in the page (a multiple of 512).
+    pub(crate) offset: usize,
+    /// Bytes from `offset` (a multiple of 512, at most to the page's end).
+    pub(crate) len: usize,
 }
 
 /// A ring and its bookkeeping.

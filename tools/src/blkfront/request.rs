@@ -13,7 +13,7 @@ use zerocopy::IntoBytes;
 use super::disk::{DiskInfo, FlushMode};
 use super::error::Error;
 use super::pages::GuestPages;
-use super::queue::Shadow;
+use super::queue::{DataPage, Shadow};
 use super::Tag;
 
 /// One block operation; one ring request each.
@@ -148,7 +148,10 @@ enum Transfer<'a> {
     Write(&'a [u8]),
 }
 
-/// A read or write: one granted page per 4 KiB of data, direct or indirect.
+/// A read or write, laid out as the page cache lays it out: sector `s` of the transfer sits
+/// at byte `(s % 8) * 512` of its page, so a transfer that does not start on a page
+/// boundary begins mid-page (`first_sect` > 0), and every other segment starts at 0. One
+/// segment per page; inline up to 11, in indirect pages beyond.
 fn data_request(
     tag: Tag,
     handle: u16,
@@ -161,7 +164,9 @@ fn data_request(
         Transfer::Read(len) => (BLKIF_OP_READ, len),
         Transfer::Write(data) => (BLKIF_OP_WRITE, data.len()),
     };
-    let segments = len.div_ceil(XEN_PAGE_SIZE);
+    let sectors_per_page = (XEN_PAGE_SIZE as u64) / SECTOR_SIZE;
+    let first_offset = (sector_number % sectors_per_page * SECTOR_SIZE) as usize;
+    let segments = (first_offset + len).div_ceil(XEN_PAGE_SIZE);
     if segments > disk.max_segments() {
         return Err(Error::TooLarge {
             bytes: len,
@@ -173,16 +178,25 @@ fn data_request(
     shadow.read = operation == BLKIF_OP_READ;
     let mut segs = Vec::with_capacity(segments);
     let filled = (|| {
-        for chunk_start in (0..len).step_by(XEN_PAGE_SIZE) {
-            let chunk = (len - chunk_start).min(XEN_PAGE_SIZE);
+        let (mut done, mut offset) = (0, first_offset);
+        while done < len {
+            let chunk = (len - done).min(XEN_PAGE_SIZE - offset);
             let page = pages.take()?;
-            shadow.data.push((page, chunk));
+            shadow.data.push(DataPage {
+                page,
+                offset,
+                len: chunk,
+            });
             if let Transfer::Write(data) = transfer {
-                pages.write(page.frame, 0, &data[chunk_start..chunk_start + chunk])?;
+                pages.write(page.frame, offset, &data[done..done + chunk])?;
             }
-            // `chunk` is 512..=4096 bytes, a whole number of sectors: last_sect 0..=7.
-            let last_sect = (chunk / SECTOR_SIZE as usize - 1) as u8;
-            segs.push(Segment::new(page.gref.0, 0, last_sect));
+            // Whole sectors inside one page: both indexes are 0..=7.
+            let sector = SECTOR_SIZE as usize;
+            let first_sect = (offset / sector) as u8;
+            let last_sect = ((offset + chunk) / sector - 1) as u8;
+            segs.push(Segment::new(page.gref.0, first_sect, last_sect));
+            done += chunk;
+            offset = 0;
         }
         if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
             for entries in segs.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
@@ -198,7 +212,7 @@ fn data_request(
         for page in shadow
             .indirect
             .drain(..)
-            .chain(shadow.data.drain(..).map(|(p, _)| p))
+            .chain(shadow.data.drain(..).map(|d| d.page))
         {
             let _ = pages.give_back(page, false);
         }

@@ -97,6 +97,8 @@ pub struct Seen {
     pub per_queue: Vec<usize>,
     /// `nr_segments` of each indirect request.
     pub indirect_segments: Vec<u16>,
+    /// (first_sect, last_sect) of each segment, per read or write.
+    pub segments: Vec<Vec<(u8, u8)>>,
     /// (sector, count, secure) of each discard.
     pub discards: Vec<(u64, u64, bool)>,
     /// Grants kept mapped as persistent.
@@ -510,6 +512,8 @@ impl Blkback {
         if (sector | sectors) % block != 0 {
             return Status::Error;
         }
+        let layout = segments.iter().map(|s| (s.first_sect(), s.last_sect()));
+        self.seen.lock().unwrap().segments.push(layout.collect());
         segments.iter().for_each(|s| self.persist(s.gref()));
         let disk = Arc::clone(&self.disk);
         let mut disk = disk.lock().unwrap();
