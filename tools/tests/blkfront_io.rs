@@ -6,7 +6,7 @@
 
 mod blkfront_support;
 
-use blkfront_support::backend::Misbehaviour;
+use blkfront_support::config::Misbehaviour;
 use blkfront_support::{pattern, BackendConfig, Host};
 use blkif::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,

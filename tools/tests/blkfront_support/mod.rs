@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod config;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -14,7 +15,8 @@ use tokenback::platform::DomId;
 use tokenback_tools::blkfront::{Blkfront, Options};
 use tokenback_tools::toolstack::{DiskPaths, DiskSpec, Toolstack};
 
-pub use backend::{BackendConfig, ScriptedBackend};
+pub use backend::ScriptedBackend;
+pub use config::BackendConfig;
 
 /// Generous bound for what happens "eventually".
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
