@@ -1,11 +1,13 @@
 //! The simulated blkfront completes the vbd handshake with a scripted Linux-like back end,
-//! for every protocol and every ring order, with one queue and with several.
+//! for every protocol and every ring order, with one queue and with several, and every
+//! request form works in each protocol's layout.
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
 mod blkfront_support;
 
 use blkfront_support::{pattern, BackendConfig, Host};
+use blkif::abi::{BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT};
 use blkif::Protocol;
 
 /// Connects at each ring order 0..=4 in `protocol` and checks what each side wrote and saw.
@@ -63,7 +65,27 @@ fn every_ring_order(name: &str, protocol: Protocol) {
             .read(8 * (front.ring_size() as u64 - 1), &mut back)
             .unwrap();
         assert_eq!(back, data);
+        // Every request form in this layout: indirect, discard, flush.
+        let big = pattern(16 * 4096, order + 100);
+        front.write(4096, &big).unwrap();
+        front.discard(4096 + 8, 8, false).unwrap();
+        front.flush().unwrap();
+        let mut back = vec![0; big.len()];
+        front.read(4096, &mut back).unwrap();
+        let mut expected = big;
+        expected[4096..8192].fill(0);
+        assert_eq!(back, expected);
         let seen = backend.finish();
+        assert_eq!(seen.indirect_segments, [16, 16]);
+        assert_eq!(seen.discards, [(4096 + 8, 8, false)]);
+        let tail = &seen.operations[seen.operations.len() - 4..];
+        let forms = [
+            BLKIF_OP_INDIRECT,
+            BLKIF_OP_DISCARD,
+            BLKIF_OP_FLUSH_DISKCACHE,
+            BLKIF_OP_INDIRECT,
+        ];
+        assert_eq!(tail, forms);
         assert_eq!(seen.protocol.as_deref(), Some(protocol.name()));
         assert_eq!(seen.ring_order, order);
         assert_eq!(seen.queues, 1);

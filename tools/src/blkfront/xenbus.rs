@@ -271,3 +271,28 @@ fn required_u64(xs: &mut Client, path: &str) -> Result<u64, Error> {
         expected: "an unsigned decimal number",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::XenbusState;
+
+    #[test]
+    fn states_have_xenbus_h_values() {
+        let named = [
+            (0, XenbusState::Unknown),
+            (1, XenbusState::Initialising),
+            (2, XenbusState::InitWait),
+            (3, XenbusState::Initialised),
+            (4, XenbusState::Connected),
+            (5, XenbusState::Closing),
+            (6, XenbusState::Closed),
+        ];
+        for (value, state) in named {
+            assert_eq!(XenbusState::from_value(value), state);
+            assert_eq!(state.value(), value);
+        }
+        // Reconfiguring and anything else keep their value, so that they can be reported.
+        assert_eq!(XenbusState::from_value(7), XenbusState::Other(7));
+        assert_eq!(XenbusState::Other(99).value(), 99);
+    }
+}
