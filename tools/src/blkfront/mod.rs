@@ -140,17 +140,44 @@ impl Blkfront {
 
     /// Submits `op` on the next queue (round robin) that has a free slot.
     pub fn submit(&mut self, op: Op) -> Result<Tag, Error> {
+        let queue = self.next_free_queue()?;
+        self.submit_to(queue, op)
+    }
+
+    /// Submits `op` on queue `queue`. A flush the back end does not take completes at once.
+    pub fn submit_to(&mut self, queue: usize, op: Op) -> Result<Tag, Error> {
+        let tag = self.stage_to(queue, op)?;
+        self.publish()?;
+        Ok(tag)
+    }
+
+    /// Writes `op` into the next queue's ring (round robin) without publishing it: a batch
+    /// of staged operations goes out with one [`publish`](Self::publish) and at most one
+    /// notification per queue. [`complete`](Self::complete) publishes first.
+    pub fn stage(&mut self, op: Op) -> Result<Tag, Error> {
+        let queue = self.next_free_queue()?;
+        self.stage_to(queue, op)
+    }
+
+    /// Publishes every staged request and notifies the back end where the ring says so.
+    pub fn publish(&mut self) -> Result<(), Error> {
+        for queue in &mut self.queues {
+            queue.publish(&mut self.evtchn)?;
+        }
+        Ok(())
+    }
+
+    fn next_free_queue(&mut self) -> Result<usize, Error> {
         let n = self.queues.len();
         let queue = (0..n)
             .map(|i| (self.next_queue + i) % n)
             .find(|&q| self.queues[q].has_room())
             .ok_or(Error::QueueFull(self.next_queue))?;
         self.next_queue = (queue + 1) % n;
-        self.submit_to(queue, op)
+        Ok(queue)
     }
 
-    /// Submits `op` on queue `queue`. A flush the back end does not take completes at once.
-    pub fn submit_to(&mut self, queue: usize, op: Op) -> Result<Tag, Error> {
+    fn stage_to(&mut self, queue: usize, op: Op) -> Result<Tag, Error> {
         self.handle_backend_events(Duration::ZERO)?;
         self.check_usable()?;
         let q = self.queues.get(queue).ok_or(Error::NoSuchQueue(queue))?;
@@ -160,9 +187,7 @@ impl Blkfront {
         let tag = Tag(self.next_tag);
         self.next_tag += 1;
         match request::prepare(&op, tag, self.handle, &self.disk, &mut self.pages)? {
-            Some(prepared) => {
-                self.queues[queue].submit(prepared.shadow, prepared.request, &mut self.evtchn)?
-            }
+            Some(prepared) => self.queues[queue].push(prepared.shadow, prepared.request)?,
             None => self.done.push_back(Completion {
                 tag,
                 operation: BLKIF_OP_FLUSH_DISKCACHE,
@@ -176,6 +201,7 @@ impl Blkfront {
     /// Waits until at least one operation has completed (at most the timeout) and returns
     /// every completion available; empty when nothing is in flight.
     pub fn complete(&mut self) -> Result<Vec<Completion>, Error> {
+        self.publish()?;
         let deadline = Instant::now() + self.timeout;
         loop {
             self.reap()?;
@@ -226,6 +252,7 @@ impl Blkfront {
 
     /// Waits for `tag`, keeping other completions for [`complete`](Self::complete).
     fn wait_for(&mut self, tag: Tag) -> Result<Vec<u8>, Error> {
+        self.publish()?;
         let deadline = Instant::now() + self.timeout;
         loop {
             self.reap()?;

@@ -106,14 +106,9 @@ impl Queue {
         !self.free_ids.is_empty()
     }
 
-    /// Puts a request in the next slot under a free id, publishes it and notifies the back
-    /// end if the ring says so.
-    pub(crate) fn submit(
-        &mut self,
-        shadow: Shadow,
-        request: RawRequest,
-        evtchn: &mut SimEventChannel,
-    ) -> Result<(), Error> {
+    /// Puts a request in the next slot under a free id; the back end sees it at the next
+    /// [`publish`](Self::publish).
+    pub(crate) fn push(&mut self, shadow: Shadow, request: RawRequest) -> Result<(), Error> {
         let id = self.free_ids.pop().ok_or(Error::QueueFull(self.index))?;
         // Ids and slots are both as many as the ring size: a free id means a free slot.
         if self.ring.push_request(&with_id(request, id)).is_err() {
@@ -121,6 +116,12 @@ impl Queue {
             return Err(Error::QueueFull(self.index));
         }
         self.shadow[id as usize] = Some(shadow);
+        Ok(())
+    }
+
+    /// Publishes the requests pushed so far and notifies the back end if the ring says so
+    /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`, once per batch as blk-mq's `commit_rqs`).
+    pub(crate) fn publish(&mut self, evtchn: &mut SimEventChannel) -> Result<(), Error> {
         if self.ring.push_requests_and_check_notify() {
             evtchn.notify(self.port)?;
         }

@@ -320,7 +320,12 @@ impl Blkback {
     fn serve(&mut self, index: usize) -> Result<(), BoxError> {
         loop {
             let taken: Vec<_> = self.rings[index].back.requests()?.collect();
-            self.seen.lock().unwrap().per_queue[index] += taken.len();
+            let mut seen = self.seen.lock().unwrap();
+            seen.per_queue[index] += taken.len();
+            if !taken.is_empty() {
+                seen.batches.push(taken.len());
+            }
+            drop(seen);
             for request in taken {
                 let response = match request {
                     Ok(request) => self.execute(&request),

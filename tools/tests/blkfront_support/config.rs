@@ -66,6 +66,8 @@ pub struct Seen {
     pub queues: usize,
     /// `operation` of each request, in the order taken.
     pub operations: Vec<u8>,
+    /// Requests taken at once, for each wake-up that found some.
+    pub batches: Vec<usize>,
     /// Requests taken per queue.
     pub per_queue: Vec<usize>,
     /// `nr_segments` of each indirect request.
