@@ -13,6 +13,10 @@
 //!   inline up to 11 segments, in granted indirect pages beyond that when the back end offers
 //!   `feature-max-indirect-segments` (capped by [`Options::max_indirect_segments`]). Pages
 //!   are reused; with persistent grants the back end may keep them mapped.
+//! - [`Blkfront::submit`] publishes each request at once; [`Blkfront::stage`] and
+//!   [`Blkfront::publish`] batch them, with one notification decision per queue per batch.
+//!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`, `flush` and
+//!   `discard` are the blocking forms.
 //! - Every response is checked as Linux checks it (id below the ring size and outstanding,
 //!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
 //!   A failed flush turns flushes off and completes as success, a discard answered
