@@ -261,6 +261,7 @@ fn bad_responses_disable_the_device() {
         Misbehaviour::WrongOperation,
         Misbehaviour::IdOutOfRange,
         Misbehaviour::IdNotOutstanding,
+        Misbehaviour::ResponseOverflow,
     ];
     for misbehave in cases {
         let config = BackendConfig {
@@ -279,6 +280,7 @@ fn bad_responses_disable_the_device() {
             }
             ResponseError::BadId { id, .. } => *id == 1 << 40,
             ResponseError::NotOutstanding { .. } => misbehave == Misbehaviour::IdNotOutstanding,
+            ResponseError::Overflow { .. } => misbehave == Misbehaviour::ResponseOverflow,
             _ => false,
         };
         assert!(expected, "{misbehave:?}: {reason}");

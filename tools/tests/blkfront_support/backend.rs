@@ -17,17 +17,17 @@ use std::time::Duration;
 
 use blkif::abi::SECTOR_SIZE;
 use blkif::{BackRing, DataSegment, Direction, Indirect, IndirectPage, Limits, Protocol};
-use blkif::{Request, RequestKind, Response};
+use blkif::{Request, RequestKind, Response, RingIndex};
 use blkif::{SharedRing, Status};
 use tokenback::platform::sim::{RunDir, SimEventChannel, SimGrants, SimMapping};
 use tokenback::platform::{
     CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, Port,
 };
 use tokenback_tools::toolstack::DiskPaths;
-
-use super::config::{BackendConfig, Misbehaviour, Seen};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{ClientError, Endpoint, TxId};
+
+use super::config::{BackendConfig, Misbehaviour, Seen};
 
 /// The back end, running in its own thread until dropped.
 pub struct ScriptedBackend {
@@ -114,6 +114,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One mapped ring. `back` views `_mapping`'s pages and is declared (dropped) first.
 struct Ring {
     back: BackRing,
+    /// A second view of the ring, to corrupt its header as a broken back end would.
+    mem: SharedRing,
     port: Port,
     _mapping: SimMapping,
 }
@@ -253,10 +255,11 @@ impl Blkback {
             // view, declared after it so that it is unmapped only once the view is gone;
             // this process reaches those pages only through the view.
             let mem = unsafe { SharedRing::new(mapping.as_ptr(), order) }?;
-            let back = BackRing::attach(mem, protocol, limits)?;
+            let back = BackRing::attach(mem.clone(), protocol, limits)?;
             let port = self.evtchn.bind_interdomain(self.fe, Port(port))?;
             self.rings.push(Ring {
                 back,
+                mem,
                 port,
                 _mapping: mapping,
             });
@@ -334,7 +337,13 @@ impl Blkback {
                 self.rings[index].back.push_response(&response)?;
             }
             let ring = &mut self.rings[index];
-            if ring.back.push_responses_and_check_notify() {
+            let notify = ring.back.push_responses_and_check_notify();
+            if self.config.misbehave == Some(Misbehaviour::ResponseOverflow) {
+                // Claim a ring's worth more responses than there are.
+                let rsp_prod = ring.mem.header(RingIndex::RspProd);
+                rsp_prod.fetch_add(ring.back.size(), Ordering::Release);
+            }
+            if notify {
                 self.evtchn.notify(ring.port)?;
             }
             if !self.rings[index].back.final_check_for_requests()? {
@@ -383,7 +392,7 @@ impl Blkback {
             Some(Misbehaviour::WrongOperation) => response.operation ^= 1,
             Some(Misbehaviour::IdOutOfRange) => response.id = 1 << 40,
             Some(Misbehaviour::IdNotOutstanding) => response.id += 1,
-            None => {}
+            Some(Misbehaviour::ResponseOverflow) | None => {}
         }
         response
     }

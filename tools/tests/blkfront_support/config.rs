@@ -34,6 +34,8 @@ pub enum Misbehaviour {
     IdOutOfRange,
     /// The next id, which is not outstanding when one request is.
     IdNotOutstanding,
+    /// `rsp_prod` a ring's worth beyond the responses written.
+    ResponseOverflow,
 }
 
 impl Default for BackendConfig {
