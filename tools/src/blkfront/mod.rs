@@ -21,9 +21,10 @@
 //!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
 //!   A failed flush turns flushes off and completes as success, a discard answered
 //!   EOPNOTSUPP turns discard off, as in Linux.
-//! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`] (also run
-//!   before each submission): Connected again is a resize (re-read `sectors`); Closing or
-//!   Closed makes the front end go Closed and refuse new requests.
+//! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`], which
+//!   every publish also runs (once per `submit` or batch): Connected again is a resize
+//!   (re-read `sectors`); Closing or Closed makes the front end go Closed and refuse new
+//!   requests.
 //!
 //! # Limits
 //!
@@ -163,8 +164,10 @@ impl Blkfront {
         self.stage_to(queue, op)
     }
 
-    /// Publishes every staged request and notifies the back end where the ring says so.
+    /// Publishes every staged request and notifies the back end where the ring says so,
+    /// after handling the back end's state changes (once per batch, not per request).
     pub fn publish(&mut self) -> Result<(), Error> {
+        self.handle_backend_events(Duration::ZERO)?;
         for queue in &mut self.queues {
             queue.publish(&mut self.evtchn)?;
         }
@@ -182,7 +185,6 @@ impl Blkfront {
     }
 
     fn stage_to(&mut self, queue: usize, op: Op) -> Result<Tag, Error> {
-        self.handle_backend_events(Duration::ZERO)?;
         self.check_usable()?;
         let q = self.queues.get(queue).ok_or(Error::NoSuchQueue(queue))?;
         if !q.has_room() {

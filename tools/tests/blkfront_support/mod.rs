@@ -30,8 +30,23 @@ const GRANT_FRAMES: usize = 32;
 pub struct Host {
     pub run: RunDir,
     pub toolstack: Toolstack,
+    // Last: the toolstack's connection goes before xenstored does.
+    _xenstored: Xenstored,
+}
+
+/// A tokenback-xenstored process and its run directory, both gone on drop, also when the
+/// host fails to start.
+struct Xenstored {
+    child: Child,
     dir: PathBuf,
-    xenstored: Child,
+}
+
+impl Drop for Xenstored {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Host {
@@ -40,18 +55,22 @@ impl Host {
         let dir = std::env::temp_dir().join(format!("tbbf-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let run = RunDir::create(&dir).unwrap();
-        let xenstored = Command::new(env!("CARGO_BIN_EXE_tokenback-xenstored"))
+        let child = Command::new(env!("CARGO_BIN_EXE_tokenback-xenstored"))
             .arg("--run-dir")
             .arg(&dir)
             .spawn()
             .unwrap();
-        eventually("xenstored's socket", || run.xenstored_socket().exists());
-        let toolstack = Toolstack::new(run.clone()).unwrap();
+        let xenstored = Xenstored { child, dir };
+        // The socket file appears when bound, a moment before xenstored listens on it.
+        let mut toolstack = None;
+        eventually("xenstored accepting connections", || {
+            toolstack = Toolstack::new(run.clone()).ok();
+            toolstack.is_some()
+        });
         Host {
             run,
-            toolstack,
-            dir,
-            xenstored,
+            toolstack: toolstack.unwrap(),
+            _xenstored: xenstored,
         }
     }
 
@@ -98,14 +117,6 @@ impl Host {
             .read(xenstore_wire::client::TxId::NONE, path)
             .ok()
             .map(|v| String::from_utf8(v).unwrap())
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.xenstored.kill();
-        let _ = self.xenstored.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
