@@ -91,13 +91,22 @@ pub struct SocketServer {
     report: Box<dyn FnMut(Report) + Send>,
 }
 
-/// Binds a unix socket, replacing a stale socket file left by an earlier run.
+/// Binds a unix socket at `path`, replacing a stale socket file left by an earlier run.
+///
+/// The socket is bound and listening under a temporary name first and then renamed into
+/// place, so that whoever sees `path` appear can connect at once (bind and listen are two
+/// system calls; a client connecting between them would be refused).
 fn bind(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".new");
+    let staging = PathBuf::from(staging);
+    match std::fs::remove_file(&staging) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    UnixListener::bind(path)
+    let listener = UnixListener::bind(&staging)?;
+    std::fs::rename(&staging, path)?;
+    Ok(listener)
 }
 
 impl SocketServer {
