@@ -123,33 +123,12 @@ fn the_picked_request_waits_for_group_tokens_and_nobody_skips_ahead() {
         &[(&[], Op::Read, 0), (&[], Op::Read, 0)],
     );
     let (a, b) = (ids[0].0, ids[1].0);
-    group.member_mut(a).unwrap().enqueue(
-        Request {
-            id: 1,
-            op: Op::Read,
-            bytes: 100,
-        },
-        0,
-    );
+    group.member_mut(a).unwrap().enqueue(read(1, 100), 0);
     assert_eq!(group.poll_admit(0).map(|(m, _)| m), Some(a));
     // A large request of `a` is picked; the small one of `b` would fit sooner but must wait.
-    group.member_mut(a).unwrap().enqueue(
-        Request {
-            id: 2,
-            op: Op::Read,
-            bytes: 4096,
-        },
-        0,
-    );
+    group.member_mut(a).unwrap().enqueue(read(2, 4096), 0);
     assert_eq!(group.poll_admit(0), None);
-    group.member_mut(b).unwrap().enqueue(
-        Request {
-            id: 3,
-            op: Op::Read,
-            bytes: 1,
-        },
-        0,
-    );
+    group.member_mut(b).unwrap().enqueue(read(3, 1), 0);
     let at = group.next_admit_at(0).unwrap();
     assert_eq!(at, SEC / 10, "the group bucket (100 B) must be full again");
     assert_eq!(group.poll_admit(at - 1), None);
@@ -171,14 +150,10 @@ fn members_leave_with_their_queue_and_the_group_retunes() {
         &[(&[], Op::Read, 0), (&[], Op::Read, 0)],
     );
     for id in 0..3 {
-        group.member_mut(ids[0].0).unwrap().enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 512,
-            },
-            0,
-        );
+        group
+            .member_mut(ids[0].0)
+            .unwrap()
+            .enqueue(read(id, 512), 0);
     }
     assert!(group.poll_admit(0).is_some());
     assert_eq!(group.poll_admit(0), None);

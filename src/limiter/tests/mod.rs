@@ -15,6 +15,24 @@ pub(super) fn vbd_config(pairs: &[(&str, &str)]) -> VbdConfig {
     VbdConfig::parse(pairs.iter().copied()).expect("valid test configuration")
 }
 
+/// A read of `bytes` with the caller's `id`.
+pub(super) fn read(id: u64, bytes: u64) -> Request {
+    Request {
+        id,
+        op: Op::Read,
+        bytes,
+    }
+}
+
+/// A write of `bytes` with the caller's `id`.
+pub(super) fn write(id: u64, bytes: u64) -> Request {
+    Request {
+        id,
+        op: Op::Write,
+        bytes,
+    }
+}
+
 pub(super) fn limit_config(pairs: &[(&str, &str)]) -> LimitConfig {
     LimitConfig::parse(pairs.iter().copied()).expect("valid test configuration")
 }

@@ -166,31 +166,10 @@ fn debt_at_511_bytes_per_second_with_4_kib_requests_never_stalls_and_averages_th
 #[test]
 fn a_queued_request_holds_back_later_ones_even_if_they_would_fit() {
     let mut vbd = Vbd::new(&vbd_config(&[("bps-read", "1000")]), 0);
-    vbd.enqueue(
-        Request {
-            id: 1,
-            op: Op::Read,
-            bytes: 100,
-        },
-        0,
-    );
-    vbd.enqueue(
-        Request {
-            id: 2,
-            op: Op::Read,
-            bytes: 4096,
-        },
-        0,
-    );
+    vbd.enqueue(read(1, 100), 0);
+    vbd.enqueue(read(2, 4096), 0);
     // A write costs nothing in bps-read, yet waits behind the read.
-    vbd.enqueue(
-        Request {
-            id: 3,
-            op: Op::Write,
-            bytes: 4096,
-        },
-        0,
-    );
+    vbd.enqueue(write(3, 4096), 0);
     assert_eq!(vbd.poll_admit(0).map(|a| a.request.id), Some(1));
     assert_eq!(vbd.poll_admit(0), None);
     let at = vbd.next_admit_at(0).unwrap();
@@ -206,14 +185,7 @@ fn a_queued_request_holds_back_later_ones_even_if_they_would_fit() {
 fn max_inflight_caps_outstanding_requests_until_completions() {
     let mut vbd = Vbd::new(&vbd_config(&[("max-inflight", "2")]), 0);
     for id in 0..3 {
-        vbd.enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 4096,
-            },
-            0,
-        );
+        vbd.enqueue(read(id, 4096), 0);
     }
     assert!(vbd.poll_admit(0).is_some());
     assert!(vbd.poll_admit(0).is_some());
@@ -233,30 +205,9 @@ fn counters_report_delays_time_throttled_and_reset() {
         &vbd_config(&[("iops-write", "10"), ("tokens-refill", "1000000")]),
         0,
     );
-    vbd.enqueue(
-        Request {
-            id: 0,
-            op: Op::Read,
-            bytes: 4096,
-        },
-        0,
-    );
-    vbd.enqueue(
-        Request {
-            id: 1,
-            op: Op::Write,
-            bytes: 4096,
-        },
-        0,
-    );
-    vbd.enqueue(
-        Request {
-            id: 2,
-            op: Op::Write,
-            bytes: 4096,
-        },
-        0,
-    );
+    vbd.enqueue(read(0, 4096), 0);
+    vbd.enqueue(write(1, 4096), 0);
+    vbd.enqueue(write(2, 4096), 0);
     let mut now = 0;
     let mut delays = Vec::new();
     while vbd.queued() > 0 {

@@ -22,14 +22,7 @@ fn retune_down_then_up_mid_stream_switches_rates_at_once() {
 fn retune_keeps_the_level_and_refills_at_the_old_rate_up_to_the_change() {
     let mut vbd = Vbd::new(&vbd_config(&[("iops-total", "1000")]), 0);
     for id in 0..100 {
-        vbd.enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 512,
-            },
-            0,
-        );
+        vbd.enqueue(read(id, 512), 0);
     }
     while vbd.poll_admit(0).is_some() {}
     // 50 ms at 1000/s refilled 50 operations; the new, smaller capacity (1) clamps them.
@@ -44,23 +37,9 @@ fn retune_keeps_the_level_and_refills_at_the_old_rate_up_to_the_change() {
 #[test]
 fn a_new_limit_starts_full_and_a_removed_one_drops_its_debt() {
     let mut vbd = Vbd::new(&vbd_config(&[("bps-write", "100")]), 0);
-    vbd.enqueue(
-        Request {
-            id: 0,
-            op: Op::Write,
-            bytes: 1 << 20,
-        },
-        0,
-    );
+    vbd.enqueue(write(0, 1 << 20), 0);
     assert!(vbd.poll_admit(0).is_some());
-    vbd.enqueue(
-        Request {
-            id: 1,
-            op: Op::Write,
-            bytes: 512,
-        },
-        0,
-    );
+    vbd.enqueue(write(1, 512), 0);
     assert_eq!(vbd.poll_admit(0), None, "deep in debt");
     vbd.retune(&vbd_config(&[("iops-write", "10")]), 0);
     assert_eq!(vbd.poll_admit(0).map(|a| a.request.id), Some(1));
@@ -70,14 +49,7 @@ fn a_new_limit_starts_full_and_a_removed_one_drops_its_debt() {
 fn queued_requests_are_repriced_by_a_retune() {
     let mut vbd = Vbd::new(&vbd_config(&[("iops-read", "10")]), 0);
     for id in 0..3 {
-        vbd.enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 8192,
-            },
-            0,
-        );
+        vbd.enqueue(read(id, 8192), 0);
     }
     assert!(vbd.poll_admit(0).is_some());
     assert_eq!(vbd.next_admit_at(0), Some(SEC / 10));
@@ -102,14 +74,7 @@ fn removing_every_limit_releases_the_queue_at_once() {
         0,
     );
     for id in 0..1000 {
-        vbd.enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 4096,
-            },
-            0,
-        );
+        vbd.enqueue(read(id, 4096), 0);
     }
     assert!(vbd.poll_admit(0).is_some());
     assert_eq!(vbd.poll_admit(0), None);
@@ -142,14 +107,7 @@ fn balances_saved_before_a_restart_are_restored_into_a_new_vbd() {
     ]);
     let mut vbd = Vbd::new(&config, 0);
     for id in 0..3 {
-        vbd.enqueue(
-            Request {
-                id,
-                op: Op::Read,
-                bytes: 8192,
-            },
-            0,
-        );
+        vbd.enqueue(read(id, 8192), 0);
     }
     while vbd.poll_admit(0).is_some() {}
     let saved = vbd.balances(0);
@@ -162,14 +120,7 @@ fn balances_saved_before_a_restart_are_restored_into_a_new_vbd() {
 
     // The new daemon builds the VBD (full buckets) and restores the saved balances.
     let mut restarted = Vbd::new(&config, 5);
-    restarted.enqueue(
-        Request {
-            id: 2,
-            op: Op::Read,
-            bytes: 8192,
-        },
-        5,
-    );
+    restarted.enqueue(read(2, 8192), 5);
     assert_eq!(
         restarted.next_admit_at(5),
         Some(5),
@@ -202,14 +153,7 @@ fn extreme_values_neither_overflow_nor_stall() {
         .enumerate()
     {
         vbd.retune(config, now);
-        vbd.enqueue(
-            Request {
-                id: id as u64,
-                op: Op::Read,
-                bytes: u64::from(u32::MAX),
-            },
-            now,
-        );
+        vbd.enqueue(read(id as u64, u64::from(u32::MAX)), now);
         now = vbd.next_admit_at(now).expect("a deadline");
         assert!(vbd.poll_admit(now).is_some());
     }
