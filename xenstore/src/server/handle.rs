@@ -8,7 +8,7 @@ use super::watch::{self, Change, Watch};
 use super::{ConnId, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
 use crate::path::{self, is_special, Resolved};
 use crate::perms::{DomId, Perms};
-use crate::wire::{Message, MsgType, Request};
+use crate::wire::{self, Message, MsgType, Request, WireError};
 
 const OK: &[u8] = b"OK\0";
 
@@ -16,6 +16,30 @@ const OK: &[u8] = b"OK\0";
 type Outcome = Result<Vec<u8>, Refusal>;
 
 impl Server {
+    /// Decodes the first frame of `buf`, as read from `conn`, and handles it: a request, or a
+    /// message of unknown type (answered ENOSYS; the connection goes on). Returns the bytes
+    /// the frame took, `None` while `buf` holds less than a frame, or the error that makes the
+    /// stream unusable (the caller drops the connection).
+    pub fn handle_frame(&mut self, conn: ConnId, buf: &[u8]) -> Result<Option<usize>, WireError> {
+        match wire::decode(buf) {
+            Ok(Some((msg, used))) => {
+                self.handle(conn, msg);
+                Ok(Some(used))
+            }
+            Err(WireError::UnknownType {
+                msg_type,
+                req_id,
+                tx_id,
+                frame_len,
+            }) => {
+                self.handle_unknown_type(conn, msg_type, req_id, tx_id);
+                Ok(Some(frame_len))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Handles one request from `conn`: its reply (and any events) are queued for sending.
     pub fn handle(&mut self, conn: ConnId, msg: Message) {
         let Some(c) = self.conns.get(&conn) else {

@@ -22,7 +22,7 @@ pub use report::{DropReason, Report};
 
 use super::{ConnId, DomainExists, Effect, Quotas, Server};
 use crate::perms::DomId;
-use crate::wire::{self, WireError, FRAME_MAX};
+use crate::wire::FRAME_MAX;
 
 const WAKER: Token = Token(0);
 /// Requests handled per connection per turn before the others get theirs.
@@ -266,27 +266,10 @@ impl SocketServer {
                 self.ready.push_back(token);
                 return Ok(());
             }
-            match wire::decode(&c.rbuf) {
-                Ok(Some((msg, used))) => {
-                    c.rbuf.drain(..used);
-                    self.server.handle(c.id, msg);
-                    handled += 1;
-                    continue;
-                }
-                Err(WireError::UnknownType {
-                    msg_type,
-                    req_id,
-                    tx_id,
-                    frame_len,
-                }) => {
-                    c.rbuf.drain(..frame_len);
-                    self.server
-                        .handle_unknown_type(c.id, msg_type, req_id, tx_id);
-                    handled += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-                Ok(None) => {}
+            if let Some(used) = self.server.handle_frame(c.id, &c.rbuf)? {
+                c.rbuf.drain(..used);
+                handled += 1;
+                continue;
             }
             // Never buffer more than one frame: decode refuses a bad length from the header.
             let start = c.rbuf.len();
