@@ -192,15 +192,11 @@ impl BackRing {
     /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`: publishes the responses written so far and
     /// returns whether the front end asked to be notified of them.
     pub fn push_responses_and_check_notify(&mut self) -> bool {
-        let mem = self.slots.mem();
-        let old = mem.header(RingIndex::RspProd).load(Ordering::Relaxed);
-        let new = self.rsp_prod_pvt;
-        // Release: the response slots before the index (ring.h's wmb).
-        mem.header(RingIndex::RspProd).store(new, Ordering::Release);
-        // The index before reading rsp_event (ring.h's mb).
-        fence(Ordering::SeqCst);
-        let event = mem.header(RingIndex::RspEvent).load(Ordering::Relaxed);
-        new.wrapping_sub(event) < new.wrapping_sub(old)
+        self.slots.mem().publish_and_check_notify(
+            RingIndex::RspProd,
+            RingIndex::RspEvent,
+            self.rsp_prod_pvt,
+        )
     }
 
     /// `RING_FINAL_CHECK_FOR_REQUESTS`: whether requests are waiting; if none, first asks the

@@ -101,15 +101,11 @@ impl FrontRing {
     /// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`: publishes the requests written so far and
     /// returns whether the back end asked to be notified of them.
     pub fn push_requests_and_check_notify(&mut self) -> bool {
-        let mem = self.slots.mem();
-        let old = mem.header(RingIndex::ReqProd).load(Ordering::Relaxed);
-        let new = self.req_prod_pvt;
-        // Release: the request slots before the index (ring.h's wmb).
-        mem.header(RingIndex::ReqProd).store(new, Ordering::Release);
-        // The index before reading req_event (ring.h's mb).
-        fence(Ordering::SeqCst);
-        let event = mem.header(RingIndex::ReqEvent).load(Ordering::Relaxed);
-        new.wrapping_sub(event) < new.wrapping_sub(old)
+        self.slots.mem().publish_and_check_notify(
+            RingIndex::ReqProd,
+            RingIndex::ReqEvent,
+            self.req_prod_pvt,
+        )
     }
 
     /// The responses published so far and not yet consumed, each copied out once.

@@ -7,7 +7,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -138,6 +138,25 @@ impl SharedRing {
         // base is page-aligned); the memory lives as long as `self` (constructor contract), and
         // both sides access these words only atomically (aligned u32 loads and stores).
         unsafe { AtomicU32::from_ptr(ptr) }
+    }
+
+    /// Publishes `new` as the producer index `prod` and decides, as ring.h's
+    /// `RING_PUSH_{REQUESTS,RESPONSES}_AND_CHECK_NOTIFY` do, whether the peer asked (through
+    /// its event index `event`) to be notified of an entry between the old index and `new`.
+    #[inline]
+    pub(crate) fn publish_and_check_notify(
+        &self,
+        prod: RingIndex,
+        event: RingIndex,
+        new: u32,
+    ) -> bool {
+        let old = self.header(prod).load(Ordering::Relaxed);
+        // Release: the slots before the index (ring.h's wmb).
+        self.header(prod).store(new, Ordering::Release);
+        // The index before reading the peer's event index (ring.h's mb).
+        fence(Ordering::SeqCst);
+        let event = self.header(event).load(Ordering::Relaxed);
+        new.wrapping_sub(event) < new.wrapping_sub(old)
     }
 
     /// Copies `out.len()` bytes from `offset`, one volatile read each.
