@@ -36,6 +36,12 @@ cargo bench --workspace --no-run
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
+    # cargo-fuzz needs the nightly toolchain (sanitizer flags); say so plainly when it is absent.
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        echo "error: the fuzz runs need the nightly toolchain: install it with" >&2
+        echo "       rustup toolchain install nightly, or skip them with FUZZ_SECONDS=0 $0" >&2
+        exit 1
+    fi
     for crate in ring xenstore; do
         [ -d "$crate/fuzz" ] || continue
         for target in $(cd "$crate" && cargo +nightly fuzz list); do
