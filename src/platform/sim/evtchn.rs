@@ -325,10 +325,12 @@ impl EventChannel for SimEventChannel {
 
     fn unmask(&mut self, ports: &[Port]) -> Result<(), EvtchnError> {
         for &port in ports {
-            let before = self
-                .owned(port)?
-                .bits
-                .fetch_and(!EV_MASKED, Ordering::AcqRel);
+            // Linux evtchn's write skips ports this fd does not own and unmasks the rest: one
+            // port closed meanwhile must not leave the others disabled.
+            let Ok(entry) = self.owned(port) else {
+                continue;
+            };
+            let before = entry.bits.fetch_and(!EV_MASKED, Ordering::AcqRel);
             if before & EV_MASKED != 0 && before & EV_PENDING != 0 {
                 self.ring(self.me, self.id);
             }
