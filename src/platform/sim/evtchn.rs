@@ -5,7 +5,8 @@
 //! tables say which ports fired (docs/sim-host.md, "Event channels").
 
 use super::port_table::{
-    lock_pair, PortTable, EV_MASKED, EV_PENDING, STATE_FREE, STATE_INTERDOMAIN, STATE_UNBOUND,
+    lock_pair, PortEntry, PortTable, EV_MASKED, EV_PENDING, STATE_FREE, STATE_INTERDOMAIN,
+    STATE_UNBOUND,
 };
 use super::run_dir::{random_id, RunDir};
 use super::SimError;
@@ -127,7 +128,7 @@ impl SimEventChannel {
     }
 
     /// Checks that this handle owns `port` and returns its entry.
-    fn owned(&self, port: Port) -> Result<super::port_table::PortEntry<'_>, EvtchnError> {
+    fn owned(&self, port: Port) -> Result<PortEntry<'_>, EvtchnError> {
         let entry = self.tables[&self.me]
             .entry(port)
             .ok_or(EvtchnError::BadPort { port })?;
@@ -161,22 +162,33 @@ impl SimEventChannel {
             }
         }
     }
+}
 
-    /// Whether handle `owner` of this domain still has a process behind it.
-    fn handle_alive(&self, owner: u64) -> bool {
-        if owner == self.id {
-            return true;
-        }
-        let Ok(probe) = UnixDatagram::unbound() else {
-            return true;
-        };
-        match probe.connect(self.run.evtchn_socket(self.me, owner)) {
-            Ok(()) => true,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-            ),
-        }
+/// Closes the far end of a channel whose near end goes away (both tables locked). The peer's
+/// port goes back to unbound, as `evtchn_close` leaves it, for its handle to close; a handle
+/// whose process died never will, so its port is freed, as the kernel freed it when that
+/// process's evtchn fd closed.
+pub(super) fn close_peer(run: &RunDir, domid: DomId, peer: &PortEntry<'_>) {
+    if handle_alive(run, domid, peer.owner.load(Ordering::Relaxed)) {
+        peer.remote_port.store(0, Ordering::Relaxed);
+        peer.state.store(STATE_UNBOUND, Ordering::Release);
+    } else {
+        peer.free();
+    }
+}
+
+/// Whether handle `owner` of `domid` still has a process behind it: a dead process's socket
+/// refuses (or is gone), as the kernel would have closed its evtchn fd.
+pub(super) fn handle_alive(run: &RunDir, domid: DomId, owner: u64) -> bool {
+    let Ok(probe) = UnixDatagram::unbound() else {
+        return true;
+    };
+    match probe.connect(run.evtchn_socket(domid, owner)) {
+        Ok(()) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
     }
 }
 
@@ -209,7 +221,10 @@ impl EventChannel for SimEventChannel {
             let stale_port = Port(peer.remote_port.load(Ordering::Relaxed));
             if let Some(stale) = own.entry(stale_port) {
                 let owner = stale.owner.load(Ordering::Relaxed);
-                if stale.is_connected_to(remote, remote_port) && !self.handle_alive(owner) {
+                if stale.is_connected_to(remote, remote_port)
+                    && owner != id
+                    && !handle_alive(&self.run, me, owner)
+                {
                     stale.free();
                     peer.remote_port.store(0, Ordering::Relaxed);
                     peer.state.store(STATE_UNBOUND, Ordering::Release);
@@ -255,9 +270,7 @@ impl EventChannel for SimEventChannel {
         .map_err(sim_error)?;
         if let Some(peer) = theirs.and_then(|t| t.entry(remote_port)) {
             if peer.is_connected_to(me, port) {
-                peer.remote_domid.store(u32::from(me.0), Ordering::Relaxed);
-                peer.remote_port.store(0, Ordering::Relaxed);
-                peer.state.store(STATE_UNBOUND, Ordering::Release);
+                close_peer(&self.run, remote, &peer);
             }
         }
         if let Some(entry) = own.entry(port) {
