@@ -10,6 +10,9 @@ use super::SimError;
 use crate::platform::{DomId, GrantRef, PAGE_SIZE};
 use std::ptr::NonNull;
 
+/// Most grant-table frames a domain may have: Xen's default `max_grant_frames`.
+pub const MAX_GRANT_FRAMES: usize = 64;
+
 /// Why a guest could not end access to a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EndAccessError {
@@ -32,14 +35,27 @@ pub struct GuestDomain {
 
 impl GuestDomain {
     /// Creates a new domain in the run directory: allocates its domid, its memory of `pages`
-    /// zeroed pages, an empty grant table of `grant_frames` frames and its event-channel
-    /// table. The domain exists from the moment its domid is taken (docs/sim-host.md).
+    /// zeroed pages, an empty grant table of `grant_frames` frames (at most
+    /// [`MAX_GRANT_FRAMES`]) and its event-channel table. The domain exists from the moment
+    /// its domid is taken (docs/sim-host.md).
     pub fn create(run: &RunDir, pages: usize, grant_frames: usize) -> Result<Self, SimError> {
+        if grant_frames > MAX_GRANT_FRAMES {
+            return Err(SimError::Limit {
+                what: "grant-table frames",
+                requested: grant_frames,
+                max: MAX_GRANT_FRAMES,
+            });
+        }
+        let bytes = pages.max(1).checked_mul(PAGE_SIZE).ok_or(SimError::Limit {
+            what: "pages of memory",
+            requested: pages,
+            max: usize::MAX / PAGE_SIZE,
+        })?;
         let domid = run.allocate_domid()?;
         let made = (|| {
             let grants = GrantTable::create(run, domid, grant_frames.max(1))?;
             PortTable::create(run, domid)?;
-            let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
+            let memory = SharedFile::create(&run.memory(domid), bytes)?;
             Ok((grants, memory))
         })();
         let (grants, memory) = made.inspect_err(|_| {

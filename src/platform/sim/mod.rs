@@ -18,7 +18,7 @@ mod shm;
 
 pub use evtchn::{PortStatus, SimEventChannel};
 pub use grants::{SimGrants, SimMapping};
-pub use guest::{EndAccessError, GuestDomain};
+pub use guest::{EndAccessError, GuestDomain, MAX_GRANT_FRAMES};
 pub use run_dir::RunDir;
 
 use crate::platform::{DomId, Platform};
@@ -82,6 +82,13 @@ pub enum SimError {
         offset: usize,
         end: usize,
         len: usize,
+    },
+    /// A domain asked for more than the host allows.
+    #[error("{what}: {requested} is more than the limit of {max}")]
+    Limit {
+        what: &'static str,
+        requested: usize,
+        max: usize,
     },
     /// A guest named a grant ref outside its own grant table.
     #[error("grant ref {gref} is outside the grant table ({entries} entries)")]
