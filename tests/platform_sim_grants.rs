@@ -240,3 +240,27 @@ fn an_empty_segment_succeeds_without_touching_the_grant() {
         "the page bound is still checked"
     );
 }
+
+#[test]
+fn a_read_only_mapping_cannot_be_made_writable() {
+    // Before: read-only grants were mapped from the read-write memory file, so mprotect could
+    // add PROT_WRITE and write the guest's page; Xen keeps such a page read-only.
+    let run = TempRun::new();
+    let guest = guest_with_grants(&run);
+    let mut grants = SimGrants::new(run.dir(), DOM0);
+    for gref in [GrantRef(9), GrantRef(8)] {
+        let mapping = grants.map(guest.domid(), &[gref], false).unwrap();
+        // SAFETY: changes the protection of the one page this mapping owns; nothing is
+        // written through it.
+        let rc = unsafe {
+            libc::mprotect(
+                mapping.as_ptr().as_ptr().cast(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(rc, -1, "{gref} became writable");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{gref}");
+    }
+}

@@ -9,6 +9,7 @@ use crate::platform::{
     CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
 };
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ const MAX_MAP_COUNT: usize = 65536;
 struct Granter {
     domid: DomId,
     memory: SharedFile,
+    /// The memory file opened read-only: read-only grants are mapped from it, so that
+    /// `mprotect` cannot make them writable (Xen maps them read-only in the page tables).
+    memory_ro: File,
     table: GrantTable,
     records: MapRecords,
 }
@@ -67,6 +71,7 @@ impl SimGrants {
         let granter = Arc::new(Granter {
             domid,
             memory: SharedFile::open(&self.run.memory(domid)).map_err(|_| bad_domain)?,
+            memory_ro: File::open(self.run.memory(domid)).map_err(|_| bad_domain)?,
             table: GrantTable::open(&self.run, domid).map_err(|_| bad_domain)?,
             records: MapRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
         });
@@ -168,7 +173,14 @@ impl GrantAccess for SimGrants {
             writable,
             slots,
         };
-        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let (prot, fd) = if writable {
+            (
+                libc::PROT_READ | libc::PROT_WRITE,
+                mapping.granter.memory.file().as_raw_fd(),
+            )
+        } else {
+            (libc::PROT_READ, mapping.granter.memory_ro.as_raw_fd())
+        };
         for (i, &frame) in frames.iter().enumerate() {
             // SAFETY: replaces page `i` of the range reserved above, which `mapping` owns and
             // nothing references yet, with the granted frame of the guest's memory file.
@@ -178,7 +190,7 @@ impl GrantAccess for SimGrants {
                     PAGE_SIZE,
                     prot,
                     libc::MAP_SHARED | libc::MAP_FIXED,
-                    mapping.granter.memory.file().as_raw_fd(),
+                    fd,
                     (frame as usize * PAGE_SIZE) as libc::off_t,
                 )
             };
