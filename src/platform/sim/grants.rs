@@ -2,11 +2,11 @@
 //! each access checked and pinned through the guest's grant table.
 
 use super::grant_table::GrantTable;
-use super::map_records::MapRecords;
+use super::pin_records::PinRecords;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
 use crate::platform::{
-    CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
+    gntst, CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
 };
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 const MAX_MAP_COUNT: usize = 65536;
 
 /// A granting domain as an accessor sees it: its memory, its grant table, and this
-/// accessor's records of what it maps there.
+/// accessor's records of the pins it holds there.
 #[derive(Debug)]
 struct Granter {
     domid: DomId,
@@ -27,7 +27,7 @@ struct Granter {
     /// `mprotect` cannot make them writable (Xen maps them read-only in the page tables).
     memory_ro: File,
     table: GrantTable,
-    records: MapRecords,
+    records: PinRecords,
 }
 
 impl Granter {
@@ -35,9 +35,40 @@ impl Granter {
         self.memory.len() / PAGE_SIZE
     }
 
-    fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<u32, GrantError> {
-        self.table
-            .pin(self.domid, gref, caller, write, self.pages())
+    /// Pins `gref` for `caller`, recorded in a slot of this accessor's pin records taken
+    /// first (so that the pin is found should this process die with it); returns the frame
+    /// and the slot.
+    fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<(u32, u32), GrantError> {
+        let slot = self.records.take(gref.0).ok_or(GrantError::Refused {
+            domid: self.domid,
+            gref,
+            status: gntst::NO_DEVICE_SPACE,
+        })?;
+        let pinned = match self.records.slot(slot) {
+            Some(record) => self.table.pin(gref, caller, write, self.pages(), &record),
+            None => Err(GrantError::BadRef {
+                domid: self.domid,
+                gref,
+            }),
+        };
+        match pinned {
+            Ok(frame) => Ok((frame, slot)),
+            Err(err) => {
+                self.records.give_back(slot);
+                Err(err)
+            }
+        }
+    }
+
+    /// Releases the pin recorded in `slot`. A pin whose lock stays stuck is left recorded,
+    /// for the guest's reaping to release once this process is gone.
+    fn unpin(&self, slot: u32) {
+        let Some(record) = self.records.slot(slot) else {
+            return;
+        };
+        if self.table.release(&record).is_ok() {
+            self.records.give_back(slot);
+        }
     }
 }
 
@@ -73,7 +104,7 @@ impl SimGrants {
             memory: SharedFile::open(&self.run.memory(domid)).map_err(|_| bad_domain)?,
             memory_ro: File::open(self.run.memory(domid)).map_err(|_| bad_domain)?,
             table: GrantTable::open(&self.run, domid).map_err(|_| bad_domain)?,
-            records: MapRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
+            records: PinRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
         });
         if granter.table.is_dying() {
             return Err(bad_domain);
@@ -92,14 +123,14 @@ impl SimGrants {
         let guest = op.guest();
         let granter = self.domain(guest.domid)?;
         let write = op.writes_guest();
-        let frame = granter.pin(guest.gref, self.caller, write)?;
+        let (frame, slot) = granter.pin(guest.gref, self.caller, write)?;
         // In range: frame < pages (checked by pin) and offset + len <= PAGE_SIZE.
         let at = frame as usize * PAGE_SIZE + usize::from(guest.offset);
         let copied = match op.local() {
             LocalBuf::FromGuest(buf) => granter.memory.read(at, buf),
             LocalBuf::ToGuest(buf) => granter.memory.write(at, buf),
         };
-        granter.table.unpin(guest.gref, write);
+        granter.unpin(slot);
         copied.ok_or(GrantError::BadFrame {
             domid: guest.domid,
             gref: guest.gref,
@@ -132,12 +163,16 @@ impl GrantAccess for SimGrants {
         }
         let granter = self.domain(domid)?;
         let mut frames = Vec::with_capacity(refs.len());
+        let mut slots = Vec::with_capacity(refs.len());
         for &gref in refs {
             match granter.pin(gref, self.caller, writable) {
-                Ok(frame) => frames.push(frame),
+                Ok((frame, slot)) => {
+                    frames.push(frame);
+                    slots.push(slot);
+                }
                 Err(err) => {
-                    for &pinned in &refs[..frames.len()] {
-                        granter.table.unpin(pinned, writable);
+                    for slot in slots {
+                        granter.unpin(slot);
                     }
                     return Err(err);
                 }
@@ -159,19 +194,17 @@ impl GrantAccess for SimGrants {
         let reserved = NonNull::new(base.cast::<u8>()).filter(|_| base != libc::MAP_FAILED);
         let Some(ptr) = reserved else {
             let err = GrantError::last_os("mmap (reserve for granted pages)");
-            for &pinned in refs {
-                granter.table.unpin(pinned, writable);
+            for slot in slots {
+                granter.unpin(slot);
             }
             return Err(err);
         };
         // From here the mapping owns the pins and the range: dropping it undoes both.
-        let slots = granter.records.record(refs, writable);
         let mapping = SimMapping {
             granter,
-            refs: refs.to_vec(),
+            slots,
             ptr,
             writable,
-            slots,
         };
         let (prot, fd) = if writable {
             (
@@ -206,11 +239,10 @@ impl GrantAccess for SimGrants {
 #[derive(Debug)]
 pub struct SimMapping {
     granter: Arc<Granter>,
-    refs: Vec<GrantRef>,
+    /// The pin record of each page, in order (see pin_records).
+    slots: Vec<u32>,
     ptr: NonNull<u8>,
     writable: bool,
-    /// What lets the pins be released should this process die (see map_records).
-    slots: Vec<u32>,
 }
 
 // SAFETY: the range is shared memory owned by this value, not tied to a thread; the granter
@@ -223,7 +255,7 @@ impl GrantMapping for SimMapping {
     }
 
     fn pages(&self) -> usize {
-        self.refs.len()
+        self.slots.len()
     }
 
     fn is_writable(&self) -> bool {
@@ -234,12 +266,9 @@ impl GrantMapping for SimMapping {
 impl Drop for SimMapping {
     fn drop(&mut self) {
         // SAFETY: exactly the range reserved in `map`; no borrow of it outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.refs.len() * PAGE_SIZE) };
-        // The records go first: a crash in between leaks pins rather than releasing them
-        // twice.
-        self.granter.records.release(&self.slots);
-        for &gref in &self.refs {
-            self.granter.table.unpin(gref, self.writable);
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.slots.len() * PAGE_SIZE) };
+        for &slot in &self.slots {
+            self.granter.unpin(slot);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Linux guest writes them. The toolstack and the simulated blkfront build on this.
 
 use super::grant_table::GrantTable;
-use super::map_records::reap_dead;
+use super::pin_records::reap_dead;
 use super::port_table::PortTable;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
@@ -151,9 +151,18 @@ impl GuestDomain {
         match self.grants.end_access(gref.0) {
             Err(EndAccessError::InUse { .. }) => {
                 reap_dead(&self.run, self.domid, &self.grants);
+                // A grantee that died holding the entry's pin lock may have left its flags
+                // set: taking the lock over puts them right.
+                self.grants.recover(gref.0);
                 self.grants.end_access(gref.0)
             }
             result => result,
         }
+    }
+
+    /// Whether the grantee maps or copies the page of `gref` now, as Linux's
+    /// `gnttab_query_foreign_access` tells.
+    pub fn in_use(&self, gref: GrantRef) -> Result<bool, EndAccessError> {
+        self.grants.in_use(gref.0)
     }
 }

@@ -6,12 +6,13 @@
 //! `MAP_SHARED`; every grant access is checked against the guest's grant table as Xen checks
 //! it, so a bad ref fails only the access that named it.
 
+mod active;
 mod destroy;
 mod evtchn;
 mod grant_table;
 mod grants;
 mod guest;
-mod map_records;
+mod pin_records;
 mod port_table;
 mod run_dir;
 mod shm;
