@@ -11,7 +11,7 @@ use super::port_table::{
 use super::run_dir::{random_id, RunDir};
 use super::SimError;
 use crate::platform::{DomId, EventChannel, EvtchnError, Port};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
@@ -140,6 +140,58 @@ impl SimEventChannel {
         Ok(entry)
     }
 
+    /// Closes a port of this handle (`EVTCHNOP_close`); the peer's port goes back to unbound.
+    fn close(&mut self, port: Port) -> Result<(), EvtchnError> {
+        let entry = self.owned(port)?;
+        let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
+        let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
+        let interdomain = entry.state.load(Ordering::Acquire) == STATE_INTERDOMAIN;
+        // The peer's table may be gone with its domain; then only our end is closed.
+        let peer_table = interdomain && self.table(remote, false).is_ok();
+        let me = self.me;
+        let own = &self.tables[&me];
+        let theirs = peer_table.then(|| &self.tables[&remote]);
+        let _locks = match theirs {
+            Some(theirs) => lock_pair((me, own), (remote, theirs)),
+            None => own.lock().map(|lock| (lock, None)),
+        }
+        .map_err(sim_error)?;
+        if let Some(peer) = theirs.and_then(|t| t.entry(remote_port)) {
+            if peer.is_connected_to(me, port) {
+                close_peer(&self.run, remote, &peer);
+            }
+        }
+        if let Some(entry) = own.entry(port) {
+            entry.free();
+        }
+        self.bound.retain(|&p| p != port);
+        Ok(())
+    }
+
+    /// Drops what no port of this handle needs any more: the port tables of domains it has
+    /// no channel with (a dead guest's table would stay mapped) and the doorbell sockets of
+    /// handles none of its ports connects to (one more per guest reconnect otherwise).
+    fn evict_unused(&mut self) {
+        let mut domains = HashSet::from([self.me]);
+        let mut peers = HashSet::from([(self.me, self.id)]);
+        let own = &self.tables[&self.me];
+        for &port in &self.bound {
+            let Some(entry) = own.entry(port) else {
+                continue;
+            };
+            let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
+            domains.insert(remote);
+            let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
+            if let Some(peer) = self.tables.get(&remote).and_then(|t| t.entry(remote_port)) {
+                if peer.is_connected_to(self.me, port) {
+                    peers.insert((remote, peer.owner.load(Ordering::Relaxed)));
+                }
+            }
+        }
+        self.tables.retain(|domid, _| domains.contains(domid));
+        self.doorbells.retain(|key, _| peers.contains(key));
+    }
+
     /// Wakes handle `owner` of `domid`. Failures are harmless: a full queue means the handle
     /// is already due to wake, a refused one that it is gone.
     fn ring(&mut self, domid: DomId, owner: u64) {
@@ -254,29 +306,8 @@ impl EventChannel for SimEventChannel {
     }
 
     fn unbind(&mut self, port: Port) -> Result<(), EvtchnError> {
-        let entry = self.owned(port)?;
-        let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
-        let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
-        let interdomain = entry.state.load(Ordering::Acquire) == STATE_INTERDOMAIN;
-        // The peer's table may be gone with its domain; then only our end is closed.
-        let peer_table = interdomain && self.table(remote, false).is_ok();
-        let me = self.me;
-        let own = &self.tables[&me];
-        let theirs = peer_table.then(|| &self.tables[&remote]);
-        let _locks = match theirs {
-            Some(theirs) => lock_pair((me, own), (remote, theirs)),
-            None => own.lock().map(|lock| (lock, None)),
-        }
-        .map_err(sim_error)?;
-        if let Some(peer) = theirs.and_then(|t| t.entry(remote_port)) {
-            if peer.is_connected_to(me, port) {
-                close_peer(&self.run, remote, &peer);
-            }
-        }
-        if let Some(entry) = own.entry(port) {
-            entry.free();
-        }
-        self.bound.retain(|&p| p != port);
+        self.close(port)?;
+        self.evict_unused();
         Ok(())
     }
 
@@ -355,7 +386,7 @@ impl EventChannel for SimEventChannel {
 impl Drop for SimEventChannel {
     fn drop(&mut self) {
         for port in std::mem::take(&mut self.bound) {
-            let _ = self.unbind(port);
+            let _ = self.close(port);
         }
         let _ = std::fs::remove_file(&self.socket_path);
     }

@@ -96,8 +96,11 @@ impl SimGrants {
             if !granter.table.is_dying() {
                 return Ok(Arc::clone(granter));
             }
-            self.domains.remove(&domid);
         }
+        // Each domain opened is a new one (a guest comes, or one came back): the time to let
+        // go of the files of every destroyed one, which would otherwise stay open and mapped
+        // for as long as this handle lives.
+        self.evict_destroyed();
         let bad_domain = GrantError::BadDomain { domid };
         let granter = Arc::new(Granter {
             domid,
@@ -111,6 +114,11 @@ impl SimGrants {
         }
         self.domains.insert(domid, Arc::clone(&granter));
         Ok(granter)
+    }
+
+    /// Forgets destroyed domains; their pages stay mapped only as long as mappings of them.
+    fn evict_destroyed(&mut self) {
+        self.domains.retain(|_, granter| !granter.table.is_dying());
     }
 
     fn copy_one(&mut self, op: &mut CopyOp<'_>) -> Result<(), GrantError> {
@@ -161,6 +169,9 @@ impl GrantAccess for SimGrants {
         if refs.is_empty() || refs.len() > MAX_MAP_COUNT {
             return Err(GrantError::BadMapCount { count: refs.len() });
         }
+        // Maps are rare (a ring at connect): also the time to forget domains destroyed since
+        // this handle last opened one.
+        self.evict_destroyed();
         let granter = self.domain(domid)?;
         let mut frames = Vec::with_capacity(refs.len());
         let mut slots = Vec::with_capacity(refs.len());
