@@ -14,6 +14,7 @@ use super::shm::SharedFile;
 use super::SimError;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const HEADER: usize = 64;
@@ -121,7 +122,7 @@ impl<'a> PinLock<'a> {
     pub(crate) fn acquire(entry: &ActiveEntry<'a>) -> Result<Self, LockStuck> {
         let word = entry.lock;
         let take = |current: u64| {
-            let me = u64::from(std::process::id()) << 32;
+            let me = u64::from(own_pid()) << 32;
             let pins = current as u32;
             word.compare_exchange_weak(
                 current,
@@ -171,6 +172,14 @@ impl Drop for PinLock<'_> {
     fn drop(&mut self) {
         self.word.store(u64::from(self.pins), Ordering::Release);
     }
+}
+
+/// This process's pid, asked of the kernel once: `getpid` is a system call, and the lock is
+/// taken twice per copy segment. (Like everything of the sim, handles are not meant to be used
+/// across a `fork`.)
+fn own_pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Whether process `pid` exists. A pid reused by a new process after its holder died reads

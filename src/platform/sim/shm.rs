@@ -160,11 +160,15 @@ unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
         // SAFETY: i < dst.len(): inside the source range.
         *byte = unsafe { src.add(i).read_volatile() };
     }
+    let out = dst.as_mut_ptr();
     for w in 0..words {
         let at = head + w * 8;
-        // SAFETY: `src + at` is 8-aligned and the word lies inside the source range.
-        let word = unsafe { src.add(at).cast::<u64>().read_volatile() };
-        dst[at..at + 8].copy_from_slice(&word.to_ne_bytes());
+        // SAFETY: `src + at` is 8-aligned and the word lies inside the source range; the
+        // word at `out + at` lies inside `dst`, which may be unaligned.
+        unsafe {
+            let word = src.add(at).cast::<u64>().read_volatile();
+            out.add(at).cast::<u64>().write_unaligned(word);
+        }
     }
     for (i, byte) in dst.iter_mut().enumerate().skip(head + words * 8) {
         // SAFETY: i < dst.len(): inside the source range.
@@ -184,10 +188,15 @@ unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
         // SAFETY: i < src.len(): inside the destination range.
         unsafe { dst.add(i).write_volatile(byte) };
     }
-    for (w, chunk) in src[head..head + words * 8].chunks_exact(8).enumerate() {
-        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-        // SAFETY: `dst + head + 8w` is 8-aligned and the word lies inside the range.
-        unsafe { dst.add(head + w * 8).cast::<u64>().write_volatile(word) };
+    let input = src.as_ptr();
+    for w in 0..words {
+        let at = head + w * 8;
+        // SAFETY: the word at `input + at` lies inside `src` (maybe unaligned); `dst + at` is
+        // 8-aligned and the word lies inside the destination range.
+        unsafe {
+            let word = input.add(at).cast::<u64>().read_unaligned();
+            dst.add(at).cast::<u64>().write_volatile(word);
+        }
     }
     for (i, &byte) in src.iter().enumerate().skip(head + words * 8) {
         // SAFETY: i < src.len(): inside the destination range.
