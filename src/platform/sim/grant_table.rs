@@ -404,8 +404,7 @@ mod tests {
 
         /// Pins `gref` for dom0 with a new slot of `records`; returns the slot on success.
         fn pin(&self, records: &PinRecords, gref: u32, write: bool) -> Result<u32, GrantError> {
-            let slot = records.take(gref).unwrap();
-            let record = records.slot(slot).unwrap();
+            let (slot, record) = records.take(gref).unwrap();
             self.table
                 .pin(GrantRef(gref), DOM0, write, PAGES, &record)
                 .map(|_| slot)
@@ -435,8 +434,7 @@ mod tests {
         let records = host.records();
         host.guest.grant(GrantRef(8), DOM0, 1, false).unwrap();
         for (regrant_to, expected) in [(2, Ok(2)), (999, Err(999))] {
-            let slot = records.take(8).unwrap();
-            let record = records.slot(slot).unwrap();
+            let (_, record) = records.take(8).unwrap();
             let mut raced = false;
             let pinned = host
                 .table
@@ -479,8 +477,7 @@ mod tests {
         let first = host.pin(&records, 8, false).unwrap();
         host.guest.grant(GrantRef(8), DomId(7), 2, false).unwrap();
 
-        let other = records.take(8).unwrap();
-        let record = records.slot(other).unwrap();
+        let (_, record) = records.take(8).unwrap();
         assert!(matches!(
             host.table.pin(GrantRef(8), DomId(7), false, PAGES, &record),
             Err(GrantError::WrongDomain {
@@ -489,16 +486,20 @@ mod tests {
                 ..
             })
         ));
-        let second = host.pin(&records, 8, false).unwrap();
-        let record = records.slot(second).unwrap();
+        let (second, record) = records.take(8).unwrap();
         assert_eq!(
             host.table.pin(GrantRef(8), DOM0, false, PAGES, &record),
             Ok(1),
-            "the frame of the first pin"
+            "allowed for the first grantee, with the frame of the first pin"
         );
-        for slot in [first, second, second] {
+        for slot in [first, second] {
             host.table.release(&records.slot(slot).unwrap()).unwrap();
         }
+        assert_eq!(
+            host.lock_word(8).load(Ordering::Relaxed),
+            0,
+            "nothing pinned"
+        );
     }
 
     #[test]

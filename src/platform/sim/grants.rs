@@ -39,19 +39,12 @@ impl Granter {
     /// first (so that the pin is found should this process die with it); returns the frame
     /// and the slot.
     fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<(u32, u32), GrantError> {
-        let slot = self.records.take(gref.0).ok_or(GrantError::Refused {
+        let (slot, record) = self.records.take(gref.0).ok_or(GrantError::Refused {
             domid: self.domid,
             gref,
             status: gntst::NO_DEVICE_SPACE,
         })?;
-        let pinned = match self.records.slot(slot) {
-            Some(record) => self.table.pin(gref, caller, write, self.pages(), &record),
-            None => Err(GrantError::BadRef {
-                domid: self.domid,
-                gref,
-            }),
-        };
-        match pinned {
+        match self.table.pin(gref, caller, write, self.pages(), &record) {
             Ok(frame) => Ok((frame, slot)),
             Err(err) => {
                 self.records.give_back(slot);

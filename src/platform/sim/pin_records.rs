@@ -91,8 +91,9 @@ impl PinRecords {
         })
     }
 
-    /// Takes a free slot for a pin of `gref` about to be taken; `None` when all are in use.
-    pub(crate) fn take(&self, gref: u32) -> Option<u32> {
+    /// Takes a free slot for a pin of `gref` about to be taken: its index and the slot;
+    /// `None` when all are in use.
+    pub(crate) fn take(&self, gref: u32) -> Option<(u32, Slot<'_>)> {
         let mut free = self.free.lock().ok()?;
         let index = match free.released.pop() {
             Some(index) => index,
@@ -109,7 +110,7 @@ impl PinRecords {
             return None;
         };
         slot.gref.store(gref, Ordering::Relaxed);
-        Some(index)
+        Some((index, slot))
     }
 
     /// Slot `index` of this file.
