@@ -5,7 +5,7 @@
 mod platform_sim_common;
 
 use platform_sim_common::TempRun;
-use tokenback::platform::sim::{GuestDomain, RunDir};
+use tokenback::platform::sim::{GuestDomain, RunDir, SimError, MAX_GRANT_FRAMES};
 use tokenback::platform::DomId;
 
 #[test]
@@ -68,4 +68,23 @@ fn a_run_directory_is_opened_only_once_created() {
     // Creating it again keeps what is there.
     let again = RunDir::create(run.dir().root()).unwrap();
     assert!(again.domain_exists(DomId(0)));
+}
+
+#[test]
+fn domains_are_limited_as_on_xen_and_a_refused_one_takes_no_domid() {
+    // Before: any number of grant frames was accepted, and a page count whose size overflows
+    // panicked in the multiplication.
+    let run = TempRun::new();
+    assert!(matches!(
+        GuestDomain::create(run.dir(), 1, MAX_GRANT_FRAMES + 1),
+        Err(SimError::Limit { requested, max, .. })
+            if requested == MAX_GRANT_FRAMES + 1 && max == 64
+    ));
+    assert!(matches!(
+        GuestDomain::create(run.dir(), usize::MAX / 2, 1),
+        Err(SimError::Limit { .. })
+    ));
+    assert!(!run.dir().domain_exists(DomId(1)), "no half-made domain");
+    let largest = GuestDomain::create(run.dir(), 1, MAX_GRANT_FRAMES).unwrap();
+    assert_eq!(largest.grant_entries(), MAX_GRANT_FRAMES * 512);
 }

@@ -279,3 +279,30 @@ fn the_fd_drives_a_mio_poll_edge_by_edge() {
     assert!(ready(&mut poll, &mut events));
     assert_eq!(pending(&mut p.back), [p.back_port]);
 }
+
+#[test]
+fn unmask_skips_ports_not_bound_here_and_unmasks_the_rest() {
+    // Before: unmask([closed port, live port]) stopped at the closed one with NotBound and left
+    // the live port disabled for good.
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+    let closed = p
+        .back
+        .bind_interdomain(guest.domid(), p.front.alloc_unbound(DOM0).unwrap());
+    let closed = closed.unwrap();
+    assert_eq!(pending(&mut p.back), [closed], "the bind's own event");
+    p.back.unbind(closed).unwrap();
+
+    p.front.notify(p.front_port).unwrap();
+    assert_eq!(pending(&mut p.back), [p.back_port]);
+    p.back
+        .unmask(&[closed, Port(0), Port(1 << 20), p.back_port])
+        .unwrap();
+    p.front.notify(p.front_port).unwrap();
+    assert_eq!(
+        pending(&mut p.back),
+        [p.back_port],
+        "the live port was unmasked"
+    );
+}

@@ -211,3 +211,56 @@ fn maps_check_read_only_and_are_all_or_nothing() {
         GrantError::BadMapCount { count: 0 }
     );
 }
+
+#[test]
+fn an_empty_segment_succeeds_without_touching_the_grant() {
+    // Before: an empty segment was checked and pinned like any other, so it failed on a
+    // revoked ref or an unknown domain, where gntdev answers it okay without asking Xen.
+    let run = TempRun::new();
+    let guest = guest_with_grants(&run);
+    let mut grants = SimGrants::new(run.dir(), DOM0);
+    let missing = GuestRange {
+        domid: DomId(4321),
+        gref: GrantRef(8),
+        offset: 0,
+    };
+    let mut empty = [0u8; 0];
+    let mut ops = [
+        CopyOp::from_guest(at(&guest, 11, 0), &mut []),
+        CopyOp::to_guest(&[], at(&guest, 9, 4096)),
+        CopyOp::from_guest(missing, &mut empty),
+        CopyOp::to_guest(&[], at(&guest, 8, 4097)),
+    ];
+    assert_eq!(grants.copy(&mut ops), 1);
+    assert_eq!(ops[0].status(), Ok(()));
+    assert_eq!(ops[1].status(), Ok(()));
+    assert_eq!(ops[2].status(), Ok(()));
+    assert!(
+        matches!(ops[3].status(), Err(GrantError::BadCopyArg { .. })),
+        "the page bound is still checked"
+    );
+}
+
+#[test]
+fn a_read_only_mapping_cannot_be_made_writable() {
+    // Before: read-only grants were mapped from the read-write memory file, so mprotect could
+    // add PROT_WRITE and write the guest's page; Xen keeps such a page read-only.
+    let run = TempRun::new();
+    let guest = guest_with_grants(&run);
+    let mut grants = SimGrants::new(run.dir(), DOM0);
+    for gref in [GrantRef(9), GrantRef(8)] {
+        let mapping = grants.map(guest.domid(), &[gref], false).unwrap();
+        // SAFETY: changes the protection of the one page this mapping owns; nothing is
+        // written through it.
+        let rc = unsafe {
+            libc::mprotect(
+                mapping.as_ptr().as_ptr().cast(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(rc, -1, "{gref} became writable");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{gref}");
+    }
+}

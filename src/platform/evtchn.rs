@@ -66,6 +66,8 @@ pub trait EventChannel: AsRawFd {
     /// polling re-arms). Each port appended stays disabled until unmasked.
     fn read_pending(&mut self, out: &mut Vec<Port>) -> Result<(), EvtchnError>;
 
-    /// Re-enables ports after their events were handled.
+    /// Re-enables ports after their events were handled. Ports not bound through this handle
+    /// (closed meanwhile, or never ours) are skipped, as Linux evtchn skips them; the others are
+    /// still re-enabled.
     fn unmask(&mut self, ports: &[Port]) -> Result<(), EvtchnError>;
 }

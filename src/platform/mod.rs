@@ -84,4 +84,6 @@ pub mod gntst {
     pub const BAD_PAGE: i16 = -9;
     /// `GNTST_bad_copy_arg`: a copy segment crosses its page.
     pub const BAD_COPY_ARG: i16 = -10;
+    /// `GNTST_eagain`: not done; try again.
+    pub const EAGAIN: i16 = -12;
 }

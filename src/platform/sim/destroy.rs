@@ -1,8 +1,9 @@
 //! Destroying a domain, the toolstack's part of a guest's death (docs/sim-host.md,
 //! "Domain life").
 
+use super::evtchn::close_peer;
 use super::grant_table::GrantTable;
-use super::port_table::{lock_pair, PortTable, NR_PORTS, STATE_FREE, STATE_UNBOUND};
+use super::port_table::{lock_pair, PortTable, NR_PORTS, STATE_FREE};
 use super::run_dir::RunDir;
 use super::SimError;
 use crate::platform::{DomId, Port};
@@ -74,8 +75,7 @@ impl RunDir {
             };
             if let Some(peer) = theirs.as_ref().and_then(|t| t.entry(remote_port)) {
                 if peer.is_connected_to(domid, port) {
-                    peer.remote_port.store(0, Ordering::Relaxed);
-                    peer.state.store(STATE_UNBOUND, Ordering::Release);
+                    close_peer(self, remote, &peer);
                 }
             }
             entry.free();

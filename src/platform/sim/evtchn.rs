@@ -5,12 +5,13 @@
 //! tables say which ports fired (docs/sim-host.md, "Event channels").
 
 use super::port_table::{
-    lock_pair, PortTable, EV_MASKED, EV_PENDING, STATE_FREE, STATE_INTERDOMAIN, STATE_UNBOUND,
+    lock_pair, PortEntry, PortTable, EV_MASKED, EV_PENDING, STATE_FREE, STATE_INTERDOMAIN,
+    STATE_UNBOUND,
 };
 use super::run_dir::{random_id, RunDir};
 use super::SimError;
 use crate::platform::{DomId, EventChannel, EvtchnError, Port};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
@@ -127,7 +128,7 @@ impl SimEventChannel {
     }
 
     /// Checks that this handle owns `port` and returns its entry.
-    fn owned(&self, port: Port) -> Result<super::port_table::PortEntry<'_>, EvtchnError> {
+    fn owned(&self, port: Port) -> Result<PortEntry<'_>, EvtchnError> {
         let entry = self.tables[&self.me]
             .entry(port)
             .ok_or(EvtchnError::BadPort { port })?;
@@ -137,6 +138,58 @@ impl SimEventChannel {
             return Err(EvtchnError::NotBound { port });
         }
         Ok(entry)
+    }
+
+    /// Closes a port of this handle (`EVTCHNOP_close`); the peer's port goes back to unbound.
+    fn close(&mut self, port: Port) -> Result<(), EvtchnError> {
+        let entry = self.owned(port)?;
+        let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
+        let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
+        let interdomain = entry.state.load(Ordering::Acquire) == STATE_INTERDOMAIN;
+        // The peer's table may be gone with its domain; then only our end is closed.
+        let peer_table = interdomain && self.table(remote, false).is_ok();
+        let me = self.me;
+        let own = &self.tables[&me];
+        let theirs = peer_table.then(|| &self.tables[&remote]);
+        let _locks = match theirs {
+            Some(theirs) => lock_pair((me, own), (remote, theirs)),
+            None => own.lock().map(|lock| (lock, None)),
+        }
+        .map_err(sim_error)?;
+        if let Some(peer) = theirs.and_then(|t| t.entry(remote_port)) {
+            if peer.is_connected_to(me, port) {
+                close_peer(&self.run, remote, &peer);
+            }
+        }
+        if let Some(entry) = own.entry(port) {
+            entry.free();
+        }
+        self.bound.retain(|&p| p != port);
+        Ok(())
+    }
+
+    /// Drops what no port of this handle needs any more: the port tables of domains it has
+    /// no channel with (a dead guest's table would stay mapped) and the doorbell sockets of
+    /// handles none of its ports connects to (one more per guest reconnect otherwise).
+    fn evict_unused(&mut self) {
+        let mut domains = HashSet::from([self.me]);
+        let mut peers = HashSet::from([(self.me, self.id)]);
+        let own = &self.tables[&self.me];
+        for &port in &self.bound {
+            let Some(entry) = own.entry(port) else {
+                continue;
+            };
+            let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
+            domains.insert(remote);
+            let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
+            if let Some(peer) = self.tables.get(&remote).and_then(|t| t.entry(remote_port)) {
+                if peer.is_connected_to(self.me, port) {
+                    peers.insert((remote, peer.owner.load(Ordering::Relaxed)));
+                }
+            }
+        }
+        self.tables.retain(|domid, _| domains.contains(domid));
+        self.doorbells.retain(|key, _| peers.contains(key));
     }
 
     /// Wakes handle `owner` of `domid`. Failures are harmless: a full queue means the handle
@@ -161,22 +214,33 @@ impl SimEventChannel {
             }
         }
     }
+}
 
-    /// Whether handle `owner` of this domain still has a process behind it.
-    fn handle_alive(&self, owner: u64) -> bool {
-        if owner == self.id {
-            return true;
-        }
-        let Ok(probe) = UnixDatagram::unbound() else {
-            return true;
-        };
-        match probe.connect(self.run.evtchn_socket(self.me, owner)) {
-            Ok(()) => true,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-            ),
-        }
+/// Closes the far end of a channel whose near end goes away (both tables locked). The peer's
+/// port goes back to unbound, as `evtchn_close` leaves it, for its handle to close; a handle
+/// whose process died never will, so its port is freed, as the kernel freed it when that
+/// process's evtchn fd closed.
+pub(super) fn close_peer(run: &RunDir, domid: DomId, peer: &PortEntry<'_>) {
+    if handle_alive(run, domid, peer.owner.load(Ordering::Relaxed)) {
+        peer.remote_port.store(0, Ordering::Relaxed);
+        peer.state.store(STATE_UNBOUND, Ordering::Release);
+    } else {
+        peer.free();
+    }
+}
+
+/// Whether handle `owner` of `domid` still has a process behind it: a dead process's socket
+/// refuses (or is gone), as the kernel would have closed its evtchn fd.
+pub(super) fn handle_alive(run: &RunDir, domid: DomId, owner: u64) -> bool {
+    let Ok(probe) = UnixDatagram::unbound() else {
+        return true;
+    };
+    match probe.connect(run.evtchn_socket(domid, owner)) {
+        Ok(()) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
     }
 }
 
@@ -209,7 +273,10 @@ impl EventChannel for SimEventChannel {
             let stale_port = Port(peer.remote_port.load(Ordering::Relaxed));
             if let Some(stale) = own.entry(stale_port) {
                 let owner = stale.owner.load(Ordering::Relaxed);
-                if stale.is_connected_to(remote, remote_port) && !self.handle_alive(owner) {
+                if stale.is_connected_to(remote, remote_port)
+                    && owner != id
+                    && !handle_alive(&self.run, me, owner)
+                {
                     stale.free();
                     peer.remote_port.store(0, Ordering::Relaxed);
                     peer.state.store(STATE_UNBOUND, Ordering::Release);
@@ -239,31 +306,8 @@ impl EventChannel for SimEventChannel {
     }
 
     fn unbind(&mut self, port: Port) -> Result<(), EvtchnError> {
-        let entry = self.owned(port)?;
-        let remote = DomId(entry.remote_domid.load(Ordering::Relaxed) as u16);
-        let remote_port = Port(entry.remote_port.load(Ordering::Relaxed));
-        let interdomain = entry.state.load(Ordering::Acquire) == STATE_INTERDOMAIN;
-        // The peer's table may be gone with its domain; then only our end is closed.
-        let peer_table = interdomain && self.table(remote, false).is_ok();
-        let me = self.me;
-        let own = &self.tables[&me];
-        let theirs = peer_table.then(|| &self.tables[&remote]);
-        let _locks = match theirs {
-            Some(theirs) => lock_pair((me, own), (remote, theirs)),
-            None => own.lock().map(|lock| (lock, None)),
-        }
-        .map_err(sim_error)?;
-        if let Some(peer) = theirs.and_then(|t| t.entry(remote_port)) {
-            if peer.is_connected_to(me, port) {
-                peer.remote_domid.store(u32::from(me.0), Ordering::Relaxed);
-                peer.remote_port.store(0, Ordering::Relaxed);
-                peer.state.store(STATE_UNBOUND, Ordering::Release);
-            }
-        }
-        if let Some(entry) = own.entry(port) {
-            entry.free();
-        }
-        self.bound.retain(|&p| p != port);
+        self.close(port)?;
+        self.evict_unused();
         Ok(())
     }
 
@@ -325,10 +369,12 @@ impl EventChannel for SimEventChannel {
 
     fn unmask(&mut self, ports: &[Port]) -> Result<(), EvtchnError> {
         for &port in ports {
-            let before = self
-                .owned(port)?
-                .bits
-                .fetch_and(!EV_MASKED, Ordering::AcqRel);
+            // Linux evtchn's write skips ports this fd does not own and unmasks the rest: one
+            // port closed meanwhile must not leave the others disabled.
+            let Ok(entry) = self.owned(port) else {
+                continue;
+            };
+            let before = entry.bits.fetch_and(!EV_MASKED, Ordering::AcqRel);
             if before & EV_MASKED != 0 && before & EV_PENDING != 0 {
                 self.ring(self.me, self.id);
             }
@@ -340,7 +386,7 @@ impl EventChannel for SimEventChannel {
 impl Drop for SimEventChannel {
     fn drop(&mut self) {
         for port in std::mem::take(&mut self.bound) {
-            let _ = self.unbind(port);
+            let _ = self.close(port);
         }
         let _ = std::fs::remove_file(&self.socket_path);
     }

@@ -2,13 +2,14 @@
 //! each access checked and pinned through the guest's grant table.
 
 use super::grant_table::GrantTable;
-use super::map_records::MapRecords;
+use super::pin_records::PinRecords;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
 use crate::platform::{
-    CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
+    gntst, CopyOp, DomId, GrantAccess, GrantError, GrantMapping, GrantRef, LocalBuf, PAGE_SIZE,
 };
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -17,13 +18,16 @@ use std::sync::Arc;
 const MAX_MAP_COUNT: usize = 65536;
 
 /// A granting domain as an accessor sees it: its memory, its grant table, and this
-/// accessor's records of what it maps there.
+/// accessor's records of the pins it holds there.
 #[derive(Debug)]
 struct Granter {
     domid: DomId,
     memory: SharedFile,
+    /// The memory file opened read-only: read-only grants are mapped from it, so that
+    /// `mprotect` cannot make them writable (Xen maps them read-only in the page tables).
+    memory_ro: File,
     table: GrantTable,
-    records: MapRecords,
+    records: PinRecords,
 }
 
 impl Granter {
@@ -31,9 +35,33 @@ impl Granter {
         self.memory.len() / PAGE_SIZE
     }
 
-    fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<u32, GrantError> {
-        self.table
-            .pin(self.domid, gref, caller, write, self.pages())
+    /// Pins `gref` for `caller`, recorded in a slot of this accessor's pin records taken
+    /// first (so that the pin is found should this process die with it); returns the frame
+    /// and the slot.
+    fn pin(&self, gref: GrantRef, caller: DomId, write: bool) -> Result<(u32, u32), GrantError> {
+        let (slot, record) = self.records.take(gref.0).ok_or(GrantError::Refused {
+            domid: self.domid,
+            gref,
+            status: gntst::NO_DEVICE_SPACE,
+        })?;
+        match self.table.pin(gref, caller, write, self.pages(), &record) {
+            Ok(frame) => Ok((frame, slot)),
+            Err(err) => {
+                self.records.give_back(slot);
+                Err(err)
+            }
+        }
+    }
+
+    /// Releases the pin recorded in `slot`. A pin whose lock stays stuck is left recorded,
+    /// for the guest's reaping to release once this process is gone.
+    fn unpin(&self, slot: u32) {
+        let Some(record) = self.records.slot(slot) else {
+            return;
+        };
+        if self.table.release(&record).is_ok() {
+            self.records.give_back(slot);
+        }
     }
 }
 
@@ -61,14 +89,18 @@ impl SimGrants {
             if !granter.table.is_dying() {
                 return Ok(Arc::clone(granter));
             }
-            self.domains.remove(&domid);
         }
+        // Each domain opened is a new one (a guest comes, or one came back): the time to let
+        // go of the files of every destroyed one, which would otherwise stay open and mapped
+        // for as long as this handle lives.
+        self.evict_destroyed();
         let bad_domain = GrantError::BadDomain { domid };
         let granter = Arc::new(Granter {
             domid,
             memory: SharedFile::open(&self.run.memory(domid)).map_err(|_| bad_domain)?,
+            memory_ro: File::open(self.run.memory(domid)).map_err(|_| bad_domain)?,
             table: GrantTable::open(&self.run, domid).map_err(|_| bad_domain)?,
-            records: MapRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
+            records: PinRecords::create(&self.run, domid).map_err(|_| bad_domain)?,
         });
         if granter.table.is_dying() {
             return Err(bad_domain);
@@ -77,19 +109,29 @@ impl SimGrants {
         Ok(granter)
     }
 
+    /// Forgets destroyed domains; their pages stay mapped only as long as mappings of them.
+    fn evict_destroyed(&mut self) {
+        self.domains.retain(|_, granter| !granter.table.is_dying());
+    }
+
     fn copy_one(&mut self, op: &mut CopyOp<'_>) -> Result<(), GrantError> {
         op.check_bounds()?;
+        if op.is_empty() {
+            // gntdev answers an empty segment itself, without asking Xen: nothing is checked
+            // nor pinned.
+            return Ok(());
+        }
         let guest = op.guest();
         let granter = self.domain(guest.domid)?;
         let write = op.writes_guest();
-        let frame = granter.pin(guest.gref, self.caller, write)?;
+        let (frame, slot) = granter.pin(guest.gref, self.caller, write)?;
         // In range: frame < pages (checked by pin) and offset + len <= PAGE_SIZE.
         let at = frame as usize * PAGE_SIZE + usize::from(guest.offset);
         let copied = match op.local() {
             LocalBuf::FromGuest(buf) => granter.memory.read(at, buf),
             LocalBuf::ToGuest(buf) => granter.memory.write(at, buf),
         };
-        granter.table.unpin(guest.gref, write);
+        granter.unpin(slot);
         copied.ok_or(GrantError::BadFrame {
             domid: guest.domid,
             gref: guest.gref,
@@ -120,14 +162,21 @@ impl GrantAccess for SimGrants {
         if refs.is_empty() || refs.len() > MAX_MAP_COUNT {
             return Err(GrantError::BadMapCount { count: refs.len() });
         }
+        // Maps are rare (a ring at connect): also the time to forget domains destroyed since
+        // this handle last opened one.
+        self.evict_destroyed();
         let granter = self.domain(domid)?;
         let mut frames = Vec::with_capacity(refs.len());
+        let mut slots = Vec::with_capacity(refs.len());
         for &gref in refs {
             match granter.pin(gref, self.caller, writable) {
-                Ok(frame) => frames.push(frame),
+                Ok((frame, slot)) => {
+                    frames.push(frame);
+                    slots.push(slot);
+                }
                 Err(err) => {
-                    for &pinned in &refs[..frames.len()] {
-                        granter.table.unpin(pinned, writable);
+                    for slot in slots {
+                        granter.unpin(slot);
                     }
                     return Err(err);
                 }
@@ -149,21 +198,26 @@ impl GrantAccess for SimGrants {
         let reserved = NonNull::new(base.cast::<u8>()).filter(|_| base != libc::MAP_FAILED);
         let Some(ptr) = reserved else {
             let err = GrantError::last_os("mmap (reserve for granted pages)");
-            for &pinned in refs {
-                granter.table.unpin(pinned, writable);
+            for slot in slots {
+                granter.unpin(slot);
             }
             return Err(err);
         };
         // From here the mapping owns the pins and the range: dropping it undoes both.
-        let slots = granter.records.record(refs, writable);
         let mapping = SimMapping {
             granter,
-            refs: refs.to_vec(),
+            slots,
             ptr,
             writable,
-            slots,
         };
-        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let (prot, fd) = if writable {
+            (
+                libc::PROT_READ | libc::PROT_WRITE,
+                mapping.granter.memory.file().as_raw_fd(),
+            )
+        } else {
+            (libc::PROT_READ, mapping.granter.memory_ro.as_raw_fd())
+        };
         for (i, &frame) in frames.iter().enumerate() {
             // SAFETY: replaces page `i` of the range reserved above, which `mapping` owns and
             // nothing references yet, with the granted frame of the guest's memory file.
@@ -173,7 +227,7 @@ impl GrantAccess for SimGrants {
                     PAGE_SIZE,
                     prot,
                     libc::MAP_SHARED | libc::MAP_FIXED,
-                    mapping.granter.memory.file().as_raw_fd(),
+                    fd,
                     (frame as usize * PAGE_SIZE) as libc::off_t,
                 )
             };
@@ -189,11 +243,10 @@ impl GrantAccess for SimGrants {
 #[derive(Debug)]
 pub struct SimMapping {
     granter: Arc<Granter>,
-    refs: Vec<GrantRef>,
+    /// The pin record of each page, in order (see pin_records).
+    slots: Vec<u32>,
     ptr: NonNull<u8>,
     writable: bool,
-    /// What lets the pins be released should this process die (see map_records).
-    slots: Vec<u32>,
 }
 
 // SAFETY: the range is shared memory owned by this value, not tied to a thread; the granter
@@ -206,7 +259,7 @@ impl GrantMapping for SimMapping {
     }
 
     fn pages(&self) -> usize {
-        self.refs.len()
+        self.slots.len()
     }
 
     fn is_writable(&self) -> bool {
@@ -217,12 +270,9 @@ impl GrantMapping for SimMapping {
 impl Drop for SimMapping {
     fn drop(&mut self) {
         // SAFETY: exactly the range reserved in `map`; no borrow of it outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.refs.len() * PAGE_SIZE) };
-        // The records go first: a crash in between leaks pins rather than releasing them
-        // twice.
-        self.granter.records.release(&self.slots);
-        for &gref in &self.refs {
-            self.granter.table.unpin(gref, self.writable);
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.slots.len() * PAGE_SIZE) };
+        for &slot in &self.slots {
+            self.granter.unpin(slot);
         }
     }
 }

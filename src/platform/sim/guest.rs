@@ -2,13 +2,16 @@
 //! Linux guest writes them. The toolstack and the simulated blkfront build on this.
 
 use super::grant_table::GrantTable;
-use super::map_records::reap_dead;
+use super::pin_records::reap_dead;
 use super::port_table::PortTable;
 use super::run_dir::RunDir;
 use super::shm::SharedFile;
 use super::SimError;
 use crate::platform::{DomId, GrantRef, PAGE_SIZE};
 use std::ptr::NonNull;
+
+/// Most grant-table frames a domain may have: Xen's default `max_grant_frames`.
+pub const MAX_GRANT_FRAMES: usize = 64;
 
 /// Why a guest could not end access to a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,14 +35,27 @@ pub struct GuestDomain {
 
 impl GuestDomain {
     /// Creates a new domain in the run directory: allocates its domid, its memory of `pages`
-    /// zeroed pages, an empty grant table of `grant_frames` frames and its event-channel
-    /// table. The domain exists from the moment its domid is taken (docs/sim-host.md).
+    /// zeroed pages, an empty grant table of `grant_frames` frames (at most
+    /// [`MAX_GRANT_FRAMES`]) and its event-channel table. The domain exists from the moment
+    /// its domid is taken (docs/sim-host.md).
     pub fn create(run: &RunDir, pages: usize, grant_frames: usize) -> Result<Self, SimError> {
+        if grant_frames > MAX_GRANT_FRAMES {
+            return Err(SimError::Limit {
+                what: "grant-table frames",
+                requested: grant_frames,
+                max: MAX_GRANT_FRAMES,
+            });
+        }
+        let bytes = pages.max(1).checked_mul(PAGE_SIZE).ok_or(SimError::Limit {
+            what: "pages of memory",
+            requested: pages,
+            max: usize::MAX / PAGE_SIZE,
+        })?;
         let domid = run.allocate_domid()?;
         let made = (|| {
             let grants = GrantTable::create(run, domid, grant_frames.max(1))?;
             PortTable::create(run, domid)?;
-            let memory = SharedFile::create(&run.memory(domid), pages.max(1) * PAGE_SIZE)?;
+            let memory = SharedFile::create(&run.memory(domid), bytes)?;
             Ok((grants, memory))
         })();
         let (grants, memory) = made.inspect_err(|_| {
@@ -135,9 +151,18 @@ impl GuestDomain {
         match self.grants.end_access(gref.0) {
             Err(EndAccessError::InUse { .. }) => {
                 reap_dead(&self.run, self.domid, &self.grants);
+                // A grantee that died holding the entry's pin lock may have left its flags
+                // set: taking the lock over puts them right.
+                self.grants.recover(gref.0);
                 self.grants.end_access(gref.0)
             }
             result => result,
         }
+    }
+
+    /// Whether the grantee maps or copies the page of `gref` now, as Linux's
+    /// `gnttab_query_foreign_access` tells.
+    pub fn in_use(&self, gref: GrantRef) -> Result<bool, EndAccessError> {
+        self.grants.in_use(gref.0)
     }
 }

@@ -6,19 +6,20 @@
 //! `MAP_SHARED`; every grant access is checked against the guest's grant table as Xen checks
 //! it, so a bad ref fails only the access that named it.
 
+mod active;
 mod destroy;
 mod evtchn;
 mod grant_table;
 mod grants;
 mod guest;
-mod map_records;
+mod pin_records;
 mod port_table;
 mod run_dir;
 mod shm;
 
 pub use evtchn::{PortStatus, SimEventChannel};
 pub use grants::{SimGrants, SimMapping};
-pub use guest::{EndAccessError, GuestDomain};
+pub use guest::{EndAccessError, GuestDomain, MAX_GRANT_FRAMES};
 pub use run_dir::RunDir;
 
 use crate::platform::{DomId, Platform};
@@ -82,6 +83,13 @@ pub enum SimError {
         offset: usize,
         end: usize,
         len: usize,
+    },
+    /// A domain asked for more than the host allows.
+    #[error("{what}: {requested} is more than the limit of {max}")]
+    Limit {
+        what: &'static str,
+        requested: usize,
+        max: usize,
     },
     /// A guest named a grant ref outside its own grant table.
     #[error("grant ref {gref} is outside the grant table ({entries} entries)")]

@@ -61,23 +61,23 @@ impl RunDir {
         self.domain_dir(domid).join("socket")
     }
 
-    pub(crate) fn memory(&self, domid: DomId) -> PathBuf {
+    pub(super) fn memory(&self, domid: DomId) -> PathBuf {
         self.domain_dir(domid).join("memory")
     }
 
-    pub(crate) fn grant_table(&self, domid: DomId) -> PathBuf {
+    pub(super) fn grant_table(&self, domid: DomId) -> PathBuf {
         self.domain_dir(domid).join("grant-table")
     }
 
-    pub(crate) fn grant_active(&self, domid: DomId) -> PathBuf {
+    pub(super) fn grant_active(&self, domid: DomId) -> PathBuf {
         self.domain_dir(domid).join("grant-active")
     }
 
-    pub(crate) fn evtchn_table(&self, domid: DomId) -> PathBuf {
+    pub(super) fn evtchn_table(&self, domid: DomId) -> PathBuf {
         self.domain_dir(domid).join("evtchn")
     }
 
-    pub(crate) fn evtchn_socket(&self, domid: DomId, handle: u64) -> PathBuf {
+    pub(super) fn evtchn_socket(&self, domid: DomId, handle: u64) -> PathBuf {
         self.domain_dir(domid)
             .join(format!("evtchn-{handle:016x}.sock"))
     }
