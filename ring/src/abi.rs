@@ -50,8 +50,10 @@ pub const BLKIF_MAX_SEGMENTS_PER_REQUEST: usize = 11;
 pub const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST: usize = 8;
 /// Segment entries in one indirect page (4096 / 8).
 pub const SEGMENTS_PER_INDIRECT_PAGE: usize = XEN_PAGE_SIZE / core::mem::size_of::<Segment>();
-/// The most segments an indirect request can describe (8 pages of 512).
-pub const MAX_INDIRECT_SEGMENTS: usize =
+/// The most segments an indirect request can describe (8 pages of 512): the ABI's ceiling,
+/// not a value to advertise. Linux blkback publishes 256 as `feature-max-indirect-segments`
+/// (its own `MAX_INDIRECT_SEGMENTS`); a back end chooses its cap below this one.
+pub const INDIRECT_SEGMENTS_ABI_CEILING: usize =
     BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_PAGE;
 /// Bit 0 of a discard's `flag`: erase securely (if the back end offered `discard-secure`).
 pub const BLKIF_DISCARD_SECURE: u8 = 0x01;

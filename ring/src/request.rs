@@ -7,7 +7,8 @@
 use crate::abi::{
     BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
+    BLKIF_OP_WRITE_BARRIER, INDIRECT_SEGMENTS_ABI_CEILING, SECTORS_PER_PAGE,
+    SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::page::IndirectPage;
 use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
@@ -25,7 +26,7 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LimitsError {
     /// More segments than 8 indirect pages can describe.
-    #[error("max indirect segments {0} needs more than 8 indirect pages (at most {MAX_INDIRECT_SEGMENTS})")]
+    #[error("max indirect segments {0} needs more than 8 indirect pages (at most {INDIRECT_SEGMENTS_ABI_CEILING})")]
     TooManyIndirectSegments(u32),
 }
 
@@ -40,7 +41,7 @@ impl Limits {
     /// as `feature-max-indirect-segments`; Linux uses 256). 0 refuses indirect requests.
     pub fn new(max_indirect_segments: u32) -> Result<Self, LimitsError> {
         match u16::try_from(max_indirect_segments) {
-            Ok(max) if usize::from(max) <= MAX_INDIRECT_SEGMENTS => Ok(Limits {
+            Ok(max) if usize::from(max) <= INDIRECT_SEGMENTS_ABI_CEILING => Ok(Limits {
                 max_indirect_segments: max,
             }),
             _ => Err(LimitsError::TooManyIndirectSegments(max_indirect_segments)),
