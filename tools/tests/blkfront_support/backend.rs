@@ -431,7 +431,7 @@ impl Blkback {
             .iter()
             // SAFETY: each mapping is one page that outlives `pages` (dropped at the end of
             // this function, after `pages`); this process reads it only through the view.
-            .map(|m| unsafe { IndirectPage::new(m.as_ptr()) })
+            .map(|m| unsafe { SharedRing::new(m.as_ptr(), 0) }.and_then(IndirectPage::new))
             .collect::<Result<_, _>>()
             .ok()?;
         let mut segments = Vec::new();
