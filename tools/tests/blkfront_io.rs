@@ -7,7 +7,7 @@
 mod blkfront_support;
 
 use blkfront_support::config::Misbehaviour;
-use blkfront_support::{pattern, BackendConfig, Host};
+use blkfront_support::{eventually, pattern, BackendConfig, Host};
 use blkif::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
     BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, VDISK_READONLY,
@@ -88,11 +88,19 @@ fn without_indirect_a_request_carries_eleven_pages() {
         max_indirect_segments: 0,
         ..BackendConfig::default()
     };
-    let (mut front, _backend, _) = host.connected(config, |_| {});
+    let (mut front, backend, _) = host.connected(config, |_| {});
     assert_eq!(front.disk().max_indirect_segments, 0);
     let err = front.write(0, &vec![1; 12 * 4096]).unwrap_err();
     assert!(matches!(err, Error::TooLarge { max: 11, .. }), "{err}");
-    front.write(0, &vec![1; 11 * 4096]).unwrap();
+    let data = pattern(11 * 4096, 6);
+    front.write(0, &data).unwrap();
+    // The back end got one direct write of eleven whole pages, and nothing of the refused
+    // one (before, the test never looked).
+    assert_eq!(&backend.disk.lock().unwrap()[..data.len()], &data[..]);
+    let seen = backend.finish();
+    assert_eq!(seen.operations, [BLKIF_OP_WRITE]);
+    assert_eq!(seen.segments, [[(0, 7); 11]]);
+    assert!(seen.indirect_segments.is_empty());
 }
 
 #[test]
@@ -386,4 +394,21 @@ fn transfers_are_checked_against_the_disk() {
     assert!(matches!(front.discard(0, 8, false), Err(Error::ReadOnly)));
     front.read(0, &mut [0; 512]).unwrap();
     assert_eq!(backend.finish().operations, [BLKIF_OP_READ]);
+}
+
+#[test]
+#[should_panic(expected = "scripted back end failed")]
+fn a_back_end_that_failed_fails_the_test_even_without_finish() {
+    // The test double's Drop used to discard its thread's result: a back end that failed
+    // went unnoticed by every test that did not call `finish`.
+    let mut host = Host::start("bedrop");
+    let (_front, backend, paths) = host.connected(BackendConfig::default(), |_| {});
+    // A `state` that is no number makes the back end's `frontend_changed` fail.
+    let state = format!("{}/state", paths.frontend);
+    host.toolstack
+        .xenstore()
+        .write(xenstore_wire::client::TxId::NONE, &state, b"garbage")
+        .unwrap();
+    eventually("the back end failing", || backend.has_ended());
+    drop(backend);
 }
