@@ -218,7 +218,8 @@ pub(crate) trait SlotLayout: Sized {
     type Response: FromBytes + IntoBytes + Immutable + Copy;
     /// Copies a request out of its slot into `out`, each byte it needs read once, converted.
     fn read_request(slot: &SlotRef<'_, Self>, out: &mut RawRequest);
-    /// Writes a request into its slot: the head and the body its operation uses.
+    /// Writes a request into its slot: the head and the body of its union member, unused
+    /// entries included.
     fn write_request(slot: &SlotRef<'_, Self>, raw: &RawRequest);
     /// Builds a wire response, padding zeroed.
     fn encode_response(r: &crate::Response) -> Self::Response;
@@ -345,9 +346,9 @@ macro_rules! slot_codec {
                         head.arg8 = r.nr_segments;
                         head.arg16 = r.handle;
                         head.sector_number = r.sector_number;
-                        let n =
-                            usize::from(r.nr_segments).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
-                        for (i, s) in r.seg.iter().enumerate().take(n) {
+                        // All eleven, used or not: a front end copies its whole request into
+                        // the slot (Linux copies its shadow, stale entries included).
+                        for (i, s) in r.seg.iter().enumerate() {
                             slot.write_segment(i, s);
                         }
                     }

@@ -281,7 +281,7 @@ pub enum RequestKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     id: u64,
-    handle: u16,
+    handle: Option<u16>,
     kind: RequestKind,
 }
 
@@ -319,7 +319,7 @@ impl Request {
     /// A valid request to overwrite: a flush without data.
     pub const PLACEHOLDER: Request = Request {
         id: 0,
-        handle: 0,
+        handle: None,
         kind: RequestKind::FlushDiskcache(Segments::EMPTY),
     };
 
@@ -328,8 +328,10 @@ impl Request {
         self.id
     }
 
-    /// The virtual device the front end named (Linux ignores it; so may we).
-    pub fn handle(&self) -> u16 {
+    /// The virtual device the front end named in a read, write, flush, barrier or indirect
+    /// request (Linux ignores it; so may we). `None` for a discard: Linux blkfront never sets
+    /// a discard's `handle`, so the field holds whatever the reused shadow request held.
+    pub fn handle(&self) -> Option<u16> {
         self.handle
     }
 
@@ -396,7 +398,7 @@ fn validate_direct(r: &RawDirect, out: &mut Request) -> Result<(), RequestError>
         ..Segments::EMPTY
     };
     out.id = r.id;
-    out.handle = r.handle;
+    out.handle = Some(r.handle);
     out.kind = match r.operation {
         BLKIF_OP_READ => RequestKind::Read(segments),
         BLKIF_OP_WRITE => RequestKind::Write(segments),
@@ -427,9 +429,10 @@ fn validate_discard(r: &RawDiscard) -> Result<Request, RequestError> {
         nr_sectors: r.nr_sectors,
         secure: r.flag & BLKIF_DISCARD_SECURE != 0,
     };
+    // `r.handle` is stale in a discard (see `Request::handle`): not part of the request.
     Ok(Request {
         id: r.id,
-        handle: r.handle,
+        handle: None,
         kind: RequestKind::Discard(discard),
     })
 }
@@ -475,7 +478,7 @@ fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<Request, Reques
     };
     Ok(Request {
         id: r.id,
-        handle: r.handle,
+        handle: Some(r.handle),
         kind: RequestKind::Indirect(indirect),
     })
 }
