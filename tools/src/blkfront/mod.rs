@@ -13,6 +13,9 @@
 //!   inline up to 11 segments, in granted indirect pages beyond that when the back end offers
 //!   `feature-max-indirect-segments` (capped by [`Options::max_indirect_segments`]). Pages
 //!   are reused; with persistent grants the back end may keep them mapped.
+//! - Fields a request does not use (a discard's `handle`, `seg` entries past `nr_segments`,
+//!   indirect page refs past the pages in use) carry junk, as they carry stale data from
+//!   Linux's reused shadow requests: a back end that reads them fails the tests.
 //! - [`Blkfront::submit`] publishes each request at once; [`Blkfront::stage`] and
 //!   [`Blkfront::publish`] batch them, with one notification decision per queue per batch.
 //!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`, `flush` and
@@ -39,6 +42,7 @@ mod error;
 mod pages;
 mod queue;
 mod request;
+mod stale;
 mod xenbus;
 
 pub use connect::Options;
