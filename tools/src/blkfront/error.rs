@@ -59,6 +59,12 @@ pub enum Error {
     /// Access to a page could not be ended.
     #[error("cannot end access: {0}")]
     EndAccess(#[source] EndAccessError),
+    /// Our own `state` was not Initialising, so the handshake was not started.
+    #[error("the front end's state is {state}, not Initialising (1)")]
+    NotInitialising {
+        /// The state found.
+        state: u32,
+    },
     /// The back end closed (or failed) while we waited for it to connect.
     #[error("the back end went to xenbus state {state} before connecting")]
     BackendClosed {

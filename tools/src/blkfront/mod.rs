@@ -4,7 +4,9 @@
 //!
 //! # Behaviour
 //!
-//! - [`Blkfront::connect`] waits for the back end's InitWait (or Connected), reads
+//! - [`Blkfront::connect`] requires our own `state` to be Initialising (else
+//!   [`Error::NotInitialising`]: another front end has used the device), waits for the back
+//!   end's InitWait (or Connected), reads
 //!   `max-ring-page-order` and `multi-queue-max-queues`, allocates 2^order contiguous ring
 //!   pages per queue, grants them, allocates an unbound event-channel port per queue, writes
 //!   the ring keys in one transaction and goes Initialised; when the back end is Connected it
@@ -26,8 +28,9 @@
 //!   EOPNOTSUPP turns discard off, as in Linux.
 //! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`], which
 //!   every publish also runs (once per `submit` or batch): Connected again is a resize
-//!   (re-read `sectors`); Closing or Closed makes the front end go Closed and refuse new
-//!   requests.
+//!   (re-read `sectors`; ignored when that key is missing or not a number); Closing or
+//!   Closed makes the front end go Closed and refuse new requests. When the toolstack has
+//!   removed our `state` node, switching state does nothing, as in Linux.
 //!
 //! # Limits
 //!
@@ -283,7 +286,10 @@ impl Blkfront {
         }
         match self.xenbus.backend_state()? {
             XenbusState::Connected if !self.closed => {
-                self.disk.sectors = self.xenbus.backend_required("sectors")?;
+                // Without a readable `sectors` the change is no resize (Linux returns early).
+                if let Some(sectors) = self.xenbus.backend_optional_u64("sectors")? {
+                    self.disk.sectors = sectors;
+                }
             }
             XenbusState::Closing | XenbusState::Closed if !self.closed => {
                 self.xenbus.switch_state(XenbusState::Closed)?;
