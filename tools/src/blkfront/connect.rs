@@ -120,6 +120,7 @@ impl Blkfront {
             next_tag: 0,
             next_queue: 0,
             done: VecDeque::new(),
+            post_flushes: Vec::new(),
             disabled: None,
             closed: false,
         })

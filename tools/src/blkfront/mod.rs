@@ -24,8 +24,9 @@
 //!   `discard` are the blocking forms.
 //! - Every response is checked as Linux checks it (id below the ring size and outstanding,
 //!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
-//!   A failed flush turns flushes off and completes as success, a discard answered
-//!   EOPNOTSUPP turns discard off, as in Linux.
+//!   A failed flush or barrier turns flushes and FUA off and completes as success, unless
+//!   it carried data and failed with an error; a discard answered EOPNOTSUPP turns discard
+//!   off; as in Linux.
 //! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`], which
 //!   every publish also runs (once per `submit` or batch): Connected again is a resize
 //!   (re-read `sectors`; ignored when that key is missing or not a number); Closing or
@@ -59,7 +60,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use blkif::abi::{BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER};
-use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY};
+use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
 use tokenback::platform::sim::SimEventChannel;
 use tokenback::platform::{EventChannel, Port};
 
@@ -78,7 +79,8 @@ pub struct Completion {
     pub tag: Tag,
     /// The response's operation.
     pub operation: u8,
-    /// `BLKIF_RSP_*` as the back end sent it (a failed flush is reported as success).
+    /// `BLKIF_RSP_*` as the back end sent it, except that a flush or barrier refused with
+    /// EOPNOTSUPP, or failed without data, is reported as success (as Linux does).
     pub status: i16,
     /// For a successful read, the bytes read.
     pub data: Option<Vec<u8>>,
@@ -110,6 +112,8 @@ pub struct Blkfront {
     next_tag: u64,
     next_queue: usize,
     done: VecDeque<Completion>,
+    /// FUA writes that succeeded and now need their flush: (queue, tag).
+    post_flushes: Vec<(usize, Tag)>,
     disabled: Option<ResponseError>,
     closed: bool,
 }
@@ -247,6 +251,15 @@ impl Blkfront {
         self.wait_for(tag).map(drop)
     }
 
+    /// Writes `data` at `sector`, durable once this returns ([`Op::WriteFua`]).
+    pub fn write_fua(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
+        let tag = self.submit(Op::WriteFua {
+            sector,
+            data: data.to_vec(),
+        })?;
+        self.wait_for(tag).map(drop)
+    }
+
     /// Flushes the back end's write cache.
     pub fn flush(&mut self) -> Result<(), Error> {
         let tag = self.submit(Op::Flush)?;
@@ -340,17 +353,39 @@ impl Blkfront {
         Ok(())
     }
 
-    /// Takes the responses of every queue into `done`; a bad one disables the device.
+    /// Takes the responses of every queue into `done`, and sends the flushes that FUA writes
+    /// completed so far are waiting for; a bad response disables the device.
     fn reap(&mut self) -> Result<(), Error> {
         if self.disabled.is_none() {
             if let Err(reason) = self.take_all_responses() {
                 self.disabled = Some(reason);
             }
         }
-        match &self.disabled {
-            Some(reason) => Err(Error::Disabled(reason.clone())),
-            None => Ok(()),
+        if let Some(reason) = &self.disabled {
+            return Err(Error::Disabled(reason.clone()));
         }
+        self.send_post_flushes()
+    }
+
+    /// The block layer's post-flush of a FUA write on a back end without FUA: a flush on
+    /// the write's queue (its completion freed a slot there), completing under the write's
+    /// tag. Flushes turned off meanwhile complete it at once.
+    fn send_post_flushes(&mut self) -> Result<(), Error> {
+        for (queue, tag) in std::mem::take(&mut self.post_flushes) {
+            match request::flush_request(tag, self.handle, self.disk.flush) {
+                Some(flush) => {
+                    self.queues[queue].push(flush.shadow, flush.request)?;
+                    self.queues[queue].publish(&mut self.evtchn)?;
+                }
+                None => self.done.push_back(Completion {
+                    tag,
+                    operation: BLKIF_OP_FLUSH_DISKCACHE,
+                    status: BLKIF_RSP_OKAY,
+                    data: None,
+                }),
+            }
+        }
+        Ok(())
     }
 
     fn take_all_responses(&mut self) -> Result<(), ResponseError> {
@@ -387,12 +422,21 @@ impl Blkfront {
         let mut status = status;
         match shadow.operation {
             BLKIF_OP_FLUSH_DISKCACHE | BLKIF_OP_WRITE_BARRIER if status != BLKIF_RSP_OKAY => {
-                // Our flushes carry no data: any failure turns flushes off and succeeds.
+                // `blkif_interrupt`: any failure turns flushes and FUA off. A refusal, or an
+                // error on one without data, completes as success; an error on one that
+                // carried data (a FUA write as a barrier) stays an error.
                 self.disk.flush = FlushMode::None;
-                status = BLKIF_RSP_OKAY;
+                let carried_data = !shadow.data.is_empty();
+                if status == BLKIF_RSP_EOPNOTSUPP || (status == BLKIF_RSP_ERROR && !carried_data) {
+                    status = BLKIF_RSP_OKAY;
+                }
             }
             BLKIF_OP_DISCARD if status == BLKIF_RSP_EOPNOTSUPP => self.disk.discard = None,
             _ => {}
+        }
+        if shadow.post_flush && status == BLKIF_RSP_OKAY {
+            self.post_flushes.push((queue, shadow.tag));
+            return Ok(());
         }
         self.done.push_back(Completion {
             tag: shadow.tag,

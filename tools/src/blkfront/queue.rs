@@ -26,6 +26,8 @@ pub(crate) struct Shadow {
     pub(crate) indirect: Vec<GrantedPage>,
     /// Whether the data pages are to be copied out on completion.
     pub(crate) read: bool,
+    /// A FUA write without FUA on offer: a flush follows once it succeeded.
+    pub(crate) post_flush: bool,
 }
 
 /// The part of a granted page that carries part of a transfer.

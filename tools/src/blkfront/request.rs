@@ -1,6 +1,8 @@
 //! Turning an operation into a ring request, as `blkif_queue_rw_req` and
 //! `blkif_queue_discard_req` do: data copied into granted pages, one segment per page,
-//! inline for up to 11 segments and in granted indirect pages beyond that.
+//! inline for up to 11 segments and in granted indirect pages beyond that. A FUA write goes
+//! out as Linux sends one: a barrier carrying its data when only `feature-barrier` is
+//! offered.
 
 use blkif::abi::{
     Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
@@ -28,6 +30,17 @@ pub enum Op {
     },
     /// Write `data` at sector `sector`.
     Write {
+        /// First sector.
+        sector: u64,
+        /// Bytes, a multiple of the sector size.
+        data: Vec<u8>,
+    },
+    /// Write `data` at sector `sector`, durable when it completes (`REQ_FUA`). As Linux: with
+    /// only `feature-barrier` offered, a `BLKIF_OP_WRITE_BARRIER` carrying the data (at most
+    /// 11 segments: barriers are never indirect); with `feature-flush-cache`, which offers no
+    /// FUA, a write and, once it succeeded, a flush (the block layer's post-flush), and the
+    /// completion is the flush's; with neither, a plain write (no write cache to bypass).
+    WriteFua {
         /// First sector.
         sector: u64,
         /// Bytes, a multiple of the sector size.
@@ -83,6 +96,19 @@ pub(crate) fn prepare(
             check_transfer(disk, *sector, data.len())?;
             data_request(tag, handle, disk, pages, *sector, Transfer::Write(data)).map(Some)
         }
+        Op::WriteFua { sector, data } => {
+            if disk.read_only() {
+                return Err(Error::ReadOnly);
+            }
+            check_transfer(disk, *sector, data.len())?;
+            let transfer = match disk.flush {
+                FlushMode::Barrier => Transfer::Barrier(data),
+                FlushMode::FlushDiskcache | FlushMode::None => Transfer::Write(data),
+            };
+            let mut prepared = data_request(tag, handle, disk, pages, *sector, transfer)?;
+            prepared.shadow.post_flush = disk.flush == FlushMode::FlushDiskcache;
+            Ok(Some(prepared))
+        }
         Op::Flush => Ok(flush_request(tag, handle, disk.flush)),
         Op::Discard {
             sector,
@@ -121,10 +147,12 @@ fn shadow(tag: Tag, operation: u8) -> Shadow {
         data: Vec::new(),
         indirect: Vec::new(),
         read: false,
+        post_flush: false,
     }
 }
 
-fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
+/// A flush without data as the back end takes it, or `None` when it offers none.
+pub(crate) fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
     let operation = match mode {
         FlushMode::None => return None,
         FlushMode::FlushDiskcache => BLKIF_OP_FLUSH_DISKCACHE,
@@ -146,6 +174,8 @@ fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
 enum Transfer<'a> {
     Read(usize),
     Write(&'a [u8]),
+    /// A write as a barrier with data: direct only.
+    Barrier(&'a [u8]),
 }
 
 /// A read or write, laid out as the page cache lays it out: sector `s` of the transfer sits
@@ -160,18 +190,23 @@ fn data_request(
     sector_number: u64,
     transfer: Transfer<'_>,
 ) -> Result<Prepared, Error> {
-    let (operation, len) = match transfer {
-        Transfer::Read(len) => (BLKIF_OP_READ, len),
-        Transfer::Write(data) => (BLKIF_OP_WRITE, data.len()),
+    let (operation, len, max) = match transfer {
+        Transfer::Read(len) => (BLKIF_OP_READ, len, disk.max_segments()),
+        Transfer::Write(data) => (BLKIF_OP_WRITE, data.len(), disk.max_segments()),
+        Transfer::Barrier(data) => (
+            BLKIF_OP_WRITE_BARRIER,
+            data.len(),
+            BLKIF_MAX_SEGMENTS_PER_REQUEST,
+        ),
     };
     let sectors_per_page = (XEN_PAGE_SIZE as u64) / SECTOR_SIZE;
     let first_offset = (sector_number % sectors_per_page * SECTOR_SIZE) as usize;
     let segments = (first_offset + len).div_ceil(XEN_PAGE_SIZE);
-    if segments > disk.max_segments() {
+    if segments > max {
         return Err(Error::TooLarge {
             bytes: len,
             segments,
-            max: disk.max_segments(),
+            max,
         });
     }
     let mut shadow = shadow(tag, operation);
@@ -187,7 +222,7 @@ fn data_request(
                 offset,
                 len: chunk,
             });
-            if let Transfer::Write(data) = transfer {
+            if let Transfer::Write(data) | Transfer::Barrier(data) = transfer {
                 pages.write(page.frame, offset, &data[done..done + chunk])?;
             }
             // Whole sectors inside one page: both indexes are 0..=7.

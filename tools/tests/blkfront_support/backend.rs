@@ -386,9 +386,12 @@ impl Blkback {
                     RequestKind::FlushDiskcache(_) => self.config.flush_cache,
                     _ => self.config.barrier,
                 };
-                match offered && !self.config.refuse_flush {
-                    false => Status::NotSupported,
-                    true => self.transfer(s.sector_number(), s.segments(), true),
+                if !offered || self.config.refuse_flush {
+                    Status::NotSupported
+                } else if self.config.fail_flush {
+                    Status::Error
+                } else {
+                    self.transfer(s.sector_number(), s.segments(), true)
                 }
             }
             RequestKind::Discard(d) => self.discard(d.sector_number(), d.nr_sectors(), d.secure()),
