@@ -128,19 +128,19 @@ fn a_back_end_closing_before_connect_fails_the_handshake() {
 
 #[test]
 fn the_handshake_starts_only_from_initialising() {
-    // Before, connect ignored its own state and set up a device another front end had
-    // already taken to Connected.
+    // Before, connect ignored its own state and set up a device that an earlier front end
+    // had already taken to Closed.
     let mut host = Host::start("notinit");
     let (domid, paths, _backend) = host.guest_with_disk(BackendConfig::default());
     let state = format!("{}/state", paths.frontend);
     host.toolstack
         .xenstore()
-        .write(TxId::NONE, &state, b"4")
+        .write(TxId::NONE, &state, b"6")
         .unwrap();
     let err = Blkfront::connect(host.options(domid)).err().unwrap();
-    assert!(matches!(err, Error::NotInitialising { state: 4 }), "{err}");
+    assert!(matches!(err, Error::NotInitialising { state: 6 }), "{err}");
     assert_eq!(host.read(&format!("{}/ring-ref", paths.frontend)), None);
-    assert_eq!(host.read(&state).as_deref(), Some("4"));
+    assert_eq!(host.read(&state).as_deref(), Some("6"));
 }
 
 #[test]
