@@ -113,6 +113,14 @@ pub enum Error {
         /// Segments allowed.
         max: usize,
     },
+    /// A write whose data does not fill its spans exactly.
+    #[error("{bytes} bytes of data for spans that hold {spans}")]
+    SpansMismatch {
+        /// Bytes of data.
+        bytes: usize,
+        /// Bytes the spans hold.
+        spans: usize,
+    },
     /// A write (or discard) to a disk the back end marked read-only.
     #[error("the disk is read-only")]
     ReadOnly,

@@ -6,12 +6,13 @@
 //!
 //! - [`Blkfront::connect`] requires our own `state` to be Initialising (else
 //!   [`Error::NotInitialising`]: another front end has used the device), waits for the back
-//!   end's InitWait (or Connected), reads
-//!   `max-ring-page-order` and `multi-queue-max-queues`, allocates 2^order contiguous ring
-//!   pages per queue, grants them, allocates an unbound event-channel port per queue, writes
-//!   the ring keys in one transaction and goes Initialised; when the back end is Connected it
-//!   reads the disk's keys ([`DiskInfo`]) and goes Connected.
-//! - Reads and writes copy the data through granted pages, one 4 KiB segment per page:
+//!   end's InitWait (or Connected), reads `max-ring-page-order` and `multi-queue-max-queues`,
+//!   allocates 2^order contiguous ring pages per queue, grants them, allocates an unbound
+//!   event-channel port per queue, writes the ring keys in one transaction and goes
+//!   Initialised; when the back end is Connected it reads the disk's keys ([`DiskInfo`]) and
+//!   goes Connected.
+//! - Reads and writes copy the data through granted pages, one segment per page (see
+//!   Limits for the layouts):
 //!   inline up to 11 segments, in granted indirect pages beyond that when the back end offers
 //!   `feature-max-indirect-segments` (capped by [`Options::max_indirect_segments`]). Pages
 //!   are reused; with persistent grants the back end may keep them mapped.
@@ -20,8 +21,8 @@
 //!   Linux's reused shadow requests: a back end that reads them fails the tests.
 //! - [`Blkfront::submit`] publishes each request at once; [`Blkfront::stage`] and
 //!   [`Blkfront::publish`] batch them, with one notification decision per queue per batch.
-//!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`, `flush` and
-//!   `discard` are the blocking forms.
+//!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`,
+//!   `write_fua`, `flush` and `discard` are the blocking forms.
 //! - Every response is checked as Linux checks it (id below the ring size and outstanding,
 //!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
 //!   A failed flush or barrier turns flushes and FUA off and completes as success, unless
@@ -35,14 +36,17 @@
 //!
 //! # Limits
 //!
-//! One operation is one ring request (no splitting): a transfer may touch at most
-//! [`DiskInfo::max_segments`] pages. Data sits in pages as the page cache puts it (sector
-//! `s` at byte `(s % 8) * 512`); other buffer layouts are not offered.
+//! One operation is one ring request (no splitting; a FUA write without FUA on offer is a
+//! write and a flush): a transfer may touch at most [`DiskInfo::max_segments`] pages.
+//! [`Op::Read`] and [`Op::Write`] put data in pages as the page cache does (sector `s` at
+//! byte `(s % 8) * 512`); [`Op::ReadSpans`] and [`Op::WriteSpans`] take any layout of whole
+//! sectors, one [`Span`] per page, as the segments of a Linux bio may be.
 //! No suspend/resume.
 
 mod connect;
 mod disk;
 mod error;
+mod layout;
 mod pages;
 mod queue;
 mod request;
@@ -52,6 +56,7 @@ mod xenbus;
 pub use connect::Options;
 pub use disk::{DiscardInfo, DiskInfo, FlushMode};
 pub use error::{Error, ResponseError};
+pub use layout::Span;
 pub use request::Op;
 pub use xenbus::XenbusState;
 
