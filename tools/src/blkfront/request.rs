@@ -19,7 +19,8 @@ use super::pages::GuestPages;
 use super::queue::{DataPage, Shadow};
 use super::Tag;
 
-/// One block operation; one ring request each.
+/// One block operation; one ring request each, except a FUA write on a back end without
+/// FUA (see [`Op::WriteFua`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Read `len` bytes from 512-byte sector `sector`, into pages as the page cache lays
