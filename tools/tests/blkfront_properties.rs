@@ -1,7 +1,8 @@
 //! Property tests of the I/O paths: arbitrary buffer layouts (every segment its own sector
 //! range of its page, as a Linux bio's may be), direct and indirect, written and read back
 //! through the simulated blkfront and the scripted back end, byte-exact against a model of
-//! the disk, and with the back end seeing exactly the segments the layout names.
+//! the disk, and with the back end seeing exactly the segments the layout names; and batches
+//! of every operation staged across queues, completed in any order.
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
@@ -10,10 +11,13 @@ mod blkfront_support;
 use std::cell::RefCell;
 
 use blkfront_support::{BackendConfig, Host, ScriptedBackend};
+use blkif::abi::{
+    BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
+};
 use blkif::Protocol;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use tokenback_tools::blkfront::{Blkfront, Op, Span, Tag};
+use tokenback_tools::blkfront::{Blkfront, Completion, Op, Span, Tag};
 
 /// Disk sectors of the scripted back end (its default).
 const SECTORS: u64 = 16384;
@@ -158,4 +162,146 @@ fn arbitrary_segment_layouts_round_trip_byte_exact_native() {
 #[test]
 fn arbitrary_segment_layouts_round_trip_byte_exact_x86_32() {
     arbitrary_layouts_round_trip("prop-x86-32", Protocol::X86_32);
+}
+
+/// Sectors of disk each operation of a batch has to itself, so that the result does not
+/// depend on the order the queues are served in.
+const REGION: u64 = 1024;
+
+/// One operation of a batch, in region `i` of the disk (`offset` sectors into it).
+#[derive(Debug, Clone)]
+enum BatchOp {
+    Write(u64, Vec<Span>, u8),
+    Read(u64, Vec<Span>),
+    WriteFua(u64, u8, u8),
+    Discard(u64, u64),
+    Flush,
+}
+
+fn batch_op() -> impl Strategy<Value = BatchOp> {
+    // Offsets leave room for 64 spans of 8 sectors in a 1024-sector region.
+    let offset = 0..REGION - (MAX_SPANS as u64) * 8;
+    prop_oneof![
+        3 => (offset.clone(), spans(), any::<u8>()).prop_map(|(o, s, seed)| BatchOp::Write(o, s, seed)),
+        3 => (offset.clone(), spans()).prop_map(|(o, s)| BatchOp::Read(o, s)),
+        1 => (offset.clone(), 1u8..=8, any::<u8>()).prop_map(|(o, n, seed)| BatchOp::WriteFua(o, n, seed)),
+        1 => (offset, 1u64..=256).prop_map(|(o, n)| BatchOp::Discard(o, n)),
+        1 => Just(BatchOp::Flush),
+    ]
+}
+
+#[test]
+fn batches_of_every_operation_across_queues_match_the_model() {
+    let mut host = Host::start("prop-batch");
+    let (front, backend, _) = host.connected(BackendConfig::default(), |o| {
+        o.max_indirect_segments = MAX_SPANS as u32;
+    });
+    assert_eq!(front.queues(), 4);
+    let state = RefCell::new((front, vec![0u8; (SECTORS * 512) as usize]));
+    let ops = proptest::collection::vec(batch_op(), 1..=(SECTORS / REGION) as usize);
+    let mut runner = TestRunner::new(Config::with_cases(32));
+    let result = runner.run(&ops, |ops| {
+        let (front, model) = &mut *state.borrow_mut();
+        check_batch(front, &backend, model, &ops)
+    });
+    if let Err(err) = result {
+        panic!("{err}");
+    }
+    drop(state);
+    backend.finish();
+}
+
+fn check_batch(
+    front: &mut Blkfront,
+    backend: &ScriptedBackend,
+    model: &mut [u8],
+    ops: &[BatchOp],
+) -> Result<(), TestCaseError> {
+    // What each read must return: its region is its own, so the model before the batch.
+    let mut expected_reads = Vec::new();
+    // The ring requests the batch must send (a FUA write: a write and its post-flush).
+    let ring_op = |spans: &[Span], direct| match spans.len() {
+        0..=11 => direct,
+        _ => BLKIF_OP_INDIRECT,
+    };
+    let mut expected_ops = Vec::new();
+    let before = backend.seen().operations.len();
+    let mut tags = Vec::new();
+    for (region, op) in ops.iter().enumerate() {
+        let base = region as u64 * REGION;
+        let op = match op.clone() {
+            BatchOp::Write(offset, spans, seed) => {
+                let sector = base + offset;
+                let data = bytes((sectors(&spans) * 512) as usize, seed);
+                let at = (sector * 512) as usize;
+                model[at..at + data.len()].copy_from_slice(&data);
+                expected_ops.push(ring_op(&spans, BLKIF_OP_WRITE));
+                Op::WriteSpans {
+                    sector,
+                    data,
+                    spans,
+                }
+            }
+            BatchOp::Read(offset, spans) => {
+                let sector = base + offset;
+                let at = (sector * 512) as usize;
+                let len = (sectors(&spans) * 512) as usize;
+                expected_reads.push((tags.len(), model[at..at + len].to_vec()));
+                expected_ops.push(ring_op(&spans, BLKIF_OP_READ));
+                Op::ReadSpans { sector, spans }
+            }
+            BatchOp::WriteFua(offset, pages, seed) => {
+                let sector = base + offset;
+                let data = bytes(usize::from(pages) * 4096, seed);
+                let at = (sector * 512) as usize;
+                model[at..at + data.len()].copy_from_slice(&data);
+                expected_ops.extend([BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE]);
+                Op::WriteFua { sector, data }
+            }
+            BatchOp::Discard(offset, count) => {
+                let sector = base + offset;
+                let at = (sector * 512) as usize;
+                model[at..at + (count * 512) as usize].fill(0);
+                expected_ops.push(BLKIF_OP_DISCARD);
+                Op::Discard {
+                    sector,
+                    count,
+                    secure: false,
+                }
+            }
+            BatchOp::Flush => {
+                expected_ops.push(BLKIF_OP_FLUSH_DISKCACHE);
+                Op::Flush
+            }
+        };
+        tags.push(front.stage(op).unwrap());
+    }
+    let mut done: Vec<Completion> = Vec::new();
+    while done.len() < tags.len() {
+        // Empty only when nothing is in flight: an operation was lost.
+        let batch = front.complete().unwrap();
+        prop_assert!(
+            !batch.is_empty(),
+            "{} of {} completed",
+            done.len(),
+            tags.len()
+        );
+        done.extend(batch);
+    }
+    prop_assert!(front.complete().unwrap().is_empty());
+    for completion in &done {
+        let i = tags.iter().position(|&t| t == completion.tag).unwrap();
+        let data = completion.clone().into_result();
+        prop_assert!(data.is_ok(), "operation {}: {:?}", i, data);
+        if let Some((_, expected)) = expected_reads.iter().find(|(at, _)| *at == i) {
+            prop_assert_eq!(&data.unwrap(), expected);
+        }
+    }
+    prop_assert_eq!(&backend.disk.lock().unwrap()[..], &model[..]);
+    // Queues are served in any order: compare the requests sent as a multiset.
+    let mut sent = backend.seen().operations[before..].to_vec();
+    sent.sort_unstable();
+    expected_ops.sort_unstable();
+    prop_assert_eq!(sent, expected_ops);
+    Ok(())
 }
