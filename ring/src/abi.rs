@@ -50,8 +50,10 @@ pub const BLKIF_MAX_SEGMENTS_PER_REQUEST: usize = 11;
 pub const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST: usize = 8;
 /// Segment entries in one indirect page (4096 / 8).
 pub const SEGMENTS_PER_INDIRECT_PAGE: usize = XEN_PAGE_SIZE / core::mem::size_of::<Segment>();
-/// The most segments an indirect request can describe (8 pages of 512).
-pub const MAX_INDIRECT_SEGMENTS: usize =
+/// The most segments an indirect request can describe (8 pages of 512): the ABI's ceiling,
+/// not a value to advertise. Linux blkback publishes 256 as `feature-max-indirect-segments`
+/// (its own `MAX_INDIRECT_SEGMENTS`); a back end chooses its cap below this one.
+pub const INDIRECT_SEGMENTS_ABI_CEILING: usize =
     BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_PAGE;
 /// Bit 0 of a discard's `flag`: erase securely (if the back end offered `discard-secure`).
 pub const BLKIF_DISCARD_SECURE: u8 = 0x01;
@@ -216,7 +218,8 @@ pub(crate) trait SlotLayout: Sized {
     type Response: FromBytes + IntoBytes + Immutable + Copy;
     /// Copies a request out of its slot into `out`, each byte it needs read once, converted.
     fn read_request(slot: &SlotRef<'_, Self>, out: &mut RawRequest);
-    /// Writes a request into its slot: the head and the body its operation uses.
+    /// Writes a request into its slot: the head and the body of its union member, unused
+    /// entries included.
     fn write_request(slot: &SlotRef<'_, Self>, raw: &RawRequest);
     /// Builds a wire response, padding zeroed.
     fn encode_response(r: &crate::Response) -> Self::Response;
@@ -343,9 +346,9 @@ macro_rules! slot_codec {
                         head.arg8 = r.nr_segments;
                         head.arg16 = r.handle;
                         head.sector_number = r.sector_number;
-                        let n =
-                            usize::from(r.nr_segments).min(super::BLKIF_MAX_SEGMENTS_PER_REQUEST);
-                        for (i, s) in r.seg.iter().enumerate().take(n) {
+                        // All eleven, used or not: a front end copies its whole request into
+                        // the slot (Linux copies its shadow, stale entries included).
+                        for (i, s) in r.seg.iter().enumerate() {
                             slot.write_segment(i, s);
                         }
                     }

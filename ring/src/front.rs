@@ -87,7 +87,9 @@ impl FrontRing {
         self.size - self.outstanding()
     }
 
-    /// Writes `request` into the next slot; the back end sees it after
+    /// Writes `request` into the next slot, every field of its union member as given (a
+    /// direct request's eleven `seg` entries, used or not, as Linux copies its shadow
+    /// request); the back end sees it after
     /// [`push_requests_and_check_notify`](Self::push_requests_and_check_notify).
     pub fn push_request(&mut self, request: &RawRequest) -> Result<(), FrontError> {
         if self.free_requests() == 0 {

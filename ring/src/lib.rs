@@ -8,7 +8,8 @@
 //!   an absent key means x86_32 on x86, as in Linux blkback.
 //! - [`SharedRing`] is the only code that touches guest-shared memory: 2^order pages,
 //!   order 0..=4, ring size as ring.h's `__RING_SIZE` (32 << order for blkif). Its constructor
-//!   is the crate's one `unsafe` entry point; [`SharedRing::allocate`] gives owned memory.
+//!   is the crate's one `unsafe` entry point (an [`IndirectPage`] is built from a one-page
+//!   view); [`SharedRing::allocate`] gives owned memory.
 //! - [`BackRing`] copies each request out of its slot once, with volatile word copies of
 //!   the head and of the body its operation uses (the segment count clamped before the
 //!   loop), into a private [`RawRequest`] in protocol-neutral form, and validates only that

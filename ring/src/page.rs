@@ -1,8 +1,7 @@
 //! A granted page that holds an indirect request's segments, mapped into this process. It
-//! is guest memory like the ring, so it is read through the same view: each entry copied
+//! is guest memory like the ring, so it is read through the same view (a one-page
+//! [`SharedRing`], whose constructor is where the mapping is vouched for): each entry copied
 //! out once with volatile word loads, then validated.
-
-use std::ptr::NonNull;
 
 use crate::abi::{Segment, SEGMENTS_PER_INDIRECT_PAGE};
 use crate::shared::{copy_from_shared, copy_to_shared, SharedRing, SharedRingError};
@@ -12,15 +11,14 @@ use crate::shared::{copy_from_shared, copy_to_shared, SharedRing, SharedRingErro
 pub struct IndirectPage(SharedRing);
 
 impl IndirectPage {
-    /// Views the 4096 bytes at `base` (a grant mapping) as an indirect page.
-    ///
-    /// # Safety
-    ///
-    /// As for [`SharedRing::new`] with order 0: the page stays mapped, readable and writable
-    /// while any view of it exists, and this process touches it only through such views.
-    pub unsafe fn new(base: NonNull<u8>) -> Result<Self, SharedRingError> {
-        // SAFETY: the caller upholds `SharedRing::new`'s contract for one page.
-        unsafe { SharedRing::new(base, 0) }.map(IndirectPage)
+    /// Uses a one-page view of guest memory (a grant mapping, viewed with
+    /// [`SharedRing::new`] at order 0) as an indirect page. A larger view is refused: the
+    /// page is exactly what one grant ref names.
+    pub fn new(page: SharedRing) -> Result<Self, SharedRingError> {
+        match page.order() {
+            0 => Ok(IndirectPage(page)),
+            order => Err(SharedRingError::NotOnePage(order)),
+        }
     }
 
     /// A zeroed page owned by this process (tests, simulated guests).

@@ -7,7 +7,8 @@
 use crate::abi::{
     BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST,
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, MAX_INDIRECT_SEGMENTS, SECTORS_PER_PAGE, SEGMENTS_PER_INDIRECT_PAGE,
+    BLKIF_OP_WRITE_BARRIER, INDIRECT_SEGMENTS_ABI_CEILING, SECTORS_PER_PAGE,
+    SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::page::IndirectPage;
 use crate::raw::{RawDirect, RawDiscard, RawIndirect, RawRequest};
@@ -25,7 +26,7 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LimitsError {
     /// More segments than 8 indirect pages can describe.
-    #[error("max indirect segments {0} needs more than 8 indirect pages (at most {MAX_INDIRECT_SEGMENTS})")]
+    #[error("max indirect segments {0} needs more than 8 indirect pages (at most {INDIRECT_SEGMENTS_ABI_CEILING})")]
     TooManyIndirectSegments(u32),
 }
 
@@ -40,7 +41,7 @@ impl Limits {
     /// as `feature-max-indirect-segments`; Linux uses 256). 0 refuses indirect requests.
     pub fn new(max_indirect_segments: u32) -> Result<Self, LimitsError> {
         match u16::try_from(max_indirect_segments) {
-            Ok(max) if usize::from(max) <= MAX_INDIRECT_SEGMENTS => Ok(Limits {
+            Ok(max) if usize::from(max) <= INDIRECT_SEGMENTS_ABI_CEILING => Ok(Limits {
                 max_indirect_segments: max,
             }),
             _ => Err(LimitsError::TooManyIndirectSegments(max_indirect_segments)),
@@ -280,7 +281,7 @@ pub enum RequestKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     id: u64,
-    handle: u16,
+    handle: Option<u16>,
     kind: RequestKind,
 }
 
@@ -318,7 +319,7 @@ impl Request {
     /// A valid request to overwrite: a flush without data.
     pub const PLACEHOLDER: Request = Request {
         id: 0,
-        handle: 0,
+        handle: None,
         kind: RequestKind::FlushDiskcache(Segments::EMPTY),
     };
 
@@ -327,8 +328,10 @@ impl Request {
         self.id
     }
 
-    /// The virtual device the front end named (Linux ignores it; so may we).
-    pub fn handle(&self) -> u16 {
+    /// The virtual device the front end named in a read, write, flush, barrier or indirect
+    /// request (Linux ignores it; so may we). `None` for a discard: Linux blkfront never sets
+    /// a discard's `handle`, so the field holds whatever the reused shadow request held.
+    pub fn handle(&self) -> Option<u16> {
         self.handle
     }
 
@@ -395,7 +398,7 @@ fn validate_direct(r: &RawDirect, out: &mut Request) -> Result<(), RequestError>
         ..Segments::EMPTY
     };
     out.id = r.id;
-    out.handle = r.handle;
+    out.handle = Some(r.handle);
     out.kind = match r.operation {
         BLKIF_OP_READ => RequestKind::Read(segments),
         BLKIF_OP_WRITE => RequestKind::Write(segments),
@@ -426,9 +429,10 @@ fn validate_discard(r: &RawDiscard) -> Result<Request, RequestError> {
         nr_sectors: r.nr_sectors,
         secure: r.flag & BLKIF_DISCARD_SECURE != 0,
     };
+    // `r.handle` is stale in a discard (see `Request::handle`): not part of the request.
     Ok(Request {
         id: r.id,
-        handle: r.handle,
+        handle: None,
         kind: RequestKind::Discard(discard),
     })
 }
@@ -474,7 +478,7 @@ fn validate_indirect(r: &RawIndirect, limits: &Limits) -> Result<Request, Reques
     };
     Ok(Request {
         id: r.id,
-        handle: r.handle,
+        handle: Some(r.handle),
         kind: RequestKind::Indirect(indirect),
     })
 }

@@ -28,6 +28,9 @@ pub enum SharedRingError {
     /// The region does not start on a page boundary.
     #[error("ring memory at {0:#x} is not page-aligned")]
     Unaligned(usize),
+    /// An indirect page was built from a view of more than one page.
+    #[error("an indirect page is one page, not 2^{0}")]
+    NotOnePage(u8),
     /// A byte range outside the ring.
     #[error("bytes {offset}..{offset}+{len} lie outside the {size}-byte ring")]
     OutOfBounds {

@@ -13,7 +13,7 @@ fn segment_layout() {
     assert_eq!(offset_of!(Segment, last_sect), 5);
     assert_eq!(offset_of!(Segment, _pad), 6);
     assert_eq!(abi::SEGMENTS_PER_INDIRECT_PAGE, 512);
-    assert_eq!(abi::MAX_INDIRECT_SEGMENTS, 4096);
+    assert_eq!(abi::INDIRECT_SEGMENTS_ABI_CEILING, 4096);
 }
 
 #[test]

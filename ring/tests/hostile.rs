@@ -234,30 +234,58 @@ fn a_slot_rewritten_after_the_take_changes_nothing() {
     }
 }
 
+/// What one take of the flipping slot found.
+#[derive(Default, Debug)]
+struct Outcomes {
+    /// The valid request, exactly.
+    valid: u64,
+    /// Pure garbage, refused as such.
+    refused: u64,
+    /// A mix of both: refused for another reason, or passed as a different request.
+    torn: u64,
+}
+
+impl Outcomes {
+    fn all_seen(&self) -> bool {
+        self.valid > 0 && self.refused > 0 && self.torn > 0
+    }
+}
+
 #[test]
 fn a_slot_flipping_during_the_copy_never_yields_an_invalid_request() {
     // A writer thread flips slot bytes between a valid 11-segment read and garbage (255
     // segments, last_sect 200) while the back end takes the slot again and again. Whatever
-    // mix of the two a copy catches, a request that passes validation is in range.
+    // mix of the two a copy catches, a request that passes validation is in range. The
+    // writer holds each state for a while, so clean copies of both happen too, and the test
+    // goes on until it has seen the valid request, the garbage refused and a torn copy: a
+    // race that never happened would prove nothing.
     let protocol = Protocol::X86_64;
     let mut ring = ring(protocol);
     let valid = direct(BLKIF_OP_READ, 7, 0, &pages(11, 1));
+    let expected = blkif::Request::validate(&valid, &Limits::DIRECT_ONLY).unwrap();
     ring.front.push_request(&valid).unwrap();
     ring.front.push_requests_and_check_notify();
     let good = ring.read_slot(0);
     let bad = vec![0xc8u8; protocol.slot_size()];
+    let garbage = blkif::RequestError::UnknownOperation(0xc8);
     let memory = ring.memory().clone();
     let offset = ring.slot_offset(0);
     let stop = AtomicBool::new(false);
+    let mut seen = Outcomes::default();
 
     std::thread::scope(|s| {
         s.spawn(|| {
+            let hold = || (0..200).for_each(|_| std::hint::spin_loop());
             while !stop.load(Ordering::Relaxed) {
                 memory.write_bytes(offset, &bad).unwrap();
+                hold();
                 memory.write_bytes(offset, &good).unwrap();
+                hold();
             }
         });
-        for _ in 0..20_000 {
+        let mut takes = 0u64;
+        while takes < 20_000 || (!seen.all_seen() && takes < 50_000_000) {
+            takes += 1;
             // Publish slot 0 again to a fresh back end: the same bytes, copied anew.
             ring.set_index(RingIndex::RspProd, 0);
             ring.set_index(RingIndex::ReqProd, 1);
@@ -267,11 +295,20 @@ fn a_slot_flipping_during_the_copy_never_yields_an_invalid_request() {
             };
             let mut back =
                 BackRing::restore(memory.clone(), protocol, Limits::DIRECT_ONLY, state).unwrap();
-            let taken = back.requests().unwrap().next().unwrap();
-            if let Ok(request) = taken {
-                common::assert_in_range(&request, 0);
+            match back.requests().unwrap().next().unwrap() {
+                Ok(request) if request == expected => seen.valid += 1,
+                Ok(request) => {
+                    common::assert_in_range(&request, 0);
+                    seen.torn += 1;
+                }
+                Err(r) if r.error == garbage && r.id == 0xc8c8_c8c8_c8c8_c8c8 => seen.refused += 1,
+                Err(_) => seen.torn += 1,
             }
         }
         stop.store(true, Ordering::Relaxed);
     });
+    assert!(
+        seen.all_seen(),
+        "the race never showed every outcome: {seen:?}"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use blkif::abi::{Segment, BLKIF_OP_WRITE};
 use blkif::mock::MockRing;
-use blkif::{IndirectPage, Limits, RequestError, RequestKind};
+use blkif::{IndirectPage, Limits, RequestError, RequestKind, SharedRing, SharedRingError};
 use common::{indirect, PROTOCOLS};
 
 /// Pages holding `n` segments: entry i grants page 1000 + i, sectors (i % 8)..=7.
@@ -94,4 +94,23 @@ fn entries_past_a_page_do_not_exist() {
     assert!(page.read_segment(511).is_some());
     assert!(page.read_segment(512).is_none());
     assert!(!page.write_segment(512, &Segment::default()));
+}
+
+#[test]
+fn an_indirect_page_is_a_one_page_view_built_without_unsafe() {
+    // Before, `IndirectPage::new` took a raw pointer and was a second `unsafe` entry; now
+    // it takes a view and refuses one of more than a page.
+    let ring = SharedRing::allocate(1).unwrap();
+    assert_eq!(
+        IndirectPage::new(ring).unwrap_err(),
+        SharedRingError::NotOnePage(1)
+    );
+    let view = SharedRing::allocate(0).unwrap();
+    let page = IndirectPage::new(view.clone()).unwrap();
+    assert!(page.write_segment(5, &Segment::new(77, 1, 6)));
+    // The entry went into the viewed page: 5 * 8 bytes in.
+    let mut bytes = [0; 8];
+    view.read_bytes(40, &mut bytes).unwrap();
+    assert_eq!(bytes, [77, 0, 0, 0, 1, 6, 0, 0]);
+    assert_eq!(page.read_segment(5), Some(Segment::new(77, 1, 6)));
 }

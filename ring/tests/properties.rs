@@ -88,6 +88,31 @@ fn raw_request() -> impl Strategy<Value = RawRequest> {
     prop_oneof![4 => direct, 2 => discard, 2 => indirect, 1 => other]
 }
 
+/// `raw` with junk in every field the request does not use, as a Linux front end leaves
+/// them when it reuses a shadow request: `seg` entries past `nr_segments`, a discard's
+/// `handle`, indirect page refs past the pages in use.
+fn with_stale_fields(raw: &RawRequest, junk: &[Segment; 11], junk16: u16) -> RawRequest {
+    match *raw {
+        RawRequest::Direct(mut r) => {
+            let used = usize::from(r.nr_segments).min(11);
+            r.seg[used..].copy_from_slice(&junk[used..]);
+            RawRequest::Direct(r)
+        }
+        RawRequest::Discard(r) => RawRequest::Discard(RawDiscard {
+            handle: junk16,
+            ..r
+        }),
+        RawRequest::Indirect(mut r) => {
+            let used = usize::from(r.nr_segments).div_ceil(512).min(8);
+            for (i, gref) in r.indirect_grefs.iter_mut().enumerate().skip(used) {
+                *gref = junk[i].gref;
+            }
+            RawRequest::Indirect(r)
+        }
+        RawRequest::Other { .. } => *raw,
+    }
+}
+
 /// Drives a back end over `mem` as a daemon would, answering everything it takes.
 fn serve(back: &mut BackRing, max_indirect: u16) {
     for _ in 0..3 {
@@ -161,6 +186,28 @@ proptest! {
             Err(_) => prop_assert!(rsp_prod > requests),
         }
         front.final_check_for_responses();
+    }
+
+    #[test]
+    fn unused_fields_never_change_the_validated_request(
+        protocol in protocol(),
+        raw in raw_request(),
+        junk in proptest::array::uniform11(any::<(u32, u8, u8, [u8; 2])>()),
+        junk16 in any::<u16>(),
+    ) {
+        // Before, a discard's `handle` went into the validated request although Linux never
+        // sets it; now nothing the request does not use can reach the back end.
+        let junk = junk.map(|(gref, first_sect, last_sect, _pad)| Segment { gref, first_sect, last_sect, _pad });
+        let stale = with_stale_fields(&raw, &junk, junk16);
+        let limits = Limits::new(4096).unwrap();
+        let expected = blkif::Request::validate(&raw, &limits);
+        prop_assert_eq!(&blkif::Request::validate(&stale, &limits), &expected);
+        // And through the ring, where the slot now holds the junk.
+        let mut ring = MockRing::new(0, protocol, limits).unwrap();
+        ring.front.push_request(&stale).unwrap();
+        ring.front.push_requests_and_check_notify();
+        let taken = ring.back.requests().unwrap().next().unwrap();
+        prop_assert_eq!(&taken, &expected);
     }
 
     #[test]

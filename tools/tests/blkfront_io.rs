@@ -7,10 +7,10 @@
 mod blkfront_support;
 
 use blkfront_support::config::Misbehaviour;
-use blkfront_support::{pattern, BackendConfig, Host};
+use blkfront_support::{eventually, pattern, BackendConfig, Host};
 use blkif::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, VDISK_READONLY,
+    BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, VDISK_READONLY,
 };
 use tokenback_tools::blkfront::{Error, FlushMode, Op, ResponseError};
 
@@ -88,11 +88,19 @@ fn without_indirect_a_request_carries_eleven_pages() {
         max_indirect_segments: 0,
         ..BackendConfig::default()
     };
-    let (mut front, _backend, _) = host.connected(config, |_| {});
+    let (mut front, backend, _) = host.connected(config, |_| {});
     assert_eq!(front.disk().max_indirect_segments, 0);
     let err = front.write(0, &vec![1; 12 * 4096]).unwrap_err();
     assert!(matches!(err, Error::TooLarge { max: 11, .. }), "{err}");
-    front.write(0, &vec![1; 11 * 4096]).unwrap();
+    let data = pattern(11 * 4096, 6);
+    front.write(0, &data).unwrap();
+    // The back end got one direct write of eleven whole pages, and nothing of the refused
+    // one (before, the test never looked).
+    assert_eq!(&backend.disk.lock().unwrap()[..data.len()], &data[..]);
+    let seen = backend.finish();
+    assert_eq!(seen.operations, [BLKIF_OP_WRITE]);
+    assert_eq!(seen.segments, [[(0, 7); 11]]);
+    assert!(seen.indirect_segments.is_empty());
 }
 
 #[test]
@@ -141,6 +149,117 @@ fn a_refused_flush_succeeds_and_turns_flushes_off() {
     assert_eq!(front.disk().flush, FlushMode::None);
     front.flush().unwrap();
     assert_eq!(backend.finish().operations, [BLKIF_OP_FLUSH_DISKCACHE]);
+}
+
+#[test]
+fn fua_writes_go_out_as_linux_sends_them_for_each_flush_mode() {
+    // Before, the simulated blkfront had no FUA write, and flushes and barriers never carried
+    // data, so no test sent what a Linux guest sends with only feature-barrier.
+    let cases = [
+        // Only barriers: one barrier carrying the data.
+        (false, true, &[BLKIF_OP_WRITE_BARRIER][..]),
+        // Flush-cache (no FUA): the write, then the block layer's post-flush.
+        (true, true, &[BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE][..]),
+        // No write cache at all: a plain write.
+        (false, false, &[BLKIF_OP_WRITE][..]),
+    ];
+    let mut host = Host::start("fua");
+    for (flush_cache, barrier, operations) in cases {
+        let config = BackendConfig {
+            flush_cache,
+            barrier,
+            ..BackendConfig::default()
+        };
+        let (mut front, backend, _) = host.connected(config, |_| {});
+        // Starts mid-page and spans three pages.
+        let data = pattern(2 * 4096, 12);
+        front.write_fua(13, &data).unwrap();
+        assert_eq!(
+            &backend.disk.lock().unwrap()[13 * 512..13 * 512 + data.len()],
+            &data[..]
+        );
+        let seen = backend.finish();
+        assert_eq!(seen.operations, operations, "{flush_cache} {barrier}");
+        assert_eq!(seen.segments[0], [(5, 7), (0, 7), (0, 4)]);
+    }
+    // A barrier carries no indirect segments: at most eleven pages.
+    let config = BackendConfig {
+        flush_cache: false,
+        ..BackendConfig::default()
+    };
+    let (mut front, backend, _) = host.connected(config, |_| {});
+    let err = front.write_fua(0, &vec![0; 12 * 4096]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { max: 11, .. }), "{err}");
+    assert!(backend.finish().operations.is_empty());
+}
+
+#[test]
+fn a_failed_barrier_with_data_is_an_error_and_turns_flushes_off() {
+    // Before, any failed flush or barrier completed as success: right for one without data
+    // (Linux's blkif_interrupt), wrong for a FUA write sent as a barrier with data.
+    let mut host = Host::start("barfail");
+    for (fail_flush, refuse_flush, fails) in [(true, false, true), (false, true, false)] {
+        let config = BackendConfig {
+            flush_cache: false,
+            fail_flush,
+            refuse_flush,
+            ..BackendConfig::default()
+        };
+        let (mut front, backend, _) = host.connected(config, |_| {});
+        assert_eq!(front.disk().flush, FlushMode::Barrier);
+        let result = front.write_fua(0, &pattern(4096, 3));
+        if fails {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Failed {
+                        operation: BLKIF_OP_WRITE_BARRIER,
+                        status: BLKIF_RSP_ERROR
+                    }
+                ),
+                "{err}"
+            );
+        } else {
+            // Refused (EOPNOTSUPP): Linux completes it as success, data or not.
+            result.unwrap();
+        }
+        // Flushes and FUA are off: a FUA write is a plain write, a flush is not sent.
+        assert_eq!(front.disk().flush, FlushMode::None);
+        front.write_fua(0, &pattern(4096, 4)).unwrap();
+        front.flush().unwrap();
+        assert_eq!(
+            backend.finish().operations,
+            [BLKIF_OP_WRITE_BARRIER, BLKIF_OP_WRITE]
+        );
+    }
+}
+
+#[test]
+fn a_flush_without_data_that_fails_succeeds_and_turns_flushes_off() {
+    let mut host = Host::start("flushfail");
+    let config = BackendConfig {
+        fail_flush: true,
+        ..BackendConfig::default()
+    };
+    let (mut front, backend, _) = host.connected(config, |_| {});
+    front.flush().unwrap();
+    assert_eq!(front.disk().flush, FlushMode::None);
+    // A FUA write whose post-flush fails: the write succeeded and so does the operation.
+    let (mut fua_front, fua_backend, _) = host.connected(
+        BackendConfig {
+            fail_flush: true,
+            ..BackendConfig::default()
+        },
+        |_| {},
+    );
+    fua_front.write_fua(0, &pattern(4096, 5)).unwrap();
+    assert_eq!(fua_front.disk().flush, FlushMode::None);
+    assert_eq!(backend.finish().operations, [BLKIF_OP_FLUSH_DISKCACHE]);
+    assert_eq!(
+        fua_backend.finish().operations,
+        [BLKIF_OP_WRITE, BLKIF_OP_FLUSH_DISKCACHE]
+    );
 }
 
 #[test]
@@ -386,4 +505,21 @@ fn transfers_are_checked_against_the_disk() {
     assert!(matches!(front.discard(0, 8, false), Err(Error::ReadOnly)));
     front.read(0, &mut [0; 512]).unwrap();
     assert_eq!(backend.finish().operations, [BLKIF_OP_READ]);
+}
+
+#[test]
+#[should_panic(expected = "scripted back end failed")]
+fn a_back_end_that_failed_fails_the_test_even_without_finish() {
+    // The test double's Drop used to discard its thread's result: a back end that failed
+    // went unnoticed by every test that did not call `finish`.
+    let mut host = Host::start("bedrop");
+    let (_front, backend, paths) = host.connected(BackendConfig::default(), |_| {});
+    // A `state` that is no number makes the back end's `frontend_changed` fail.
+    let state = format!("{}/state", paths.frontend);
+    host.toolstack
+        .xenstore()
+        .write(xenstore_wire::client::TxId::NONE, &state, b"garbage")
+        .unwrap();
+    eventually("the back end failing", || backend.has_ended());
+    drop(backend);
 }

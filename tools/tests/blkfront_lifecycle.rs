@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use blkfront_support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
 use tokenback_tools::blkfront::{Blkfront, Error};
+use xenstore_wire::client::TxId;
 
 /// Handles back-end events until `done` holds, failing after [`EVENTUALLY`].
 fn until(front: &mut Blkfront, what: &str, mut done: impl FnMut(&Blkfront) -> bool) {
@@ -123,4 +124,65 @@ fn a_back_end_closing_before_connect_fails_the_handshake() {
         host.read(&format!("{}/state", paths.frontend)).as_deref(),
         Some("1")
     );
+}
+
+#[test]
+fn the_handshake_starts_only_from_initialising() {
+    // Before, connect ignored its own state and set up a device that an earlier front end
+    // had already taken to Closed.
+    let mut host = Host::start("notinit");
+    let (domid, paths, _backend) = host.guest_with_disk(BackendConfig::default());
+    let state = format!("{}/state", paths.frontend);
+    host.toolstack
+        .xenstore()
+        .write(TxId::NONE, &state, b"6")
+        .unwrap();
+    let err = Blkfront::connect(host.options(domid)).err().unwrap();
+    assert!(matches!(err, Error::NotInitialising { state: 6 }), "{err}");
+    assert_eq!(host.read(&format!("{}/ring-ref", paths.frontend)), None);
+    assert_eq!(host.read(&state).as_deref(), Some("6"));
+}
+
+#[test]
+fn a_resize_without_sectors_is_ignored() {
+    // Before, a Connected event without a readable `sectors` failed the front end; Linux
+    // returns early and keeps the capacity.
+    let mut host = Host::start("nosectors");
+    let (mut front, _backend, paths) = host.connected(BackendConfig::default(), |_| {});
+    let (sectors, state) = (
+        format!("{}/sectors", paths.backend),
+        format!("{}/state", paths.backend),
+    );
+    for value in [None, Some(&b"lots"[..])] {
+        host.toolstack
+            .xenstore()
+            .transaction(|xs, tx| {
+                match value {
+                    None => xs.rm(tx, &sectors)?,
+                    Some(value) => xs.write(tx, &sectors, value)?,
+                }
+                xs.write(tx, &state, b"4")
+            })
+            .unwrap();
+        assert!(front.handle_backend_events(EVENTUALLY).unwrap());
+        assert_eq!(front.disk().sectors, 16384);
+        assert!(!front.is_closed());
+    }
+    let data = pattern(4096, 5);
+    front.write(8, &data).unwrap();
+}
+
+#[test]
+fn a_vanished_state_node_aborts_the_switch_quietly() {
+    // The toolstack removed our `state` node; the back end then goes Closing. Before, the
+    // switch to Closed failed with ENOENT; Linux aborts its transaction and goes on, and
+    // never recreates the node.
+    let mut host = Host::start("vanished");
+    let (mut front, _backend, paths) = host.connected(BackendConfig::default(), |_| {});
+    let state = format!("{}/state", paths.frontend);
+    host.toolstack.xenstore().rm(TxId::NONE, &state).unwrap();
+    host.toolstack.detach_disk(&paths).unwrap();
+    until(&mut front, "the front end closing", Blkfront::is_closed);
+    assert_eq!(host.read(&state), None);
+    assert!(matches!(front.write(0, &[0; 512]), Err(Error::Closed)));
 }

@@ -72,6 +72,12 @@ impl Blkfront {
         })?;
         let frontend = format!("/local/domain/{}/device/vbd/{}", opts.domid.0, opts.devid);
         let (mut xenbus, backend_id) = Xenbus::open(xs, frontend)?;
+        // Linux starts the handshake only from Initialising (`blkback_changed`): a device
+        // that another front end took further is not ours to set up.
+        let own = xenbus.own_state()?;
+        if own != XenbusState::Initialising {
+            return Err(Error::NotInitialising { state: own.value() });
+        }
         let state = xenbus.wait_backend(deadline, "the back end's InitWait", |s| {
             !matches!(
                 s,
@@ -114,6 +120,7 @@ impl Blkfront {
             next_tag: 0,
             next_queue: 0,
             done: VecDeque::new(),
+            post_flushes: Vec::new(),
             disabled: None,
             closed: false,
         })

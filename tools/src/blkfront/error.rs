@@ -59,6 +59,12 @@ pub enum Error {
     /// Access to a page could not be ended.
     #[error("cannot end access: {0}")]
     EndAccess(#[source] EndAccessError),
+    /// Our own `state` was not Initialising, so the handshake was not started.
+    #[error("the front end's state is {state}, not Initialising (1)")]
+    NotInitialising {
+        /// The state found.
+        state: u32,
+    },
     /// The back end closed (or failed) while we waited for it to connect.
     #[error("the back end went to xenbus state {state} before connecting")]
     BackendClosed {
@@ -106,6 +112,14 @@ pub enum Error {
         segments: usize,
         /// Segments allowed.
         max: usize,
+    },
+    /// A write whose data does not fill its spans exactly.
+    #[error("{bytes} bytes of data for spans that hold {spans}")]
+    SpansMismatch {
+        /// Bytes of data.
+        bytes: usize,
+        /// Bytes the spans hold.
+        spans: usize,
     },
     /// A write (or discard) to a disk the back end marked read-only.
     #[error("the disk is read-only")]

@@ -4,46 +4,61 @@
 //!
 //! # Behaviour
 //!
-//! - [`Blkfront::connect`] waits for the back end's InitWait (or Connected), reads
-//!   `max-ring-page-order` and `multi-queue-max-queues`, allocates 2^order contiguous ring
-//!   pages per queue, grants them, allocates an unbound event-channel port per queue, writes
-//!   the ring keys in one transaction and goes Initialised; when the back end is Connected it
-//!   reads the disk's keys ([`DiskInfo`]) and goes Connected.
-//! - Reads and writes copy the data through granted pages, one 4 KiB segment per page:
+//! - [`Blkfront::connect`] requires our own `state` to be Initialising (else
+//!   [`Error::NotInitialising`]: another front end has used the device), waits for the back
+//!   end's InitWait (or Connected), reads `max-ring-page-order` and `multi-queue-max-queues`,
+//!   allocates 2^order contiguous ring pages per queue, grants them, allocates an unbound
+//!   event-channel port per queue, writes the ring keys in one transaction and goes
+//!   Initialised; when the back end is Connected it reads the disk's keys ([`DiskInfo`]) and
+//!   goes Connected.
+//! - Reads and writes copy the data through granted pages, one segment per page (see
+//!   Limits for the layouts):
 //!   inline up to 11 segments, in granted indirect pages beyond that when the back end offers
 //!   `feature-max-indirect-segments` (capped by [`Options::max_indirect_segments`]). Pages
 //!   are reused; with persistent grants the back end may keep them mapped.
+//! - Fields a request does not use (a discard's `handle`, `seg` entries past `nr_segments`,
+//!   indirect page refs past the pages in use) carry junk, as they carry stale data from
+//!   Linux's reused shadow requests: a back end that reads them fails the tests.
 //! - [`Blkfront::submit`] publishes each request at once; [`Blkfront::stage`] and
 //!   [`Blkfront::publish`] batch them, with one notification decision per queue per batch.
-//!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`, `flush` and
-//!   `discard` are the blocking forms.
+//!   [`Blkfront::complete`] collects completions, in any order; `read`, `write`,
+//!   `write_fua`, `flush` and `discard` are the blocking forms.
 //! - Every response is checked as Linux checks it (id below the ring size and outstanding,
 //!   operation as sent); a bad one disables the device for good ([`Error::Disabled`]).
-//!   A failed flush turns flushes off and completes as success, a discard answered
-//!   EOPNOTSUPP turns discard off, as in Linux.
+//!   A failed flush or barrier turns flushes and FUA off and completes as success, unless
+//!   it carried data and failed with an error; a discard answered EOPNOTSUPP turns discard
+//!   off; as in Linux.
 //! - Back-end `state` changes are handled by [`Blkfront::handle_backend_events`], which
 //!   every publish also runs (once per `submit` or batch): Connected again is a resize
-//!   (re-read `sectors`); Closing or Closed makes the front end go Closed and refuse new
-//!   requests.
+//!   (re-read `sectors`; ignored when that key is missing or not a number); Closing or
+//!   Closed makes the front end go Closed and refuse new requests. When the toolstack has
+//!   removed our `state` node, switching state does nothing, as in Linux.
 //!
 //! # Limits
 //!
-//! One operation is one ring request (no splitting): a transfer may touch at most
-//! [`DiskInfo::max_segments`] pages. Data sits in pages as the page cache puts it (sector
-//! `s` at byte `(s % 8) * 512`); other buffer layouts are not offered.
+//! One operation is one ring request (no splitting; a FUA write without FUA on offer is a
+//! write and a flush): a transfer may touch at most [`DiskInfo::max_segments`] pages.
+//! [`Op::Read`] and [`Op::Write`] put data in pages as the page cache does (sector `s` at
+//! byte `(s % 8) * 512`); [`Op::ReadSpans`] and [`Op::WriteSpans`] take any layout of whole
+//! sectors, one [`Span`] per page, as the segments of a Linux bio may be.
 //! No suspend/resume.
 
+mod completion;
 mod connect;
 mod disk;
 mod error;
+mod layout;
 mod pages;
 mod queue;
 mod request;
+mod stale;
 mod xenbus;
 
+pub use completion::{Completion, Tag};
 pub use connect::Options;
 pub use disk::{DiscardInfo, DiskInfo, FlushMode};
 pub use error::{Error, ResponseError};
+pub use layout::Span;
 pub use request::Op;
 pub use xenbus::XenbusState;
 
@@ -51,44 +66,13 @@ use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use blkif::abi::{BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER};
-use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY};
+use blkif::abi::{BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY};
 use tokenback::platform::sim::SimEventChannel;
 use tokenback::platform::{EventChannel, Port};
 
 use pages::GuestPages;
-use queue::{Queue, Shadow};
+use queue::Queue;
 use xenbus::Xenbus;
-
-/// Identifies a submitted operation in its [`Completion`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(pub u64);
-
-/// A finished operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    /// What [`Blkfront::submit`] returned.
-    pub tag: Tag,
-    /// The response's operation.
-    pub operation: u8,
-    /// `BLKIF_RSP_*` as the back end sent it (a failed flush is reported as success).
-    pub status: i16,
-    /// For a successful read, the bytes read.
-    pub data: Option<Vec<u8>>,
-}
-
-impl Completion {
-    /// The data read (empty for other operations), or the failure.
-    pub fn into_result(self) -> Result<Vec<u8>, Error> {
-        if self.status != BLKIF_RSP_OKAY {
-            return Err(Error::Failed {
-                operation: self.operation,
-                status: self.status,
-            });
-        }
-        Ok(self.data.unwrap_or_default())
-    }
-}
 
 /// A connected front end.
 pub struct Blkfront {
@@ -103,6 +87,8 @@ pub struct Blkfront {
     next_tag: u64,
     next_queue: usize,
     done: VecDeque<Completion>,
+    /// FUA writes that succeeded and now need their flush: (queue, tag).
+    post_flushes: Vec<(usize, Tag)>,
     disabled: Option<ResponseError>,
     closed: bool,
 }
@@ -240,6 +226,15 @@ impl Blkfront {
         self.wait_for(tag).map(drop)
     }
 
+    /// Writes `data` at `sector`, durable once this returns ([`Op::WriteFua`]).
+    pub fn write_fua(&mut self, sector: u64, data: &[u8]) -> Result<(), Error> {
+        let tag = self.submit(Op::WriteFua {
+            sector,
+            data: data.to_vec(),
+        })?;
+        self.wait_for(tag).map(drop)
+    }
+
     /// Flushes the back end's write cache.
     pub fn flush(&mut self) -> Result<(), Error> {
         let tag = self.submit(Op::Flush)?;
@@ -279,7 +274,10 @@ impl Blkfront {
         }
         match self.xenbus.backend_state()? {
             XenbusState::Connected if !self.closed => {
-                self.disk.sectors = self.xenbus.backend_required("sectors")?;
+                // Without a readable `sectors` the change is no resize (Linux returns early).
+                if let Some(sectors) = self.xenbus.backend_optional_u64("sectors")? {
+                    self.disk.sectors = sectors;
+                }
             }
             XenbusState::Closing | XenbusState::Closed if !self.closed => {
                 self.xenbus.switch_state(XenbusState::Closed)?;
@@ -327,69 +325,6 @@ impl Blkfront {
         if self.closed {
             return Err(Error::Closed);
         }
-        Ok(())
-    }
-
-    /// Takes the responses of every queue into `done`; a bad one disables the device.
-    fn reap(&mut self) -> Result<(), Error> {
-        if self.disabled.is_none() {
-            if let Err(reason) = self.take_all_responses() {
-                self.disabled = Some(reason);
-            }
-        }
-        match &self.disabled {
-            Some(reason) => Err(Error::Disabled(reason.clone())),
-            None => Ok(()),
-        }
-    }
-
-    fn take_all_responses(&mut self) -> Result<(), ResponseError> {
-        for index in 0..self.queues.len() {
-            for (shadow, status) in self.queues[index].take_responses()? {
-                self.finish(index, shadow, status)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// `blkif_completion` and the per-operation handling of `blkif_interrupt`.
-    fn finish(&mut self, queue: usize, shadow: Shadow, status: i16) -> Result<(), ResponseError> {
-        let persistent = self.disk.persistent;
-        let mut data = None;
-        if shadow.read && status == BLKIF_RSP_OKAY {
-            let mut bytes = vec![0; shadow.data.iter().map(|d| d.len).sum()];
-            let mut at = 0;
-            for d in &shadow.data {
-                // The page is ours and in bounds; a failure leaves zeroes, never panics.
-                let _ = self
-                    .pages
-                    .read(d.page.frame, d.offset, &mut bytes[at..at + d.len]);
-                at += d.len;
-            }
-            data = Some(bytes);
-        }
-        let pages = shadow.data.iter().map(|d| d.page).chain(shadow.indirect);
-        for page in pages {
-            self.pages
-                .give_back(page, persistent)
-                .map_err(|source| ResponseError::GrantKept { queue, source })?;
-        }
-        let mut status = status;
-        match shadow.operation {
-            BLKIF_OP_FLUSH_DISKCACHE | BLKIF_OP_WRITE_BARRIER if status != BLKIF_RSP_OKAY => {
-                // Our flushes carry no data: any failure turns flushes off and succeeds.
-                self.disk.flush = FlushMode::None;
-                status = BLKIF_RSP_OKAY;
-            }
-            BLKIF_OP_DISCARD if status == BLKIF_RSP_EOPNOTSUPP => self.disk.discard = None,
-            _ => {}
-        }
-        self.done.push_back(Completion {
-            tag: shadow.tag,
-            operation: shadow.operation,
-            status,
-            data,
-        });
         Ok(())
     }
 

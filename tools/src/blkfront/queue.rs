@@ -10,6 +10,7 @@ use tokenback::platform::{DomId, EventChannel, GrantRef, Port};
 use super::error::{Error, ResponseError};
 use super::pages::{GrantedPage, GuestPages};
 use super::request::with_id;
+use super::stale::Stale;
 use super::xenbus::QueueKeys;
 use super::Tag;
 
@@ -25,6 +26,8 @@ pub(crate) struct Shadow {
     pub(crate) indirect: Vec<GrantedPage>,
     /// Whether the data pages are to be copied out on completion.
     pub(crate) read: bool,
+    /// A FUA write without FUA on offer: a flush follows once it succeeded.
+    pub(crate) post_flush: bool,
 }
 
 /// The part of a granted page that carries part of a transfer.
@@ -46,6 +49,8 @@ pub(crate) struct Queue {
     port: Port,
     shadow: Vec<Option<Shadow>>,
     free_ids: Vec<u64>,
+    /// Junk for the fields a request leaves unused, as Linux's reused shadows hold.
+    stale: Stale,
     _guest: Arc<GuestDomain>,
 }
 
@@ -77,6 +82,7 @@ impl Queue {
             port,
             shadow: (0..size).map(|_| None).collect(),
             free_ids: (0..u64::from(size)).rev().collect(),
+            stale: Stale::new(index as u64),
             _guest: Arc::clone(pages.guest()),
         })
     }
@@ -111,7 +117,8 @@ impl Queue {
     pub(crate) fn push(&mut self, shadow: Shadow, request: RawRequest) -> Result<(), Error> {
         let id = self.free_ids.pop().ok_or(Error::QueueFull(self.index))?;
         // Ids and slots are both as many as the ring size: a free id means a free slot.
-        if self.ring.push_request(&with_id(request, id)).is_err() {
+        let request = self.stale.fill_unused(with_id(request, id));
+        if self.ring.push_request(&request).is_err() {
             self.free_ids.push(id);
             return Err(Error::QueueFull(self.index));
         }

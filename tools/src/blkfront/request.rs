@@ -1,33 +1,67 @@
 //! Turning an operation into a ring request, as `blkif_queue_rw_req` and
 //! `blkif_queue_discard_req` do: data copied into granted pages, one segment per page,
-//! inline for up to 11 segments and in granted indirect pages beyond that.
+//! inline for up to 11 segments and in granted indirect pages beyond that. A FUA write goes
+//! out as Linux sends one: a barrier carrying its data when only `feature-barrier` is
+//! offered.
 
 use blkif::abi::{
     Segment, BLKIF_DISCARD_SECURE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ,
-    BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE, XEN_PAGE_SIZE,
+    BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
 use blkif::{RawDirect, RawDiscard, RawIndirect, RawRequest};
 use zerocopy::IntoBytes;
 
 use super::disk::{DiskInfo, FlushMode};
 use super::error::Error;
+use super::layout::{self, Span};
 use super::pages::GuestPages;
 use super::queue::{DataPage, Shadow};
 use super::Tag;
 
-/// One block operation; one ring request each.
+/// One block operation; one ring request each, except a FUA write on a back end without
+/// FUA (see [`Op::WriteFua`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Read `len` bytes from 512-byte sector `sector`.
+    /// Read `len` bytes from 512-byte sector `sector`, into pages as the page cache lays
+    /// them out.
     Read {
         /// First sector.
         sector: u64,
         /// Bytes, a multiple of the sector size.
         len: usize,
     },
-    /// Write `data` at sector `sector`.
+    /// Read from sector `sector` into buffers laid out span by span: one segment per span,
+    /// each in a page of its own, contiguous on disk.
+    ReadSpans {
+        /// First sector.
+        sector: u64,
+        /// The buffers; each a multiple of the sector size.
+        spans: Vec<Span>,
+    },
+    /// Write `data` at sector `sector`, from pages laid out as the page cache lays them out.
     Write {
+        /// First sector.
+        sector: u64,
+        /// Bytes, a multiple of the sector size.
+        data: Vec<u8>,
+    },
+    /// Write `data` at sector `sector` from buffers laid out span by span (see
+    /// [`Op::ReadSpans`]); `data` fills the spans in order.
+    WriteSpans {
+        /// First sector.
+        sector: u64,
+        /// As many bytes as the spans hold.
+        data: Vec<u8>,
+        /// The buffers; each a multiple of the sector size.
+        spans: Vec<Span>,
+    },
+    /// Write `data` at sector `sector`, durable when it completes (`REQ_FUA`). As Linux: with
+    /// only `feature-barrier` offered, a `BLKIF_OP_WRITE_BARRIER` carrying the data (at most
+    /// 11 segments: barriers are never indirect); with `feature-flush-cache`, which offers no
+    /// FUA, a write and, once it succeeded, a flush (the block layer's post-flush), and the
+    /// completion is the flush's; with neither, a plain write (no write cache to bypass).
+    WriteFua {
         /// First sector.
         sector: u64,
         /// Bytes, a multiple of the sector size.
@@ -74,14 +108,47 @@ pub(crate) fn prepare(
     match op {
         Op::Read { sector, len } => {
             check_transfer(disk, *sector, *len)?;
-            data_request(tag, handle, disk, pages, *sector, Transfer::Read(*len)).map(Some)
+            let spans = layout::page_cache(*sector, *len);
+            data_request(tag, handle, disk, pages, *sector, Transfer::Read, &spans).map(Some)
+        }
+        Op::ReadSpans { sector, spans } => {
+            check_spans(disk, *sector, spans)?;
+            data_request(tag, handle, disk, pages, *sector, Transfer::Read, spans).map(Some)
         }
         Op::Write { sector, data } => {
-            if disk.read_only() {
-                return Err(Error::ReadOnly);
-            }
+            check_writable(disk)?;
             check_transfer(disk, *sector, data.len())?;
-            data_request(tag, handle, disk, pages, *sector, Transfer::Write(data)).map(Some)
+            let spans = layout::page_cache(*sector, data.len());
+            let transfer = Transfer::Write(data);
+            data_request(tag, handle, disk, pages, *sector, transfer, &spans).map(Some)
+        }
+        Op::WriteSpans {
+            sector,
+            data,
+            spans,
+        } => {
+            check_writable(disk)?;
+            check_spans(disk, *sector, spans)?;
+            if data.len() != layout::bytes(spans) {
+                return Err(Error::SpansMismatch {
+                    bytes: data.len(),
+                    spans: layout::bytes(spans),
+                });
+            }
+            let transfer = Transfer::Write(data);
+            data_request(tag, handle, disk, pages, *sector, transfer, spans).map(Some)
+        }
+        Op::WriteFua { sector, data } => {
+            check_writable(disk)?;
+            check_transfer(disk, *sector, data.len())?;
+            let spans = layout::page_cache(*sector, data.len());
+            let transfer = match disk.flush {
+                FlushMode::Barrier => Transfer::Barrier(data),
+                FlushMode::FlushDiskcache | FlushMode::None => Transfer::Write(data),
+            };
+            let mut prepared = data_request(tag, handle, disk, pages, *sector, transfer, &spans)?;
+            prepared.shadow.post_flush = disk.flush == FlushMode::FlushDiskcache;
+            Ok(Some(prepared))
         }
         Op::Flush => Ok(flush_request(tag, handle, disk.flush)),
         Op::Discard {
@@ -90,9 +157,7 @@ pub(crate) fn prepare(
             secure,
         } => {
             let offered = disk.discard.ok_or(Error::NotOffered("discard"))?;
-            if disk.read_only() {
-                return Err(Error::ReadOnly);
-            }
+            check_writable(disk)?;
             check_range(disk, *sector, *count)?;
             let flag = if *secure && offered.secure {
                 BLKIF_DISCARD_SECURE
@@ -121,10 +186,12 @@ fn shadow(tag: Tag, operation: u8) -> Shadow {
         data: Vec::new(),
         indirect: Vec::new(),
         read: false,
+        post_flush: false,
     }
 }
 
-fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
+/// A flush without data as the back end takes it, or `None` when it offers none.
+pub(crate) fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
     let operation = match mode {
         FlushMode::None => return None,
         FlushMode::FlushDiskcache => BLKIF_OP_FLUSH_DISKCACHE,
@@ -144,14 +211,15 @@ fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Prepared> {
 }
 
 enum Transfer<'a> {
-    Read(usize),
+    Read,
     Write(&'a [u8]),
+    /// A write as a barrier with data: direct only.
+    Barrier(&'a [u8]),
 }
 
-/// A read or write, laid out as the page cache lays it out: sector `s` of the transfer sits
-/// at byte `(s % 8) * 512` of its page, so a transfer that does not start on a page
-/// boundary begins mid-page (`first_sect` > 0), and every other segment starts at 0. One
-/// segment per page; inline up to 11, in indirect pages beyond.
+/// A read or write whose data sits in `spans` (the data's length, checked by the caller):
+/// one segment per span, each in a page of its own; inline up to 11, in indirect pages
+/// beyond.
 fn data_request(
     tag: Tag,
     handle: u16,
@@ -159,44 +227,44 @@ fn data_request(
     pages: &mut GuestPages,
     sector_number: u64,
     transfer: Transfer<'_>,
+    spans: &[Span],
 ) -> Result<Prepared, Error> {
-    let (operation, len) = match transfer {
-        Transfer::Read(len) => (BLKIF_OP_READ, len),
-        Transfer::Write(data) => (BLKIF_OP_WRITE, data.len()),
+    let (operation, max) = match transfer {
+        Transfer::Read => (BLKIF_OP_READ, disk.max_segments()),
+        Transfer::Write(_) => (BLKIF_OP_WRITE, disk.max_segments()),
+        Transfer::Barrier(_) => (BLKIF_OP_WRITE_BARRIER, BLKIF_MAX_SEGMENTS_PER_REQUEST),
     };
-    let sectors_per_page = (XEN_PAGE_SIZE as u64) / SECTOR_SIZE;
-    let first_offset = (sector_number % sectors_per_page * SECTOR_SIZE) as usize;
-    let segments = (first_offset + len).div_ceil(XEN_PAGE_SIZE);
-    if segments > disk.max_segments() {
+    let len = layout::bytes(spans);
+    let segments = spans.len();
+    if segments > max {
         return Err(Error::TooLarge {
             bytes: len,
             segments,
-            max: disk.max_segments(),
+            max,
         });
     }
     let mut shadow = shadow(tag, operation);
     shadow.read = operation == BLKIF_OP_READ;
     let mut segs = Vec::with_capacity(segments);
     let filled = (|| {
-        let (mut done, mut offset) = (0, first_offset);
-        while done < len {
-            let chunk = (len - done).min(XEN_PAGE_SIZE - offset);
+        let mut done = 0;
+        for span in spans {
+            let (offset, chunk) = (span.offset(), span.len());
             let page = pages.take()?;
             shadow.data.push(DataPage {
                 page,
                 offset,
                 len: chunk,
             });
-            if let Transfer::Write(data) = transfer {
+            if let Transfer::Write(data) | Transfer::Barrier(data) = transfer {
                 pages.write(page.frame, offset, &data[done..done + chunk])?;
             }
-            // Whole sectors inside one page: both indexes are 0..=7.
-            let sector = SECTOR_SIZE as usize;
-            let first_sect = (offset / sector) as u8;
-            let last_sect = ((offset + chunk) / sector - 1) as u8;
-            segs.push(Segment::new(page.gref.0, first_sect, last_sect));
+            segs.push(Segment::new(
+                page.gref.0,
+                span.first_sect(),
+                span.last_sect(),
+            ));
             done += chunk;
-            offset = 0;
         }
         if segments > BLKIF_MAX_SEGMENTS_PER_REQUEST {
             for entries in segs.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
@@ -247,6 +315,27 @@ fn data_request(
         })
     };
     Ok(Prepared { shadow, request })
+}
+
+fn check_writable(disk: &DiskInfo) -> Result<(), Error> {
+    match disk.read_only() {
+        true => Err(Error::ReadOnly),
+        false => Ok(()),
+    }
+}
+
+/// A transfer through `spans`: each span whole logical blocks (as blkback checks every
+/// segment), and the whole inside the disk.
+fn check_spans(disk: &DiskInfo, sector: u64, spans: &[Span]) -> Result<(), Error> {
+    let block = u64::from(disk.sector_size);
+    if let Some(span) = spans.iter().find(|s| s.len() as u64 % block != 0) {
+        return Err(Error::Misaligned {
+            sector,
+            bytes: span.len(),
+            sector_size: disk.sector_size,
+        });
+    }
+    check_transfer(disk, sector, layout::bytes(spans))
 }
 
 /// A read or write of `len` bytes at `sector`: whole logical blocks, inside the disk.

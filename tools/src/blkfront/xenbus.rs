@@ -116,17 +116,27 @@ impl Xenbus {
 
     /// The back end's state; a missing or unreadable key is Unknown, as in Linux.
     pub(crate) fn backend_state(&mut self) -> Result<XenbusState, Error> {
-        let value = self.backend_u64("state", 0)?;
-        Ok(XenbusState::from_value(u32::try_from(value).unwrap_or(0)))
+        let path = format!("{}/state", self.backend);
+        state_at(&mut self.xs, &path)
+    }
+
+    /// Our own state as xenstore holds it (Unknown when missing or unreadable).
+    pub(crate) fn own_state(&mut self) -> Result<XenbusState, Error> {
+        let path = format!("{}/state", self.frontend);
+        state_at(&mut self.xs, &path)
     }
 
     /// A back-end key read as `xenbus_read_unsigned` does: absent or not a number gives
     /// `default`.
     pub(crate) fn backend_u64(&mut self, key: &str, default: u64) -> Result<u64, Error> {
+        Ok(self.backend_optional_u64(key)?.unwrap_or(default))
+    }
+
+    /// A back-end key as a number, `None` when absent or not a number (what
+    /// `XENBUS_EXIST_ERR` catches after `xenbus_scanf`).
+    pub(crate) fn backend_optional_u64(&mut self, key: &str) -> Result<Option<u64>, Error> {
         let path = format!("{}/{key}", self.backend);
-        Ok(read(&mut self.xs, &path)?
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(default))
+        Ok(read(&mut self.xs, &path)?.and_then(|v| v.trim().parse().ok()))
     }
 
     /// A back-end key that must be there and be a number (`xenbus_gather`'s fields).
@@ -220,20 +230,23 @@ impl Xenbus {
     }
 
     /// `xenbus_switch_state`: writes our `state` in a transaction that first checks the key
-    /// still exists, so that a directory the toolstack removed is never recreated.
+    /// still exists, so that a directory the toolstack removed is never recreated. A
+    /// vanished key aborts the transaction quietly, as in Linux: the device is going away.
     pub(crate) fn switch_state(&mut self, state: XenbusState) -> Result<(), Error> {
         let path = format!("{}/state", self.frontend);
         let value = state.value().to_string();
-        self.xs
-            .transaction(|xs, tx| {
-                xs.read(tx, &path)?;
-                xs.write(tx, &path, value.as_bytes())
-            })
-            .map_err(|source| Error::Xenstore {
+        let switched = self.xs.transaction(|xs, tx| {
+            xs.read(tx, &path)?;
+            xs.write(tx, &path, value.as_bytes())
+        });
+        match switched {
+            Ok(()) | Err(ClientError::Xs(XsErrno::Enoent)) => Ok(()),
+            Err(source) => Err(Error::Xenstore {
                 op: "switch state of",
                 path,
                 source,
-            })
+            }),
+        }
     }
 }
 
@@ -246,6 +259,13 @@ fn push_queue_keys(keys: &mut Vec<(String, String)>, dir: &str, queue: &QueueKey
         }
     }
     keys.push((format!("{dir}/event-channel"), queue.port.0.to_string()));
+}
+
+/// The state a `state` key names; missing or not a number is Unknown, as in Linux's
+/// `xenbus_read_driver_state`.
+fn state_at(xs: &mut Client, path: &str) -> Result<XenbusState, Error> {
+    let value = read(xs, path)?.and_then(|v| v.trim().parse().ok());
+    Ok(XenbusState::from_value(value.unwrap_or(0)))
 }
 
 /// Reads a key as text; `None` if it does not exist.

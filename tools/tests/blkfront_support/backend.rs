@@ -69,6 +69,11 @@ impl ScriptedBackend {
         }
     }
 
+    /// Whether the back end's thread has ended (it fails or is stopped).
+    pub fn has_ended(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
     pub fn seen(&self) -> Seen {
         self.seen.lock().unwrap().clone()
     }
@@ -93,18 +98,33 @@ impl ScriptedBackend {
 
     /// Stops the thread and reports what it saw; fails the test if the back end failed.
     pub fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Relaxed);
-        let result = self.thread.take().unwrap().join().unwrap();
-        assert_eq!(result, Ok(()), "scripted back end failed");
+        let result = self.stop_thread();
+        assert_eq!(result, Some(Ok(())), "scripted back end failed");
         self.seen()
+    }
+
+    /// Stops the thread and takes its result (`None` once taken); a panic in it is a failure.
+    fn stop_thread(&mut self) -> Option<Result<(), String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take()?;
+        Some(
+            thread
+                .join()
+                .unwrap_or_else(|_| Err("the back end's thread panicked".into())),
+        )
     }
 }
 
 impl Drop for ScriptedBackend {
+    /// A test that never calls [`finish`](ScriptedBackend::finish) still fails when the back
+    /// end did, unless it is already failing (a second panic would abort).
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let result = self.stop_thread();
+        if !std::thread::panicking() {
+            assert!(
+                matches!(result, None | Some(Ok(()))),
+                "scripted back end failed: {result:?}"
+            );
         }
     }
 }
@@ -366,9 +386,12 @@ impl Blkback {
                     RequestKind::FlushDiskcache(_) => self.config.flush_cache,
                     _ => self.config.barrier,
                 };
-                match offered && !self.config.refuse_flush {
-                    false => Status::NotSupported,
-                    true => self.transfer(s.sector_number(), s.segments(), true),
+                if !offered || self.config.refuse_flush {
+                    Status::NotSupported
+                } else if self.config.fail_flush {
+                    Status::Error
+                } else {
+                    self.transfer(s.sector_number(), s.segments(), true)
                 }
             }
             RequestKind::Discard(d) => self.discard(d.sector_number(), d.nr_sectors(), d.secure()),
@@ -431,7 +454,7 @@ impl Blkback {
             .iter()
             // SAFETY: each mapping is one page that outlives `pages` (dropped at the end of
             // this function, after `pages`); this process reads it only through the view.
-            .map(|m| unsafe { IndirectPage::new(m.as_ptr()) })
+            .map(|m| unsafe { SharedRing::new(m.as_ptr(), 0) }.and_then(IndirectPage::new))
             .collect::<Result<_, _>>()
             .ok()?;
         let mut segments = Vec::new();

@@ -17,6 +17,8 @@ pub struct BackendConfig {
     pub info: u32,
     /// Answer flushes and barriers with EOPNOTSUPP although offered.
     pub refuse_flush: bool,
+    /// Fail flushes and barriers with BLKIF_RSP_ERROR (an I/O error), writing nothing.
+    pub fail_flush: bool,
     /// Answer discards with EOPNOTSUPP although offered.
     pub refuse_discard: bool,
     /// Keep data pages mapped even without persistent grants (a broken back end).
@@ -53,6 +55,7 @@ impl Default for BackendConfig {
             sector_size: 512,
             info: 0,
             refuse_flush: false,
+            fail_flush: false,
             refuse_discard: false,
             keep_grants: false,
             misbehave: None,
