@@ -2,13 +2,16 @@
 //! its disks (docs/sim-host.md "Domain life"; reference xenbus-vbd.md sections 2, 3, 10).
 //!
 //! It creates a domain (memory, grant table, event channels), gives it its xenstore home,
-//! introduces it to xenstored, writes a disk's backend and frontend directories in one
+//! allocates the event channel of its store connection (an unbound port of the guest for
+//! dom0, as libxl does for `store_port`) and introduces it to xenstored with it, writes a disk's backend and frontend directories in one
 //! transaction as `libxl__device_generic_add` does, detaches a disk as libxl does (`online`
 //! 0 and backend `state` 5), and destroys the domain again.
 
+use std::collections::HashMap;
+
 use thiserror::Error;
-use tokenback::platform::sim::{GuestDomain, RunDir, SimError};
-use tokenback::platform::DomId;
+use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};
+use tokenback::platform::{DomId, EvtchnError, Port};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{ClientError, Endpoint, TxId};
 use xenstore_wire::perms::{Access, Perm, Perms};
@@ -19,6 +22,9 @@ pub enum ToolstackError {
     /// The simulated host's files.
     #[error("simulated host: {0}")]
     Sim(#[from] SimError),
+    /// The guest's store event channel.
+    #[error("store event channel: {0}")]
+    Evtchn(#[from] EvtchnError),
     /// A xenstore request.
     #[error("xenstore {op}: {source}")]
     Xenstore {
@@ -72,6 +78,9 @@ pub struct DiskPaths {
 pub struct Toolstack {
     run: RunDir,
     xs: Client,
+    /// Each guest's store port, held open in the guest's domain until it is destroyed (on
+    /// Xen the port belongs to the domain; here to a handle, which this keeps).
+    store_ports: HashMap<DomId, (SimEventChannel, Port)>,
 }
 
 impl Toolstack {
@@ -79,7 +88,16 @@ impl Toolstack {
     pub fn new(run: RunDir) -> Result<Self, ToolstackError> {
         let xs =
             Client::connect(Endpoint::Socket(run.xenstored_socket())).map_err(xs_err("connect"))?;
-        Ok(Toolstack { run, xs })
+        Ok(Toolstack {
+            run,
+            xs,
+            store_ports: HashMap::new(),
+        })
+    }
+
+    /// The event-channel port guest `domid` was introduced with: unbound, for dom0.
+    pub fn store_port(&self, domid: DomId) -> Option<Port> {
+        self.store_ports.get(&domid).map(|(_, port)| *port)
     }
 
     /// dom0's xenstore connection.
@@ -112,8 +130,12 @@ impl Toolstack {
                 xs.set_perms(tx, &format!("{home}/device"), &owned)
             })
             .map_err(xs_err("write the domain's home"))?;
+        let mut channel = SimEventChannel::open(&self.run, domid)?;
+        let port = channel.alloc_unbound(DomId(0))?;
+        self.store_ports.insert(domid, (channel, port));
+        // The gfn is unused: the simulated guest reaches xenstored over a socket.
         self.xs
-            .introduce(domid.0, 0, 0)
+            .introduce(domid.0, 0, port.0)
             .map_err(xs_err("introduce"))?;
         Ok(domid)
     }
@@ -190,6 +212,8 @@ impl Toolstack {
     /// becomes free.
     pub fn destroy_guest(&mut self, domid: DomId) -> Result<(), ToolstackError> {
         self.run.destroy_domain(domid)?;
+        // Destruction closed the port; the handle has nothing left to unbind.
+        self.store_ports.remove(&domid);
         self.xs.release(domid.0).map_err(xs_err("release"))?;
         let home = format!("/local/domain/{}", domid.0);
         let backends = format!("/local/domain/0/backend/vbd/{}", domid.0);

@@ -60,10 +60,10 @@ fn chmod_and_permissions_listing() {
     assert_eq!(out.status.code(), Some(1));
     // Nor can it be introduced until the host has made DIR/domain/9/.
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    let refused = dom0.introduce(9, 0, 0).unwrap_err();
+    let refused = dom0.introduce(9, 0, 1).unwrap_err();
     assert_eq!(refused.errno(), Some(&XsErrno::Einval));
     std::fs::create_dir_all(d.dir.join("domain/9")).unwrap();
-    dom0.introduce(9, 0, 0).unwrap();
+    dom0.introduce(9, 0, 1).unwrap();
     xs_ok(&s, "xenstore-chmod", &["/p/x", "n9"]);
     // A bad path is refused.
     assert_eq!(xs(&s, "xenstore-read", &["/p/../x"]).status.code(), Some(1));
@@ -79,7 +79,7 @@ fn guest_socket_is_confined() {
     xs_ok(&s, "xenstore-chmod", &["-r", "/local/domain/5", "n5"]);
     xs_ok(&s, "xenstore-write", &["/secret", "s"]);
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    dom0.introduce(5, 0, 0).unwrap();
+    dom0.introduce(5, 0, 1).unwrap();
     let g = d.domain_socket(5);
     wait_for(&g);
 
@@ -116,7 +116,16 @@ fn guest_socket_is_confined() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(dom0.read(TxId::NONE, "/local/domain/5/data/x").is_ok());
+    // C xenstored deletes what a released domain owned (keep_orphans off); its home, which
+    // it was given, went too.
+    let gone = dom0.read(TxId::NONE, "/local/domain/5/data/x").unwrap_err();
+    assert_eq!(gone.errno(), Some(&XsErrno::Enoent));
+    assert_eq!(
+        xs(&s, "xenstore-exists", &["/local/domain/5"])
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -163,7 +172,7 @@ fn watch_sees_release_domain() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    dom0.introduce(3, 0, 0).unwrap();
+    dom0.introduce(3, 0, 1).unwrap();
     wait_for(&d.domain_socket(3));
     dom0.release(3).unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");

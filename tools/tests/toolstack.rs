@@ -1,0 +1,29 @@
+//! The simulated toolstack against tokenback-xenstored: what libxl and Xen do around a
+//! guest's xenstore connection.
+// An integration test crate is compiled only for tests; the lint is meant for unit tests.
+#![allow(clippy::tests_outside_test_module)]
+
+mod blkfront_support;
+
+use blkfront_support::Host;
+use tokenback::platform::sim::{PortStatus, SimEventChannel};
+use tokenback::platform::DomId;
+
+#[test]
+fn a_guest_is_introduced_with_a_real_store_port() {
+    // Before: XS_INTRODUCE carried port 0, which Xen's xenstored refuses.
+    let mut host = Host::start("store-port");
+    let domid = host.toolstack.create_guest("g", 16, 1).unwrap();
+    let port = host.toolstack.store_port(domid).expect("a store port");
+    assert_ne!(port.0, 0);
+    let guest = SimEventChannel::open(&host.run, domid).unwrap();
+    assert_eq!(
+        guest.status(port).unwrap(),
+        PortStatus::Unbound { remote: DomId(0) }
+    );
+    assert!(host
+        .toolstack
+        .xenstore()
+        .is_domain_introduced(domid.0)
+        .unwrap());
+}
