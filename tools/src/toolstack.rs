@@ -8,6 +8,7 @@
 //! 0 and backend `state` 5), and destroys the domain again.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};
@@ -22,6 +23,9 @@ pub enum ToolstackError {
     /// The simulated host's files.
     #[error("simulated host: {0}")]
     Sim(#[from] SimError),
+    /// xenstored did not release a destroyed domain in time.
+    #[error("xenstored did not release destroyed domain {0}")]
+    NotReleased(DomId),
     /// The guest's store event channel.
     #[error("store event channel: {0}")]
     Evtchn(#[from] EvtchnError),
@@ -35,6 +39,10 @@ pub enum ToolstackError {
         source: ClientError,
     },
 }
+
+/// How long xenstored may take to notice a destroyed domain (it reacts at once; this only
+/// bounds a hang).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn xs_err(op: &'static str) -> impl FnOnce(ClientError) -> ToolstackError {
     move |source| ToolstackError::Xenstore { op, source }
@@ -207,14 +215,23 @@ impl Toolstack {
             .map_err(xs_err("remove the disk's directories"))
     }
 
-    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed),
-    /// xenstored releases it, its xenstore nodes and backend directories go, and its domid
-    /// becomes free.
+    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed);
+    /// xenstored notices by itself, as on VIRQ_DOM_EXC, deletes what the guest owned, fires
+    /// @releaseDomain and removes its socket (libxl sends no XS_RELEASE); then the guest's
+    /// home and backend directories go, and its domid becomes free.
     pub fn destroy_guest(&mut self, domid: DomId) -> Result<(), ToolstackError> {
+        // Watch first, so that the release cannot be missed.
+        let token = format!("destroy-{}", domid.0);
+        self.xs
+            .watch("@releaseDomain", &token)
+            .map_err(xs_err("watch @releaseDomain"))?;
         self.run.destroy_domain(domid)?;
         // Destruction closed the port; the handle has nothing left to unbind.
         self.store_ports.remove(&domid);
-        self.xs.release(domid.0).map_err(xs_err("release"))?;
+        self.await_release(domid)?;
+        self.xs
+            .unwatch("@releaseDomain", &token)
+            .map_err(xs_err("unwatch @releaseDomain"))?;
         let home = format!("/local/domain/{}", domid.0);
         let backends = format!("/local/domain/0/backend/vbd/{}", domid.0);
         self.xs
@@ -225,6 +242,31 @@ impl Toolstack {
             .map_err(xs_err("remove the guest's nodes"))?;
         self.run.remove_domain(domid)?;
         Ok(())
+    }
+}
+
+impl Toolstack {
+    /// Waits until xenstored has released a destroyed domain (each @releaseDomain event
+    /// prompts a look; events of other domains are skipped).
+    fn await_release(&mut self, domid: DomId) -> Result<(), ToolstackError> {
+        let deadline = Instant::now() + RELEASE_TIMEOUT;
+        loop {
+            let introduced = self
+                .xs
+                .is_domain_introduced(domid.0)
+                .map_err(xs_err("ask whether the domain is released"))?;
+            if !introduced {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .xs
+                .next_event(Some(left))
+                .map_err(xs_err("wait for @releaseDomain"))?;
+            if event.is_none() {
+                return Err(ToolstackError::NotReleased(domid));
+            }
+        }
     }
 }
 

@@ -27,3 +27,18 @@ fn a_guest_is_introduced_with_a_real_store_port() {
         .is_domain_introduced(domid.0)
         .unwrap());
 }
+
+#[test]
+fn destroying_a_guest_releases_it_in_xenstored() {
+    // The toolstack sends no XS_RELEASE, as libxl sends none: xenstored must notice the
+    // destruction itself (else destroy_guest times out with NotReleased).
+    let mut host = Host::start("destroy-release");
+    let domid = host.toolstack.create_guest("g", 16, 1).unwrap();
+    let socket = host.run.domain_xenstored_socket(domid);
+    assert!(socket.exists());
+    host.toolstack.destroy_guest(domid).unwrap();
+    assert!(!socket.exists());
+    assert!(!host.run.domain_exists(domid));
+    let xs = host.toolstack.xenstore();
+    assert!(!xs.is_domain_introduced(domid.0).unwrap());
+}

@@ -7,9 +7,12 @@
 //!
 //! Which domains exist: libxl gives nodes to a domain before introducing it, and xenstored
 //! refuses an owner that does not exist. Here domain N exists once the simulated host has
-//! made the directory `DIR/domain/N/` (docs/sim-host.md, "Domain life"); the host removes that
-//! directory when the domain is destroyed. Introducing a domain that does not exist is
-//! refused with EINVAL, as Xen's xenstored cannot map its page.
+//! made the directory `DIR/domain/N/` with its event-channel table `evtchn` in it, and is
+//! dying or gone once the host's `destroy_domain` has removed that table (docs/sim-host.md,
+//! "Domain life"). Introducing a domain that does not exist is refused with EINVAL, as Xen's
+//! xenstored cannot map its page. When the host changes `DIR/domain`, the server checks its
+//! domains and ends those that are gone (their nodes deleted, @releaseDomain fired), as C
+//! xenstored does on VIRQ_DOM_EXC.
 //!
 //! Refusals and dropped connections are logged on stderr. SIGTERM or SIGINT stops it cleanly
 //! (exit 0, sockets removed).
@@ -71,7 +74,9 @@ fn serve(run_dir: &Path) -> Result<(), String> {
         socket: run_dir.join("socket"),
         domain_dir: Some(domain_dir),
         quotas: Quotas::default(),
-        domain_exists: Box::new(move |domid| exists_dir.join(domid.to_string()).is_dir()),
+        domain_exists: Box::new(move |domid| {
+            exists_dir.join(domid.to_string()).join("evtchn").exists()
+        }),
     };
     let signals = block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
     let mut server = SocketServer::bind(config)

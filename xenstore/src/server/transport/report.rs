@@ -31,6 +31,8 @@ pub enum Report {
         /// What failed.
         error: io::Error,
     },
+    /// Reading the domain directory's changes failed: deaths may go unnoticed.
+    DomainWatchFailed(io::Error),
     /// A per-domain socket was created or removed.
     DomainSocket {
         /// The domain.
@@ -69,6 +71,9 @@ impl fmt::Display for Report {
                     "domain {domid}: cannot serve {}: {error}",
                     path.display()
                 )
+            }
+            Report::DomainWatchFailed(error) => {
+                write!(f, "cannot read changes of domains: {error}")
             }
             Report::DomainSocket {
                 domid,
