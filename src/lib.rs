@@ -4,4 +4,5 @@
 //! The crate holds the daemon's parts; see DESIGN.md in the repository for the map.
 
 pub mod limiter;
+pub mod logging;
 pub mod platform;

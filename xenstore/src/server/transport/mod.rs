@@ -26,7 +26,7 @@ mod domain_watch;
 mod report;
 
 use domain_watch::DomainWatch;
-pub use report::{DropReason, Report};
+pub use report::{DropReason, Report, Severity};
 
 use super::{ConnId, DomainExists, Effect, Quotas, Server};
 use crate::perms::DomId;
