@@ -220,18 +220,17 @@ impl Toolstack {
     /// @releaseDomain and removes its socket (libxl sends no XS_RELEASE); then the guest's
     /// home and backend directories go, and its domid becomes free.
     pub fn destroy_guest(&mut self, domid: DomId) -> Result<(), ToolstackError> {
-        // Watch first, so that the release cannot be missed.
-        let token = format!("destroy-{}", domid.0);
-        self.xs
-            .watch("@releaseDomain", &token)
+        // Watch first, so that the release cannot be missed; on a connection of its own,
+        // which takes its events with it when it closes.
+        let mut releases = Client::connect(Endpoint::Socket(self.run.xenstored_socket()))
+            .map_err(xs_err("connect"))?;
+        releases
+            .watch("@releaseDomain", "destroy")
             .map_err(xs_err("watch @releaseDomain"))?;
         self.run.destroy_domain(domid)?;
         // Destruction closed the port; the handle has nothing left to unbind.
         self.store_ports.remove(&domid);
-        self.await_release(domid)?;
-        self.xs
-            .unwatch("@releaseDomain", &token)
-            .map_err(xs_err("unwatch @releaseDomain"))?;
+        await_release(&mut releases, domid)?;
         let home = format!("/local/domain/{}", domid.0);
         let backends = format!("/local/domain/0/backend/vbd/{}", domid.0);
         self.xs
@@ -245,27 +244,23 @@ impl Toolstack {
     }
 }
 
-impl Toolstack {
-    /// Waits until xenstored has released a destroyed domain (each @releaseDomain event
-    /// prompts a look; events of other domains are skipped).
-    fn await_release(&mut self, domid: DomId) -> Result<(), ToolstackError> {
-        let deadline = Instant::now() + RELEASE_TIMEOUT;
-        loop {
-            let introduced = self
-                .xs
-                .is_domain_introduced(domid.0)
-                .map_err(xs_err("ask whether the domain is released"))?;
-            if !introduced {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self
-                .xs
-                .next_event(Some(left))
-                .map_err(xs_err("wait for @releaseDomain"))?;
-            if event.is_none() {
-                return Err(ToolstackError::NotReleased(domid));
-            }
+/// Waits until xenstored has released a destroyed domain: each @releaseDomain event on
+/// `xs` prompts a look (the events of other domains, and the watch's first, are skipped).
+fn await_release(xs: &mut Client, domid: DomId) -> Result<(), ToolstackError> {
+    let deadline = Instant::now() + RELEASE_TIMEOUT;
+    loop {
+        let introduced = xs
+            .is_domain_introduced(domid.0)
+            .map_err(xs_err("ask whether the domain is released"))?;
+        if !introduced {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = xs
+            .next_event(Some(left))
+            .map_err(xs_err("wait for @releaseDomain"))?;
+        if event.is_none() {
+            return Err(ToolstackError::NotReleased(domid));
         }
     }
 }

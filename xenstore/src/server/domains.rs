@@ -8,6 +8,9 @@
 //! fires. C xenstored leaves a dead domain's entries in other nodes' lists but ignores them
 //! (XS_PERM_IGNORE, by comparing generations); we remove them, which grants the same
 //! access: none, also to a new domain that reuses the domid.
+//!
+//! Departure: C xenstored also fires `@releaseDomain` when a domain shuts down or crashes
+//! while it still exists; the simulated host has no such state, only destruction.
 
 use std::collections::BTreeSet;
 

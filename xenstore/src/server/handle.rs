@@ -5,12 +5,19 @@ use super::refusal::{QuotaKind, Refusal};
 use super::tree::Store;
 use super::txn::Transaction;
 use super::watch::{Change, Watch};
-use super::{ConnId, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
+use std::collections::BTreeSet;
+
+use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
 use crate::path::{self, is_special, Resolved};
 use crate::perms::{DomId, Perms};
 use crate::wire::{self, Message, MsgType, Request, WireError};
 
 const OK: &[u8] = b"OK\0";
+
+/// Whether a domain exists: dom0, an introduced one, or one the host says exists.
+fn domain_exists(introduced: &BTreeSet<DomId>, host: &DomainExists, domid: DomId) -> bool {
+    domid == 0 || introduced.contains(&domid) || host(domid)
+}
 
 /// What a request produced, besides side effects.
 type Outcome = Result<Vec<u8>, Refusal>;
@@ -257,7 +264,12 @@ impl Server {
     /// `set_perms_special`): the owner (or privileged callers) may change them; any other `@`
     /// name is EINVAL.
     fn set_special_perms(&mut self, caller: &Caller, path: String, perms: Perms) -> Outcome {
-        let perms = self.existing_entries(perms)?;
+        // The same checks of the list as `ops::set_perms` makes.
+        let exists = |d: DomId| domain_exists(&self.introduced, &self.domain_exists, d);
+        if !exists(perms.owner()) {
+            return Err(Refusal::NoDomain(perms.owner()));
+        }
+        let perms = ops::existing_entries(perms, &exists);
         let name = SPECIAL_PATHS
             .iter()
             .find(|p| **p == path)
@@ -274,19 +286,6 @@ impl Server {
         Ok(OK.to_vec())
     }
 
-    /// Whether a domain exists: dom0, an introduced one, or one the host says exists.
-    fn exists(&self, domid: DomId) -> bool {
-        domid == 0 || self.introduced.contains(&domid) || (self.domain_exists)(domid)
-    }
-
-    /// `perms` checked for a SET_PERMS of special nodes, as `ops::set_perms` checks them.
-    fn existing_entries(&self, perms: Perms) -> Result<Perms, Refusal> {
-        if !self.exists(perms.owner()) {
-            return Err(Refusal::NoDomain(perms.owner()));
-        }
-        Ok(ops::existing_entries(perms, &|d| self.exists(d)))
-    }
-
     /// Runs `op` on the live tree (firing its events) or inside transaction `tx_id` (keeping
     /// them for the commit).
     fn in_store<R>(
@@ -300,10 +299,8 @@ impl Server {
             &mut Vec<Change>,
         ) -> Result<R, Refusal>,
     ) -> Result<R, Refusal> {
-        let introduced = &self.introduced;
-        let domain_exists = &self.domain_exists;
-        // As `Server::exists`, borrowing only what `op` does not.
-        let exists = |d: DomId| d == 0 || introduced.contains(&d) || domain_exists(d);
+        let (introduced, host) = (&self.introduced, &self.domain_exists);
+        let exists = |d: DomId| domain_exists(introduced, host, d);
         let mut changes = Vec::new();
         if tx_id == 0 {
             let r = op(&mut self.tree, &self.quotas, &exists, &mut changes)?;
