@@ -138,9 +138,6 @@ impl Server {
                     ops::directory_part(s, &caller, &p, offset)
                 })
             }
-            // C xenstored 4.17 answers GET_PERMS only for node paths: an `@` name is not
-            // one (EINVAL), whatever SET_PERMS gave it.
-            Request::GetPerms { path } if is_special(&path) => Err(Refusal::SpecialName(path)),
             Request::GetPerms { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
                 self.in_store(conn, tx_id, |s, _, _, _| ops::get_perms(s, &caller, &p))

@@ -65,9 +65,8 @@ pub enum Refusal {
     /// INTRODUCE of a domain that does not exist (Xen cannot map its store page).
     #[error("cannot introduce domain {0}: it does not exist")]
     IntroduceMissing(DomId),
-    /// A special `@` name where a node path is needed (GET_PERMS), or one that is not
-    /// `@introduceDomain` or `@releaseDomain` (SET_PERMS).
-    #[error("{0} is not a node")]
+    /// SET_PERMS of an `@` name other than `@introduceDomain` and `@releaseDomain`.
+    #[error("{0} is not a special node")]
     SpecialName(String),
     /// XS_INTRODUCE with event-channel port 0.
     #[error("cannot introduce domain {0} without an event-channel port")]

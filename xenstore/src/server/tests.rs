@@ -617,14 +617,17 @@ fn special_nodes_can_be_opened_to_a_guest() {
 
 #[test]
 fn special_names_are_not_nodes() {
-    // Xen 4.17 checks GET_PERMS paths as node names, so an `@` name is EINVAL, even for
-    // dom0; SET_PERMS knows only the two specials. Before: GET_PERMS answered the list and
-    // SET_PERMS on an unknown `@` name ENOENT.
+    // Xen 4.17 checks GET_PERMS (and every node request's) paths as node names, so an `@`
+    // name is EINVAL, even for dom0; SET_PERMS knows only the two specials. Before:
+    // GET_PERMS answered the list, SET_PERMS on an unknown `@` name said ENOENT, and READ
+    // took `@x` as a relative path below the caller's home.
     let mut h = Harness::new();
     let d0 = h.server.connect(0, true);
     let get = |path: &str| Request::GetPerms { path: path.into() };
     assert_eq!(h.send(d0, get("@releaseDomain")), Err(XsErrno::Einval));
     assert_eq!(h.send(d0, get("@other")), Err(XsErrno::Einval));
+    assert_eq!(h.write(d0, "@other", "x"), Err(XsErrno::Einval));
+    assert_eq!(h.read(d0, "@other"), Err(XsErrno::Einval));
     assert_eq!(h.set_perms(d0, "@other", &["n0"]), Err(XsErrno::Einval));
     assert_eq!(h.set_perms(d0, "@introduceDomain", &["n0", "r3"]), ok());
 }

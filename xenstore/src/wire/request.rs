@@ -505,7 +505,7 @@ mod tests {
         let mut runner = TestRunner::deterministic();
         let mut parsed = std::collections::HashSet::new();
         let mut ok = 0;
-        for _ in 0..20_000 {
+        for _ in 0..6_000 {
             let t = msg_type().new_tree(&mut runner).unwrap().current();
             let payload = payload().new_tree(&mut runner).unwrap().current();
             if Request::parse(t, &payload).is_ok() {
@@ -513,7 +513,7 @@ mod tests {
                 parsed.insert(t);
             }
         }
-        assert!(ok > 2000, "only {ok} of 20000 parsed");
+        assert!(ok > 600, "only {ok} of 6000 parsed");
         // All but the seven unsupported types.
         assert_eq!(parsed.len(), 26 - 7, "{parsed:?}");
     }
