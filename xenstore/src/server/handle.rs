@@ -1,12 +1,12 @@
 //! Request dispatch: one message in, replies and watch events queued.
 
+use std::collections::BTreeSet;
+
 use super::ops::{self, Caller};
 use super::refusal::{QuotaKind, Refusal};
 use super::tree::Store;
 use super::txn::Transaction;
 use super::watch::{Change, Watch};
-use std::collections::BTreeSet;
-
 use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
 use crate::path::{self, is_special, Resolved};
 use crate::perms::{DomId, Perms};
