@@ -125,7 +125,8 @@ struct Conn {
     dropping: bool,
 }
 
-/// Decides whether a domain exists, for SET_PERMS owners (Xen asks the hypervisor).
+/// Decides whether a domain exists and is not dying, as Xen asks the hypervisor: for
+/// INTRODUCE, for the domains permission lists name, and in [`Server::check_domains`].
 pub type DomainExists = Box<dyn Fn(DomId) -> bool + Send>;
 
 /// The xenstored state machine.
@@ -152,7 +153,8 @@ pub const SPECIAL_PATHS: [&str; 2] = ["@introduceDomain", "@releaseDomain"];
 
 impl Server {
     /// A server with only `/`, the given quotas, and a predicate telling which domains exist
-    /// besides dom0 and introduced ones (libxl gives nodes to a domain before introducing it).
+    /// besides dom0 (libxl gives nodes to a domain before introducing it; a domain that no
+    /// longer exists is ended by [`Server::check_domains`]).
     pub fn new(quotas: Quotas, domain_exists: DomainExists) -> Server {
         Server {
             tree: Tree::new(),

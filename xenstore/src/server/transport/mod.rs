@@ -47,7 +47,8 @@ pub struct Config {
     pub domain_dir: Option<PathBuf>,
     /// Limits for unprivileged connections.
     pub quotas: Quotas,
-    /// Which domains exist before they are introduced (see [`Server::new`]).
+    /// Which domains exist (see [`Server::new`]); asked again whenever the domain directory
+    /// changes.
     pub domain_exists: DomainExists,
 }
 
