@@ -72,3 +72,14 @@ pub fn logger(format: LogFormat, bin: &'static str) -> Logging {
         _guard: guard,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_json_asks_for_json_whatever_the_environment() {
+        let args = LogArgs { log_json: true };
+        assert_eq!(args.format(), LogFormat::Json);
+    }
+}
