@@ -205,6 +205,15 @@ impl Server {
                 if self.introduced.insert(domid) {
                     self.effects.push(Effect::Introduced(domid));
                     self.fire_special("@introduceDomain");
+                } else {
+                    // Introducing it again resets its connection (C xenstored
+                    // `domain_conn_reset`): its watches and transactions go.
+                    for c in self.conns.values_mut() {
+                        if !c.privileged && c.domid == domid {
+                            c.watches.clear();
+                            c.transactions.clear();
+                        }
+                    }
                 }
                 Ok(OK.to_vec())
             }

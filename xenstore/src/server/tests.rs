@@ -817,3 +817,23 @@ fn node_size_counts_the_record_as_xen_does() {
     assert_eq!(h.write(g, "k", &"v".repeat(fits)), ok());
     assert_eq!(h.write(g, "k", &"v".repeat(fits + 1)), Err(XsErrno::Enospc));
 }
+
+#[test]
+fn introducing_again_resets_the_domains_connection() {
+    // C xenstored's do_introduce calls domain_conn_reset for a known domain. Before: a
+    // second INTRODUCE changed nothing.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    h.watch(g, "data", "t").unwrap();
+    let tx = start(&mut h, g);
+    h.events(g);
+    h.server.take_effects();
+    assert_eq!(h.introduce(d0, 5), ok());
+    assert!(h.server.take_effects().is_empty(), "no second socket");
+    h.write(d0, "/local/domain/5/data", "x").unwrap();
+    assert!(h.events(g).is_empty(), "the watch is gone");
+    let end = Request::TransactionEnd { commit: true };
+    assert_eq!(h.send_tx(g, tx, end), Err(XsErrno::Enoent));
+}
