@@ -4,4 +4,5 @@
 //! The crate holds the daemon's parts; docs/design.md in the repository is the map.
 
 pub mod limiter;
+pub mod logging;
 pub mod platform;

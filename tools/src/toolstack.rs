@@ -2,13 +2,17 @@
 //! its disks (docs/sim-host.md "Domain life"; reference xenbus-vbd.md sections 2, 3, 10).
 //!
 //! It creates a domain (memory, grant table, event channels), gives it its xenstore home,
-//! introduces it to xenstored, writes a disk's backend and frontend directories in one
+//! allocates the event channel of its store connection (an unbound port of the guest for
+//! dom0, as libxl does for `store_port`) and introduces it to xenstored with it, writes a disk's backend and frontend directories in one
 //! transaction as `libxl__device_generic_add` does, detaches a disk as libxl does (`online`
 //! 0 and backend `state` 5), and destroys the domain again.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use thiserror::Error;
-use tokenback::platform::sim::{GuestDomain, RunDir, SimError};
-use tokenback::platform::DomId;
+use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};
+use tokenback::platform::{DomId, EvtchnError, Port};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{ClientError, Endpoint, TxId};
 use xenstore_wire::perms::{Access, Perm, Perms};
@@ -19,6 +23,12 @@ pub enum ToolstackError {
     /// The simulated host's files.
     #[error("simulated host: {0}")]
     Sim(#[from] SimError),
+    /// xenstored did not release a destroyed domain in time.
+    #[error("xenstored did not release destroyed domain {0}")]
+    NotReleased(DomId),
+    /// The guest's store event channel.
+    #[error("store event channel: {0}")]
+    Evtchn(#[from] EvtchnError),
     /// A xenstore request.
     #[error("xenstore {op}: {source}")]
     Xenstore {
@@ -29,6 +39,10 @@ pub enum ToolstackError {
         source: ClientError,
     },
 }
+
+/// How long xenstored may take to notice a destroyed domain (it reacts at once; this only
+/// bounds a hang).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn xs_err(op: &'static str) -> impl FnOnce(ClientError) -> ToolstackError {
     move |source| ToolstackError::Xenstore { op, source }
@@ -72,6 +86,9 @@ pub struct DiskPaths {
 pub struct Toolstack {
     run: RunDir,
     xs: Client,
+    /// Each guest's store port, held open in the guest's domain until it is destroyed (on
+    /// Xen the port belongs to the domain; here to a handle, which this keeps).
+    store_ports: HashMap<DomId, (SimEventChannel, Port)>,
 }
 
 impl Toolstack {
@@ -79,7 +96,16 @@ impl Toolstack {
     pub fn new(run: RunDir) -> Result<Self, ToolstackError> {
         let xs =
             Client::connect(Endpoint::Socket(run.xenstored_socket())).map_err(xs_err("connect"))?;
-        Ok(Toolstack { run, xs })
+        Ok(Toolstack {
+            run,
+            xs,
+            store_ports: HashMap::new(),
+        })
+    }
+
+    /// The event-channel port guest `domid` was introduced with: unbound, for dom0.
+    pub fn store_port(&self, domid: DomId) -> Option<Port> {
+        self.store_ports.get(&domid).map(|(_, port)| *port)
     }
 
     /// dom0's xenstore connection.
@@ -112,8 +138,12 @@ impl Toolstack {
                 xs.set_perms(tx, &format!("{home}/device"), &owned)
             })
             .map_err(xs_err("write the domain's home"))?;
+        let mut channel = SimEventChannel::open(&self.run, domid)?;
+        let port = channel.alloc_unbound(DomId(0))?;
+        self.store_ports.insert(domid, (channel, port));
+        // The gfn is unused: the simulated guest reaches xenstored over a socket.
         self.xs
-            .introduce(domid.0, 0, 0)
+            .introduce(domid.0, 0, port.0)
             .map_err(xs_err("introduce"))?;
         Ok(domid)
     }
@@ -185,12 +215,22 @@ impl Toolstack {
             .map_err(xs_err("remove the disk's directories"))
     }
 
-    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed),
-    /// xenstored releases it, its xenstore nodes and backend directories go, and its domid
-    /// becomes free.
+    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed);
+    /// xenstored notices by itself, as on VIRQ_DOM_EXC, deletes what the guest owned, fires
+    /// @releaseDomain and removes its socket (libxl sends no XS_RELEASE); then the guest's
+    /// home and backend directories go, and its domid becomes free.
     pub fn destroy_guest(&mut self, domid: DomId) -> Result<(), ToolstackError> {
+        // Watch first, so that the release cannot be missed; on a connection of its own,
+        // which takes its events with it when it closes.
+        let mut releases = Client::connect(Endpoint::Socket(self.run.xenstored_socket()))
+            .map_err(xs_err("connect"))?;
+        releases
+            .watch("@releaseDomain", "destroy")
+            .map_err(xs_err("watch @releaseDomain"))?;
         self.run.destroy_domain(domid)?;
-        self.xs.release(domid.0).map_err(xs_err("release"))?;
+        // Destruction closed the port; the handle has nothing left to unbind.
+        self.store_ports.remove(&domid);
+        await_release(&mut releases, domid)?;
         let home = format!("/local/domain/{}", domid.0);
         let backends = format!("/local/domain/0/backend/vbd/{}", domid.0);
         self.xs
@@ -201,6 +241,27 @@ impl Toolstack {
             .map_err(xs_err("remove the guest's nodes"))?;
         self.run.remove_domain(domid)?;
         Ok(())
+    }
+}
+
+/// Waits until xenstored has released a destroyed domain: each @releaseDomain event on
+/// `xs` prompts a look (the events of other domains, and the watch's first, are skipped).
+fn await_release(xs: &mut Client, domid: DomId) -> Result<(), ToolstackError> {
+    let deadline = Instant::now() + RELEASE_TIMEOUT;
+    loop {
+        let introduced = xs
+            .is_domain_introduced(domid.0)
+            .map_err(xs_err("ask whether the domain is released"))?;
+        if !introduced {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = xs
+            .next_event(Some(left))
+            .map_err(xs_err("wait for @releaseDomain"))?;
+        if event.is_none() {
+            return Err(ToolstackError::NotReleased(domid));
+        }
     }
 }
 

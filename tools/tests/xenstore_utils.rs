@@ -8,9 +8,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::{wait_for, xs, xs_ok, Daemon};
+use tokenback::platform::sim::{GuestDomain, RunDir};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{Endpoint, TxId};
 use xenstore_wire::wire::XsErrno;
+
+/// Creates a domain in the daemon's run directory, as the simulated toolstack does.
+fn new_domain(d: &Daemon) -> u16 {
+    let run = RunDir::create(&d.dir).unwrap();
+    GuestDomain::create(&run, 1, 1).unwrap().domid().0
+}
 
 #[test]
 fn write_read_ls_list_exists_rm() {
@@ -49,22 +56,23 @@ fn write_read_ls_list_exists_rm() {
 fn chmod_and_permissions_listing() {
     let d = Daemon::start("chmod");
     let s = d.socket();
-    std::fs::create_dir_all(d.dir.join("domain/5")).unwrap();
+    let reader = new_domain(&d);
     xs_ok(&s, "xenstore-write", &["/p/x", "v"]);
-    xs_ok(&s, "xenstore-chmod", &["/p/x", "n0", "r5"]);
+    xs_ok(&s, "xenstore-chmod", &["/p/x", "n0", &format!("r{reader}")]);
     let ls = xs_ok(&s, "xenstore-ls", &["-p", "/p"]);
     assert!(ls.starts_with("x = \"v\""), "{ls}");
-    assert!(ls.trim_end().ends_with("(n0,r5)"), "{ls}");
-    // Domain 9 does not exist: Xen refuses it as an owner.
-    let out = xs(&s, "xenstore-chmod", &["/p/x", "n9"]);
+    assert!(ls.trim_end().ends_with(&format!("(n0,r{reader})")), "{ls}");
+    // The next domain does not exist yet: Xen refuses it as an owner.
+    let next = reader + 1;
+    let out = xs(&s, "xenstore-chmod", &["/p/x", &format!("n{next}")]);
     assert_eq!(out.status.code(), Some(1));
-    // Nor can it be introduced until the host has made DIR/domain/9/.
+    // Nor can it be introduced until the host has made it.
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    let refused = dom0.introduce(9, 0, 0).unwrap_err();
+    let refused = dom0.introduce(next, 0, 1).unwrap_err();
     assert_eq!(refused.errno(), Some(&XsErrno::Einval));
-    std::fs::create_dir_all(d.dir.join("domain/9")).unwrap();
-    dom0.introduce(9, 0, 0).unwrap();
-    xs_ok(&s, "xenstore-chmod", &["/p/x", "n9"]);
+    assert_eq!(new_domain(&d), next);
+    dom0.introduce(next, 0, 1).unwrap();
+    xs_ok(&s, "xenstore-chmod", &["/p/x", &format!("n{next}")]);
     // A bad path is refused.
     assert_eq!(xs(&s, "xenstore-read", &["/p/../x"]).status.code(), Some(1));
 }
@@ -74,19 +82,20 @@ fn guest_socket_is_confined() {
     let d = Daemon::start("guest");
     let s = d.socket();
     // What a toolstack does: make the domain, give it its home, introduce it.
-    std::fs::create_dir_all(d.dir.join("domain/5")).unwrap();
-    xs_ok(&s, "xenstore-write", &["/local/domain/5/name", "guest"]);
-    xs_ok(&s, "xenstore-chmod", &["-r", "/local/domain/5", "n5"]);
+    let domid = new_domain(&d);
+    let home = format!("/local/domain/{domid}");
+    xs_ok(&s, "xenstore-write", &[&format!("{home}/name"), "guest"]);
+    xs_ok(&s, "xenstore-chmod", &["-r", &home, &format!("n{domid}")]);
     xs_ok(&s, "xenstore-write", &["/secret", "s"]);
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    dom0.introduce(5, 0, 0).unwrap();
-    let g = d.domain_socket(5);
+    dom0.introduce(domid, 0, 1).unwrap();
+    let g = d.domain_socket(domid);
     wait_for(&g);
 
     // Relative paths are the guest's home; it owns what it creates there.
     xs_ok(&g, "xenstore-write", &["data/x", "1"]);
     assert_eq!(
-        xs_ok(&s, "xenstore-read", &["/local/domain/5/data/x"]),
+        xs_ok(&s, "xenstore-read", &[&format!("{home}/data/x")]),
         "1\n"
     );
     assert_eq!(xs_ok(&g, "xenstore-read", &["name"]), "guest\n");
@@ -109,14 +118,20 @@ fn guest_socket_is_confined() {
     );
 
     // Release: the guest socket goes away, and the domain is no longer introduced.
-    dom0.release(5).unwrap();
-    assert!(!dom0.is_domain_introduced(5).unwrap());
+    dom0.release(domid).unwrap();
+    assert!(!dom0.is_domain_introduced(domid).unwrap());
     let deadline = std::time::Instant::now() + common::EVENTUALLY;
     while g.exists() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert!(dom0.read(TxId::NONE, "/local/domain/5/data/x").is_ok());
+    // C xenstored deletes what a released domain owned (keep_orphans off); its home, which
+    // it was given, went too.
+    let gone = dom0
+        .read(TxId::NONE, &format!("{home}/data/x"))
+        .unwrap_err();
+    assert_eq!(gone.errno(), Some(&XsErrno::Enoent));
+    assert_eq!(xs(&s, "xenstore-exists", &[&home]).status.code(), Some(1));
 }
 
 #[test]
@@ -153,7 +168,7 @@ fn sigterm_exits_cleanly_and_removes_the_socket() {
 fn watch_sees_release_domain() {
     let d = Daemon::start("release");
     let s = d.socket();
-    std::fs::create_dir_all(d.dir.join("domain/3")).unwrap();
+    let domid = new_domain(&d);
     let mut watch = Command::new("xenstore-watch")
         .args(["-n", "2", "@releaseDomain"])
         .env("XENSTORED_PATH", &s)
@@ -163,9 +178,52 @@ fn watch_sees_release_domain() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
-    dom0.introduce(3, 0, 0).unwrap();
-    wait_for(&d.domain_socket(3));
-    dom0.release(3).unwrap();
+    dom0.introduce(domid, 0, 1).unwrap();
+    wait_for(&d.domain_socket(domid));
+    dom0.release(domid).unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
     assert!(watch.wait().unwrap().success());
+}
+
+#[test]
+fn a_destroyed_domain_is_released_without_xs_release() {
+    // Xen's toolstack only destroys the domain; xenstored notices (VIRQ_DOM_EXC), deletes
+    // what it owned and fires @releaseDomain. Before: only XS_RELEASE did.
+    let d = Daemon::start("destroyed");
+    let s = d.socket();
+    let run = RunDir::create(&d.dir).unwrap();
+    let domid = GuestDomain::create(&run, 1, 1).unwrap().domid();
+    let home = format!("/local/domain/{}", domid.0);
+    xs_ok(&s, "xenstore-write", &[&home, ""]);
+    xs_ok(&s, "xenstore-chmod", &[&home, &format!("n{}", domid.0)]);
+    let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
+    dom0.introduce(domid.0, 0, 1).unwrap();
+    let g = d.domain_socket(domid.0);
+    wait_for(&g);
+    xs_ok(&g, "xenstore-write", &["data", "1"]);
+    let mut watch = Command::new("xenstore-watch")
+        .args(["-n", "2", "@releaseDomain"])
+        .env("XENSTORED_PATH", &s)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+
+    run.destroy_domain(domid).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+    assert!(watch.wait().unwrap().success());
+    assert!(!dom0.is_domain_introduced(domid.0).unwrap());
+    assert_eq!(
+        xs(&s, "xenstore-exists", &[&home]).status.code(),
+        Some(1),
+        "what the domain owned is gone"
+    );
+    let deadline = std::time::Instant::now() + common::EVENTUALLY;
+    while g.exists() {
+        assert!(std::time::Instant::now() < deadline, "socket still there");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    run.remove_domain(domid).unwrap();
+    assert!(!run.domain_exists(domid));
 }

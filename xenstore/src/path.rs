@@ -18,6 +18,10 @@ pub enum PathError {
     /// A character outside `A-Z a-z 0-9 - / _ @`.
     #[error("path {0:?} has a character xenstore does not allow")]
     BadChar(String),
+    /// A special `@` name where a node path is needed (C xenstored's `is_valid_nodename`
+    /// wants a leading `/` after canonicalising, which leaves `@` names as they are).
+    #[error("{0} names a special watch, not a node")]
+    Special(String),
     /// `//` or a trailing `/`.
     #[error("path {0:?} has an empty component")]
     EmptyComponent(String),
@@ -58,6 +62,9 @@ pub struct Resolved {
 pub fn resolve(path: &str, domid: DomId, path_max: Option<usize>) -> Result<Resolved, PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
+    }
+    if is_special(path) {
+        return Err(PathError::Special(path.to_owned()));
     }
     let relative = !path.starts_with('/');
     if relative && path.len() > REL_PATH_MAX {
@@ -157,6 +164,11 @@ mod tests {
             );
         }
         assert!(resolve("/", 0, None).is_ok());
+        // Not a relative path below the home: C xenstored answers EINVAL.
+        assert_eq!(
+            resolve("@releaseDomain", 5, None),
+            Err(PathError::Special("@releaseDomain".into()))
+        );
     }
 
     #[test]

@@ -122,17 +122,32 @@ impl Perms {
         Perms(entries)
     }
 
-    /// What an unprivileged `domid` may do: the owner everything, a listed domain its
-    /// entry, anyone else the owner entry's letter.
-    pub fn access_for(&self, domid: DomId) -> Access {
-        if self.owner() == domid {
+    /// What an unprivileged `domid` may do, when it also acts for `target` (XS_SET_TARGET),
+    /// as C xenstored's `perm_for_conn` decides: the owner (or the owner's helper)
+    /// everything; else the first later entry naming the domain or its target; else the
+    /// owner entry's letter.
+    pub fn access_for(&self, domid: DomId, target: Option<DomId>) -> Access {
+        let names = |d: DomId| d == domid || Some(d) == target;
+        if names(self.owner()) {
             return Access::Both;
         }
         self.0[1..]
             .iter()
-            .find(|p| p.domid == domid)
+            .find(|p| names(p.domid))
             .unwrap_or(&self.0[0])
             .access
+    }
+
+    /// Drops the entries after the owner's that name `domid`; whether any did.
+    pub fn forget(&mut self, domid: DomId) -> bool {
+        let before = self.0.len();
+        let mut index = 0;
+        // The owner entry (index 0) always stays: the list is never empty.
+        self.0.retain(|p| {
+            index += 1;
+            index == 1 || p.domid != domid
+        });
+        self.0.len() != before
     }
 
     /// The GET_PERMS reply payload: each entry nul-terminated.
@@ -168,17 +183,37 @@ mod tests {
     fn xenstore_txt_example() {
         // n0, r5: owned by dom0, nobody else except dom5, read-only.
         let p = perms(&["n0", "r5"]);
-        assert_eq!(p.access_for(0), Access::Both);
-        assert_eq!(p.access_for(5), Access::Read);
-        assert_eq!(p.access_for(6), Access::None);
+        assert_eq!(p.access_for(0, None), Access::Both);
+        assert_eq!(p.access_for(5, None), Access::Read);
+        assert_eq!(p.access_for(6, None), Access::None);
     }
 
     #[test]
     fn owner_letter_is_the_default() {
         let p = perms(&["r3", "n7"]);
-        assert_eq!(p.access_for(3), Access::Both);
-        assert_eq!(p.access_for(4), Access::Read);
-        assert_eq!(p.access_for(7), Access::None);
+        assert_eq!(p.access_for(3, None), Access::Both);
+        assert_eq!(p.access_for(4, None), Access::Read);
+        assert_eq!(p.access_for(7, None), Access::None);
+    }
+
+    #[test]
+    fn a_target_acts_as_the_domain_it_serves() {
+        // perm_for_conn: an entry naming the connection's target grants its access, and
+        // a node owned by the target is fully accessible.
+        let p = perms(&["n0", "r5"]);
+        assert_eq!(p.access_for(9, None), Access::None);
+        assert_eq!(p.access_for(9, Some(5)), Access::Read);
+        assert_eq!(perms(&["n5"]).access_for(9, Some(5)), Access::Both);
+    }
+
+    #[test]
+    fn forget_drops_entries_but_never_the_owner() {
+        let mut p = perms(&["n3", "r5", "b3", "w5"]);
+        assert!(p.forget(5));
+        assert_eq!(p, perms(&["n3", "b3"]));
+        assert!(p.forget(3));
+        assert_eq!(p, perms(&["n3"]));
+        assert!(!p.forget(3));
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn guest_is_denied_where_xen_denies() {
     dom0.set_perms(NO, "/local/domain/4", &perms(&["n4"]))
         .unwrap();
     dom0.write(NO, "/private", b"p").unwrap();
-    dom0.introduce(4, 0, 0).unwrap();
+    dom0.introduce(4, 0, 1).unwrap();
     let socket = s.dir.join("domain/4/socket");
     eventually("guest socket", || socket.exists());
     let mut g = Client::connect(Endpoint::Socket(socket)).unwrap();
@@ -104,7 +104,7 @@ fn guest_is_denied_where_xen_denies() {
     assert_eq!(g.get_perms(NO, "mine").unwrap(), perms(&["n4"]));
     assert_eq!(errno(g.read(NO, "/private")), XsErrno::Eacces);
     assert_eq!(errno(g.write(NO, "/private", b"x")), XsErrno::Eacces);
-    assert_eq!(errno(g.introduce(9, 0, 0)), XsErrno::Eacces);
+    assert_eq!(errno(g.introduce(9, 0, 1)), XsErrno::Eacces);
     assert_eq!(
         errno(g.set_perms(NO, "mine", &perms(&["n0"]))),
         XsErrno::Eperm
@@ -277,7 +277,7 @@ fn a_flooding_guest_hits_its_quota_and_dom0_carries_on() {
     dom0.mkdir(NO, "/local/domain/6").unwrap();
     dom0.set_perms(NO, "/local/domain/6", &perms(&["n6"]))
         .unwrap();
-    dom0.introduce(6, 0, 0).unwrap();
+    dom0.introduce(6, 0, 1).unwrap();
     let socket = s.dir.join("domain/6/socket");
     eventually("guest socket", || socket.exists());
     let mut g = Client::connect(Endpoint::Socket(socket)).unwrap();

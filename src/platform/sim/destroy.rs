@@ -14,8 +14,9 @@ use std::sync::atomic::Ordering;
 impl RunDir {
     /// Destroys guest `domid` as Xen does: its grants stop working for every accessor, each
     /// of its interdomain ports is closed (the peer's port becomes unbound), and its files
-    /// are removed. Pages a back end still maps stay valid until it unmaps them. The caller
-    /// then sends `XS_RELEASE` and calls [`RunDir::remove_domain`].
+    /// are removed. Pages a back end still maps stay valid until it unmaps them. xenstored
+    /// notices (the domain is no longer [`RunDir::domain_alive`]) and releases it; the caller
+    /// then calls [`RunDir::remove_domain`].
     pub fn destroy_domain(&self, domid: DomId) -> Result<(), SimError> {
         if domid.0 == 0 {
             return Err(SimError::Corrupt {

@@ -88,6 +88,13 @@ impl RunDir {
         domid.0 == 0 || self.domain_dir(domid).is_dir()
     }
 
+    /// Whether domain N is alive: dom0 always, a guest from its creation until
+    /// [`RunDir::destroy_domain`] removes its event-channel table. What Xen's xenstored asks
+    /// the hypervisor on `VIRQ_DOM_EXC`; a domain that exists but is not alive is dying.
+    pub fn domain_alive(&self, domid: DomId) -> bool {
+        domid.0 == 0 || self.evtchn_table(domid).exists()
+    }
+
     /// Takes the next free domid, as Xen allocates them: upwards from the last one handed
     /// out, wrapping below `DOMID_FIRST_RESERVED`, never 0. Atomic across processes (mkdir).
     pub(crate) fn allocate_domid(&self) -> Result<DomId, SimError> {

@@ -17,7 +17,7 @@ impl Daemon {
         let dir =
             std::env::temp_dir().join(format!("tokenback-xenstored-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        tokenback::platform::sim::RunDir::create(&dir).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tokenback-xenstored"))
             .arg("--run-dir")
             .arg(&dir)

@@ -1,5 +1,7 @@
 //! Arbitrary frames from a privileged and two unprivileged connections into the server:
 //! nothing panics, every request gets exactly one reply, and nothing sent exceeds the limit.
+//! A connection its domain's release closed comes back as a new one, as a re-introduced
+//! domain would.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,15 +19,17 @@ fuzz_target!(|data: &[u8]| {
         ..Quotas::default()
     };
     let mut server = Server::new(quotas, Box::new(|d| d < 4));
-    let conns = [
-        server.connect(0, true),
-        server.connect(1, false),
-        server.connect(2, false),
-    ];
+    let parties = [(0, true), (1, false), (2, false)];
+    let mut conns = parties.map(|(domid, privileged)| server.connect(domid, privileged));
     // Each step: one byte choosing the connection, then one frame from it.
     let mut rest = data;
     while let Some((&selector, tail)) = rest.split_first() {
-        let conn = conns[usize::from(selector) % conns.len()];
+        let which = usize::from(selector) % conns.len();
+        if server.domid_of(conns[which]).is_none() {
+            let (domid, privileged) = parties[which];
+            conns[which] = server.connect(domid, privileged);
+        }
+        let conn = conns[which];
         // The transport's own dispatch: a request or an unknown type, each answered once.
         let Ok(Some(used)) = server.handle_frame(conn, tail) else {
             break;

@@ -1,16 +1,23 @@
 //! Request dispatch: one message in, replies and watch events queued.
 
+use std::collections::BTreeSet;
+
 use super::ops::{self, Caller};
 use super::refusal::{QuotaKind, Refusal};
 use super::tree::Store;
 use super::txn::Transaction;
-use super::watch::{self, Change, Watch};
-use super::{ConnId, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
+use super::watch::{Change, Watch};
+use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
 use crate::path::{self, is_special, Resolved};
 use crate::perms::{DomId, Perms};
 use crate::wire::{self, Message, MsgType, Request, WireError};
 
 const OK: &[u8] = b"OK\0";
+
+/// Whether a domain exists: dom0, an introduced one, or one the host says exists.
+fn domain_exists(introduced: &BTreeSet<DomId>, host: &DomainExists, domid: DomId) -> bool {
+    domid == 0 || introduced.contains(&domid) || host(domid)
+}
 
 /// What a request produced, besides side effects.
 type Outcome = Result<Vec<u8>, Refusal>;
@@ -131,17 +138,6 @@ impl Server {
                     ops::directory_part(s, &caller, &p, offset)
                 })
             }
-            Request::GetPerms { path } if is_special(&path) => {
-                let perms = self.special(&path)?;
-                if !caller.access(perms).can_read() {
-                    return Err(Refusal::Denied {
-                        domid: caller.domid,
-                        need: "read",
-                        path,
-                    });
-                }
-                Ok(perms.to_payload())
-            }
             Request::GetPerms { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
                 self.in_store(conn, tx_id, |s, _, _, _| ops::get_perms(s, &caller, &p))
@@ -165,13 +161,7 @@ impl Server {
                 })
             }
             Request::SetPerms { path, perms } if is_special(&path) => {
-                Self::require_privileged(&caller, MsgType::SetPerms)?;
-                self.special(&path)?;
-                let name = SPECIAL_PATHS.iter().find(|p| **p == path);
-                if let Some(name) = name {
-                    self.special_perms.insert(name, perms);
-                }
-                Ok(OK.to_vec())
+                self.set_special_perms(&caller, path, perms)
             }
             Request::SetPerms { path, perms } => {
                 let p = self.resolve(&caller, &path)?.absolute;
@@ -181,9 +171,15 @@ impl Server {
             }
             Request::Watch { path, token } => self.watch(conn, &caller, path, token),
             Request::Unwatch { path, token } => {
+                // Watches are compared by canonical path, as C xenstored does: a relative
+                // and an absolute spelling name the same watch.
+                let Ok((absolute, _)) = self.watch_path(&caller, &path) else {
+                    return Err(Refusal::NoWatch { path, token });
+                };
                 let c = self.conns.get_mut(&conn).ok_or(Refusal::Closed)?;
                 let before = c.watches.len();
-                c.watches.retain(|w| !(w.given == path && w.token == token));
+                c.watches
+                    .retain(|w| !(w.absolute == absolute && w.token == token));
                 if c.watches.len() == before {
                     return Err(Refusal::NoWatch { path, token });
                 }
@@ -191,17 +187,33 @@ impl Server {
             }
             Request::TransactionStart => self.transaction_start(conn, &caller, tx_id),
             Request::TransactionEnd { commit } => self.transaction_end(conn, tx_id, commit),
-            Request::Introduce { domid, .. } => {
+            Request::Introduce { domid, port, .. } => {
                 Self::require_privileged(&caller, MsgType::Introduce)?;
+                if port == 0 {
+                    return Err(Refusal::BadPort(domid));
+                }
+                // Domain 0 is always introduced: C xenstored only rebinds its port and fires
+                // no @introduceDomain for it.
+                if domid == 0 {
+                    return Ok(OK.to_vec());
+                }
                 // C xenstored maps the domain's store page here, which fails for a domain
                 // that does not exist.
-                let exists = domid == 0 || (self.domain_exists)(domid);
-                if !self.introduced.contains(&domid) && !exists {
+                if !self.introduced.contains(&domid) && !(self.domain_exists)(domid) {
                     return Err(Refusal::IntroduceMissing(domid));
                 }
                 if self.introduced.insert(domid) {
                     self.effects.push(Effect::Introduced(domid));
                     self.fire_special("@introduceDomain");
+                } else {
+                    // Introducing it again resets its connection (C xenstored
+                    // `domain_conn_reset`): its watches and transactions go.
+                    for c in self.conns.values_mut() {
+                        if !c.privileged && c.domid == domid {
+                            c.watches.clear();
+                            c.transactions.clear();
+                        }
+                    }
                 }
                 Ok(OK.to_vec())
             }
@@ -210,12 +222,10 @@ impl Server {
                 if domid == 0 {
                     return Err(Refusal::ReleaseDom0);
                 }
-                if !self.introduced.remove(&domid) {
+                if !self.introduced.contains(&domid) {
                     return Err(Refusal::NoDomain(domid));
                 }
-                self.targets.remove(&domid);
-                self.effects.push(Effect::Released(domid));
-                self.fire_special("@releaseDomain");
+                self.destroy_domain(domid);
                 Ok(OK.to_vec())
             }
             Request::GetDomainPath { domid } => {
@@ -237,6 +247,12 @@ impl Server {
             }
             Request::SetTarget { domid, target } => {
                 Self::require_privileged(&caller, MsgType::SetTarget)?;
+                // C xenstored: both must be introduced domains, else ENOENT.
+                for d in [domid, target] {
+                    if !self.introduced.contains(&d) {
+                        return Err(Refusal::NoDomain(d));
+                    }
+                }
                 self.targets.insert(domid, target);
                 Ok(OK.to_vec())
             }
@@ -250,10 +266,30 @@ impl Server {
         }
     }
 
-    fn special(&self, path: &str) -> Result<&Perms, Refusal> {
-        self.special_perms
-            .get(path)
-            .ok_or_else(|| Refusal::NoNode(path.to_owned()))
+    /// SET_PERMS on `@introduceDomain` or `@releaseDomain` (C xenstored
+    /// `set_perms_special`): the owner (or privileged callers) may change them; any other `@`
+    /// name is EINVAL.
+    fn set_special_perms(&mut self, caller: &Caller, path: String, perms: Perms) -> Outcome {
+        // The same checks of the list as `ops::set_perms` makes.
+        let exists = |d: DomId| domain_exists(&self.introduced, &self.domain_exists, d);
+        if !exists(perms.owner()) {
+            return Err(Refusal::NoDomain(perms.owner()));
+        }
+        let perms = ops::existing_entries(perms, &exists);
+        let name = SPECIAL_PATHS
+            .iter()
+            .find(|p| **p == path)
+            .ok_or_else(|| Refusal::SpecialName(path.clone()))?;
+        let current = &self.special_perms[name];
+        if !caller.owns(current) {
+            return Err(Refusal::Denied {
+                domid: caller.domid,
+                need: "change permissions of",
+                path,
+            });
+        }
+        self.special_perms.insert(name, perms);
+        Ok(OK.to_vec())
     }
 
     /// Runs `op` on the live tree (firing its events) or inside transaction `tx_id` (keeping
@@ -269,9 +305,8 @@ impl Server {
             &mut Vec<Change>,
         ) -> Result<R, Refusal>,
     ) -> Result<R, Refusal> {
-        let introduced = &self.introduced;
-        let domain_exists = &self.domain_exists;
-        let exists = |d: DomId| d == 0 || introduced.contains(&d) || domain_exists(d);
+        let (introduced, host) = (&self.introduced, &self.domain_exists);
+        let exists = |d: DomId| domain_exists(introduced, host, d);
         let mut changes = Vec::new();
         if tx_id == 0 {
             let r = op(&mut self.tree, &self.quotas, &exists, &mut changes)?;
@@ -303,25 +338,42 @@ impl Server {
         Ok(r)
     }
 
-    fn watch(&mut self, conn: ConnId, caller: &Caller, given: String, token: String) -> Outcome {
-        let (absolute, relative_to) = if is_special(&given) {
+    /// The canonical path of a watch, and the home to strip from its events if it was
+    /// given relative.
+    fn watch_path(
+        &self,
+        caller: &Caller,
+        given: &str,
+    ) -> Result<(String, Option<String>), Refusal> {
+        if is_special(given) {
             // Any `@` name may be watched; only the two specials ever fire.
             path::resolve(&format!("/{}", &given[1..]), 0, None)?;
-            (given.clone(), None)
-        } else {
-            let r = self.resolve(caller, &given)?;
-            let home = r.relative.then(|| path::domain_path(caller.domid));
-            (r.absolute, home)
-        };
+            return Ok((given.to_owned(), None));
+        }
+        let r = self.resolve(caller, given)?;
+        let home = r.relative.then(|| path::domain_path(caller.domid));
+        Ok((r.absolute, home))
+    }
+
+    fn watch(&mut self, conn: ConnId, caller: &Caller, given: String, token: String) -> Outcome {
+        let (absolute, relative_to) = self.watch_path(caller, &given)?;
         let limit = self.quotas.watches;
+        // C xenstored 4.17 counts watches per domain and compares before adding the new
+        // one (`domain_watch(conn) > quota`): a domain may hold one more than the quota.
+        let held: usize = self
+            .conns
+            .values()
+            .filter(|c| !c.privileged && c.domid == caller.domid)
+            .map(|c| c.watches.len())
+            .sum();
         let c = self.conns.get_mut(&conn).ok_or(Refusal::Closed)?;
         if c.watches
             .iter()
-            .any(|w| w.given == given && w.token == token)
+            .any(|w| w.absolute == absolute && w.token == token)
         {
             return Err(Refusal::WatchExists { path: given, token });
         }
-        if !c.privileged && c.watches.len() >= limit {
+        if !c.privileged && held > limit {
             return Err(Refusal::Quota {
                 kind: QuotaKind::Watches,
                 limit,
@@ -348,7 +400,9 @@ impl Server {
                 Refusal::NoTransaction(tx_id)
             });
         }
-        if !caller.privileged && c.transactions.len() >= limit {
+        // C xenstored 4.17 compares before counting the new one
+        // (`transaction_started > quota`): a connection may hold one more than the quota.
+        if !caller.privileged && c.transactions.len() > limit {
             return Err(Refusal::Quota {
                 kind: QuotaKind::Transactions,
                 limit,
@@ -385,7 +439,7 @@ impl Server {
         Ok(OK.to_vec())
     }
 
-    fn fire_special(&mut self, name: &str) {
+    pub(super) fn fire_special(&mut self, name: &str) {
         let perms = self.special_perms.get(name).cloned();
         self.fire(vec![Change {
             path: name.to_owned(),
@@ -395,11 +449,16 @@ impl Server {
     }
 
     /// Queues the events of `changes` for every watcher allowed to see them.
-    fn fire(&mut self, changes: Vec<Change>) {
+    pub(super) fn fire(&mut self, changes: Vec<Change>) {
         let mut deliveries = Vec::new();
         for change in &changes {
             for (id, c) in &self.conns {
-                if !c.privileged && !watch::visible_to(change, c.domid) {
+                let watcher = Caller {
+                    domid: c.domid,
+                    privileged: c.privileged,
+                    target: self.targets.get(&c.domid).copied(),
+                };
+                if !watcher.may_see(change) {
                     continue;
                 }
                 for w in c.watches.iter().filter(|w| w.matches(change)) {

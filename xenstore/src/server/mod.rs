@@ -8,9 +8,11 @@
 //!
 //! Departures from C xenstored 4.17: the path-max quota applies to unprivileged callers only
 //! (as from Xen 4.18); identical queued watch events are not coalesced; entries in permission
-//! lists naming domains that no longer exist are kept and honoured (C xenstored ignores
-//! them). No persistence; XS_CONTROL, GET/SET_FEATURE and GET/SET_QUOTA answer ENOSYS.
+//! lists naming domains that do not exist, or no longer do, are removed where C xenstored
+//! keeps and ignores them (same access, but GET_PERMS omits them). No persistence;
+//! XS_CONTROL, GET/SET_FEATURE and GET/SET_QUOTA answer ENOSYS.
 
+mod domains;
 mod handle;
 mod ops;
 mod refusal;
@@ -35,9 +37,9 @@ use watch::Watch;
 pub struct Quotas {
     /// Nodes a domain may own.
     pub nodes: usize,
-    /// Watches per connection.
+    /// Watches per domain (C xenstored 4.17 lets a domain hold one more).
     pub watches: usize,
-    /// Open transactions per connection.
+    /// Open transactions per connection (C xenstored 4.17 lets it hold one more).
     pub transactions: usize,
     /// Nodes one transaction may change.
     pub transaction_nodes: usize,
@@ -45,7 +47,8 @@ pub struct Quotas {
     pub permissions: usize,
     /// Path length below the domain's home.
     pub path_max: usize,
-    /// Bytes per node.
+    /// Bytes per node, counted as C xenstored 4.17 counts its database record; a node must
+    /// stay below it.
     pub node_size: usize,
     /// Replies a connection may leave unread before the server stops reading its requests.
     pub outstanding: usize,
@@ -122,7 +125,8 @@ struct Conn {
     dropping: bool,
 }
 
-/// Decides whether a domain exists, for SET_PERMS owners (Xen asks the hypervisor).
+/// Decides whether a domain exists and is not dying, as Xen asks the hypervisor: for
+/// INTRODUCE, for the domains permission lists name, and in [`Server::check_domains`].
 pub type DomainExists = Box<dyn Fn(DomId) -> bool + Send>;
 
 /// The xenstored state machine.
@@ -149,7 +153,8 @@ pub const SPECIAL_PATHS: [&str; 2] = ["@introduceDomain", "@releaseDomain"];
 
 impl Server {
     /// A server with only `/`, the given quotas, and a predicate telling which domains exist
-    /// besides dom0 and introduced ones (libxl gives nodes to a domain before introducing it).
+    /// besides dom0 (libxl gives nodes to a domain before introducing it; a domain that no
+    /// longer exists is ended by [`Server::check_domains`]).
     pub fn new(quotas: Quotas, domain_exists: DomainExists) -> Server {
         Server {
             tree: Tree::new(),

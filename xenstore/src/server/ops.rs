@@ -1,7 +1,8 @@
 //! Node operations with Xen's permission rules, over the live tree or a transaction.
 //!
 //! Access (C xenstored `perm_for_conn`): privileged callers may do anything; the owner (or a
-//! domain whose SET_TARGET is the owner) everything; others what the list grants. A missing
+//! domain whose SET_TARGET is the owner) everything; others what the list grants to them or
+//! to their target. A missing
 //! node answers ENOENT only if the nearest existing ancestor grants the access asked for,
 //! else EACCES (`errno_from_parents`): a domain learns nothing about nodes it cannot reach.
 //! Creating a node thus needs write access to the nearest existing ancestor; new nodes copy
@@ -32,10 +33,22 @@ pub(crate) enum Need {
 
 impl Caller {
     pub fn access(&self, perms: &Perms) -> Access {
-        if self.privileged || Some(perms.owner()) == self.target {
+        if self.privileged {
             return Access::Both;
         }
-        perms.access_for(self.domid)
+        perms.access_for(self.domid, self.target)
+    }
+
+    /// Whether a watch event about `change` may reach this caller (C xenstored
+    /// `watch_permitted`).
+    pub fn may_see(&self, change: &Change) -> bool {
+        change.perms.iter().any(|p| self.access(p).can_read())
+    }
+
+    /// Whether the caller may change `perms` (C xenstored's XS_PERM_OWNER: privileged
+    /// callers, the owner, and the owner's SET_TARGET helper).
+    pub fn owns(&self, perms: &Perms) -> bool {
+        self.privileged || perms.owner() == self.domid || Some(perms.owner()) == self.target
     }
 
     fn allows(&self, perms: &Perms, need: Need) -> bool {
@@ -150,7 +163,8 @@ pub(crate) fn directory_part(
 }
 
 fn check_size(caller: &Caller, quotas: &Quotas, node: &Node) -> Result<(), Refusal> {
-    if !caller.privileged && node.size() > quotas.node_size {
+    // C xenstored 4.17 refuses a record of exactly the quota too (`>=`).
+    if !caller.privileged && node.size() >= quotas.node_size {
         return Err(Refusal::Quota {
             kind: QuotaKind::NodeSize,
             limit: quotas.node_size,
@@ -220,12 +234,22 @@ fn create(
     Ok(())
 }
 
-fn changed(path: &str, perms: &Perms) -> Change {
+/// A change to `path`, visible to whoever may read the node (`perms`, old and new for a
+/// permission change) or its parent, as C xenstored's `watch_permitted` decides.
+pub(crate) fn change(store: &dyn Store, path: &str, exact: bool, mut perms: Vec<Perms>) -> Change {
+    if let Some(parent) = store.peek(path::parent(path)) {
+        perms.push(parent.perms.clone());
+    }
     Change {
         path: path.to_owned(),
-        exact: false,
-        perms: vec![perms.clone()],
+        exact,
+        perms,
     }
+}
+
+fn changed(store: &dyn Store, path: &str) -> Option<Change> {
+    let perms = store.peek(path)?.perms.clone();
+    Some(change(store, path, false, vec![perms]))
 }
 
 pub(crate) fn write(
@@ -245,8 +269,7 @@ pub(crate) fn write(
         }
         None => create(store, caller, quotas, path, value)?,
     }
-    let perms = store.node(path).map(|n| n.perms.clone());
-    changes.extend(perms.map(|p| changed(path, &p)));
+    changes.extend(changed(store, path));
     Ok(())
 }
 
@@ -263,8 +286,7 @@ pub(crate) fn mkdir(
         return Ok(());
     }
     create(store, caller, quotas, path, Vec::new())?;
-    let perms = store.node(path).map(|n| n.perms.clone());
-    changes.extend(perms.map(|p| changed(path, &p)));
+    changes.extend(changed(store, path));
     Ok(())
 }
 
@@ -283,19 +305,41 @@ pub(crate) fn rm(
         Err(Refusal::NoNode(_)) if store.node(path::parent(path)).is_some() => return Ok(()),
         Err(e) => return Err(e),
     };
-    // Descendants first, each firing only watches on itself, then the node for its subtree.
-    let mut stack: Vec<String> = node.children.iter().map(|c| path::join(path, c)).collect();
-    while let Some(p) = stack.pop() {
+    remove_subtree(store, path, &node, changes);
+    Ok(())
+}
+
+/// Removes `node` at `path` and everything below it: descendants first, each firing only
+/// watches on itself, then the node for its subtree. Each is seen by whoever could read it
+/// or its parent before the removal.
+pub(crate) fn remove_subtree(
+    store: &mut dyn Store,
+    path: &str,
+    node: &Node,
+    changes: &mut Vec<Change>,
+) {
+    let mut stack: Vec<(String, Perms)> = node
+        .children
+        .iter()
+        .map(|c| (path::join(path, c), node.perms.clone()))
+        .collect();
+    while let Some((p, parent_perms)) = stack.pop() {
         if let Some(child) = store.node(&p).cloned() {
-            stack.extend(child.children.iter().map(|c| path::join(&p, c)));
+            stack.extend(
+                child
+                    .children
+                    .iter()
+                    .map(|c| (path::join(&p, c), child.perms.clone())),
+            );
             store.remove(&p);
             changes.push(Change {
                 path: p,
                 exact: true,
-                perms: vec![child.perms],
+                perms: vec![child.perms, parent_perms],
             });
         }
     }
+    changes.push(change(store, path, false, vec![node.perms.clone()]));
     store.remove(path);
     let parent_path = path::parent(path);
     if let Some(mut parent) = store.node(parent_path).cloned() {
@@ -303,8 +347,6 @@ pub(crate) fn rm(
         parent.children.retain(|c| c != name);
         store.put(parent_path, parent);
     }
-    changes.push(changed(path, &node.perms));
-    Ok(())
 }
 
 pub(crate) fn set_perms(
@@ -320,10 +362,7 @@ pub(crate) fn set_perms(
         Some(node) => node.clone(),
         None => return Err(missing(store, caller, path, Need::Write)),
     };
-    let is_owner = caller.privileged
-        || node.perms.owner() == caller.domid
-        || Some(node.perms.owner()) == caller.target;
-    if !is_owner {
+    if !caller.owns(&node.perms) {
         return Err(Refusal::Denied {
             domid: caller.domid,
             need: "change permissions of",
@@ -347,14 +386,28 @@ pub(crate) fn set_perms(
     if !domain_exists(perms.owner()) {
         return Err(Refusal::NoDomain(perms.owner()));
     }
+    let perms = existing_entries(perms, domain_exists);
     let mut updated = node.clone();
     updated.perms = perms.clone();
     check_size(caller, quotas, &updated)?;
     store.put(path, updated);
-    changes.push(Change {
-        path: path.to_owned(),
-        exact: false,
-        perms: vec![node.perms, perms],
-    });
+    changes.push(change(store, path, false, vec![node.perms, perms]));
     Ok(())
+}
+
+/// `perms` without the entries (after the owner's) that name domains which do not exist.
+///
+/// C xenstored keeps such entries but ignores them for good (XS_PERM_IGNORE); dropping them
+/// has the same effect on access: a domain created later under that domid gains nothing.
+/// Departure: GET_PERMS no longer lists them.
+pub(crate) fn existing_entries(mut perms: Perms, domain_exists: &dyn Fn(DomId) -> bool) -> Perms {
+    let missing: Vec<DomId> = perms.entries()[1..]
+        .iter()
+        .map(|p| p.domid)
+        .filter(|d| !domain_exists(*d))
+        .collect();
+    for domid in missing {
+        perms.forget(domid);
+    }
+    perms
 }

@@ -11,7 +11,7 @@ use crate::wire::{MsgType, RequestError, XsErrno};
 pub enum QuotaKind {
     /// Nodes owned by a domain.
     Nodes,
-    /// Watches on one connection.
+    /// Watches of one domain.
     Watches,
     /// Open transactions on one connection.
     Transactions,
@@ -19,7 +19,7 @@ pub enum QuotaKind {
     TransactionNodes,
     /// Entries in one permission list.
     Permissions,
-    /// Bytes of one node (value, children, permissions).
+    /// Bytes of one node (record header, permissions, value, children).
     NodeSize,
 }
 
@@ -65,6 +65,12 @@ pub enum Refusal {
     /// INTRODUCE of a domain that does not exist (Xen cannot map its store page).
     #[error("cannot introduce domain {0}: it does not exist")]
     IntroduceMissing(DomId),
+    /// SET_PERMS of an `@` name other than `@introduceDomain` and `@releaseDomain`.
+    #[error("{0} is not a special node")]
+    SpecialName(String),
+    /// XS_INTRODUCE with event-channel port 0.
+    #[error("cannot introduce domain {0} without an event-channel port")]
+    BadPort(DomId),
     /// RM of `/`.
     #[error("cannot remove /")]
     RemoveRoot,
@@ -123,6 +129,8 @@ impl Refusal {
             | Refusal::BadPath(_)
             | Refusal::RemoveRoot
             | Refusal::ReleaseDom0
+            | Refusal::SpecialName(_)
+            | Refusal::BadPort(_)
             | Refusal::IntroduceMissing(_) => XsErrno::Einval,
             Refusal::NoNode(_)
             | Refusal::NoDomain(_)
@@ -162,6 +170,8 @@ impl Refusal {
             | Refusal::ChangeOwner { .. }
             | Refusal::NoDomain(_)
             | Refusal::IntroduceMissing(_)
+            | Refusal::SpecialName(_)
+            | Refusal::BadPort(_)
             | Refusal::RemoveRoot
             | Refusal::ReleaseDom0
             | Refusal::NoTransaction(_)

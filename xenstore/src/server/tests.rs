@@ -1,10 +1,14 @@
 //! Server behaviour, request by request, without sockets.
 
+use std::sync::{Arc, Mutex};
+
 use super::*;
 use crate::wire::{Request, XsErrno};
 
 struct Harness {
     server: Server,
+    /// Domains below 100 the host has destroyed; the rest of 1..=99 exist.
+    dead: Arc<Mutex<HashSet<DomId>>>,
     req_id: u32,
     /// Watch events popped while looking for a reply.
     stash: HashMap<ConnId, Vec<Message>>,
@@ -19,8 +23,12 @@ impl Harness {
 
     fn with_quotas(quotas: Quotas) -> Harness {
         // Domains 1..=99 "exist" (created by the toolstack) before being introduced.
+        let dead = Arc::new(Mutex::new(HashSet::new()));
+        let host = Arc::clone(&dead);
+        let exists = move |d: DomId| d < 100 && !host.lock().unwrap().contains(&d);
         Harness {
-            server: Server::new(quotas, Box::new(|d| d < 100)),
+            server: Server::new(quotas, Box::new(exists)),
+            dead,
             req_id: 0,
             stash: HashMap::new(),
         }
@@ -101,6 +109,16 @@ impl Harness {
                 token: token.into(),
             },
         )
+    }
+
+    /// Introduces `domid` with a valid port.
+    fn introduce(&mut self, dom0: ConnId, domid: DomId) -> Reply {
+        let introduce = Request::Introduce {
+            domid,
+            gfn: 0,
+            port: 1,
+        };
+        self.send(dom0, introduce)
     }
 
     /// A guest's home made by dom0 and given to it, as libxl does.
@@ -325,17 +343,7 @@ fn special_watches_fire_for_privileged_watchers_only() {
     h.watch(g, "@releaseDomain", "r").unwrap();
     h.events(d0);
     h.events(g);
-    assert_eq!(
-        h.send(
-            d0,
-            Request::Introduce {
-                domid: 9,
-                gfn: 0,
-                port: 0
-            }
-        ),
-        ok()
-    );
+    assert_eq!(h.introduce(d0, 9), ok());
     assert_eq!(h.server.take_effects(), [Effect::Introduced(9)]);
     assert_eq!(h.events(d0), ["@introduceDomain i "]);
     assert_eq!(
@@ -355,13 +363,23 @@ fn special_watches_fire_for_privileged_watchers_only() {
         Err(XsErrno::Enoent)
     );
     // A domain the host has not created cannot be introduced.
-    let introduce = Request::Introduce {
-        domid: 500,
+    assert_eq!(h.introduce(d0, 500), Err(XsErrno::Einval));
+    assert!(h.server.take_effects().is_empty());
+    // Port 0 is no event channel: C xenstored refuses it (`port <= 0`).
+    let portless = Request::Introduce {
+        domid: 10,
         gfn: 0,
         port: 0,
     };
-    assert_eq!(h.send(d0, introduce), Err(XsErrno::Einval));
+    assert_eq!(h.send(d0, portless), Err(XsErrno::Einval));
+    assert_eq!(
+        h.send(d0, Request::IsDomainIntroduced { domid: 10 }),
+        Ok(b"F\0".to_vec())
+    );
+    // Domain 0 is always introduced: no socket, no @introduceDomain.
+    assert_eq!(h.introduce(d0, 0), ok());
     assert!(h.server.take_effects().is_empty());
+    assert!(h.events(d0).is_empty());
     assert_eq!(
         h.send(d0, Request::GetDomainPath { domid: 9 }),
         Ok(b"/local/domain/9\0".to_vec())
@@ -460,10 +478,18 @@ fn quotas_refuse_clearly() {
     h.write(g, "b", "").unwrap();
     // The home counts: it is owned by the guest.
     assert_eq!(h.write(g, "c", ""), Err(XsErrno::Enospc));
+    // C xenstored 4.17 compares the count before adding: quota + 1 watches, per domain
+    // (a second connection of the same domain shares them).
     h.watch(g, "a", "1").unwrap();
     h.watch(g, "b", "2").unwrap();
-    assert_eq!(h.watch(g, "c", "3"), Err(XsErrno::E2big));
+    let g2 = h.server.connect(8, false);
+    h.watch(g2, "c", "3").unwrap();
+    assert_eq!(h.watch(g, "d", "4"), Err(XsErrno::E2big));
+    assert_eq!(h.watch(g2, "d", "4"), Err(XsErrno::E2big));
     h.events(g);
+    h.events(g2);
+    // Likewise quota + 1 transactions per connection.
+    start(&mut h, g);
     start(&mut h, g);
     assert_eq!(h.send(g, Request::TransactionStart), Err(XsErrno::Enospc));
     assert_eq!(h.write(g, &"v".repeat(2100), ""), Err(XsErrno::Einval));
@@ -584,24 +610,230 @@ fn special_nodes_can_be_opened_to_a_guest() {
         Err(XsErrno::Eacces)
     );
     assert_eq!(h.set_perms(d0, "@releaseDomain", &["n0", "r2"]), ok());
-    assert_eq!(
-        h.send(
-            g,
-            Request::GetPerms {
-                path: "@releaseDomain".into()
-            }
-        ),
-        Ok(b"n0\0r2\0".to_vec())
-    );
-    h.send(
-        d0,
-        Request::Introduce {
-            domid: 3,
-            gfn: 0,
-            port: 0,
-        },
-    )
-    .unwrap();
+    h.introduce(d0, 3).unwrap();
     h.send(d0, Request::Release { domid: 3 }).unwrap();
     assert_eq!(h.events(g), ["@releaseDomain r "]);
+}
+
+#[test]
+fn special_names_are_not_nodes() {
+    // Xen 4.17 checks GET_PERMS (and every node request's) paths as node names, so an `@`
+    // name is EINVAL, even for dom0; SET_PERMS knows only the two specials. Before:
+    // GET_PERMS answered the list, SET_PERMS on an unknown `@` name said ENOENT, and READ
+    // took `@x` as a relative path below the caller's home.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let get = |path: &str| Request::GetPerms { path: path.into() };
+    assert_eq!(h.send(d0, get("@releaseDomain")), Err(XsErrno::Einval));
+    assert_eq!(h.send(d0, get("@other")), Err(XsErrno::Einval));
+    assert_eq!(h.write(d0, "@other", "x"), Err(XsErrno::Einval));
+    assert_eq!(h.read(d0, "@other"), Err(XsErrno::Einval));
+    assert_eq!(h.set_perms(d0, "@other", &["n0"]), Err(XsErrno::Einval));
+    assert_eq!(h.set_perms(d0, "@introduceDomain", &["n0", "r3"]), ok());
+}
+
+#[test]
+fn a_special_node_owner_may_change_it() {
+    // set_perms_special asks perm_for_conn for write and owner, not for privilege.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 2);
+    assert_eq!(h.set_perms(d0, "@releaseDomain", &["n2"]), ok());
+    assert_eq!(h.set_perms(g, "@releaseDomain", &["n2", "r3"]), ok());
+    let g3 = h.guest(d0, 3);
+    assert_eq!(
+        h.set_perms(g3, "@releaseDomain", &["n3"]),
+        Err(XsErrno::Eacces)
+    );
+}
+
+#[test]
+fn release_deletes_the_domains_nodes_and_forgets_it() {
+    // Before: the released domain's nodes and its entries in permission lists stayed, so a
+    // new domain 5 inherited both.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    h.write(g, "data/x", "1").unwrap();
+    h.write(d0, "/local/domain/5/data/x/below", "dom0's")
+        .unwrap();
+    h.write(d0, "/shared", "s").unwrap();
+    h.set_perms(d0, "/shared", &["n0", "r5", "r6"]).unwrap();
+    h.set_perms(d0, "@releaseDomain", &["n0", "r5"]).unwrap();
+    h.watch(d0, "/local/domain/5/data/x/below", "w").unwrap();
+    h.watch(d0, "@releaseDomain", "r").unwrap();
+    h.events(d0);
+    h.server.take_effects();
+
+    assert_eq!(h.send(d0, Request::Release { domid: 5 }), ok());
+    // Everything it owned went, subtrees included (rm_node), firing watches as RM does.
+    for gone in ["/local/domain/5", "/local/domain/5/data/x/below"] {
+        assert_eq!(h.read(d0, gone), Err(XsErrno::Enoent), "{gone}");
+    }
+    assert_eq!(
+        h.events(d0),
+        ["/local/domain/5/data/x/below w ", "@releaseDomain r "]
+    );
+    let perms = |h: &mut Harness, path: &str| h.send(d0, Request::GetPerms { path: path.into() });
+    assert_eq!(perms(&mut h, "/shared"), Ok(b"n0\0r6\0".to_vec()));
+    assert_eq!(h.server.take_effects(), [Effect::Released(5)]);
+
+    // A new domain 5 gets nothing of the old one's.
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    assert_eq!(h.read(g, "/shared"), Err(XsErrno::Eacces));
+    assert_eq!(h.read(g, "data/x"), Err(XsErrno::Enoent));
+    h.watch(g, "@releaseDomain", "r").unwrap();
+    h.events(g);
+    h.introduce(d0, 6).unwrap();
+    h.send(d0, Request::Release { domid: 6 }).unwrap();
+    assert!(h.events(g).is_empty(), "no longer on @releaseDomain's list");
+}
+
+#[test]
+fn entries_for_missing_domains_grant_nothing_later() {
+    // C xenstored ignores list entries naming a domain that does not exist; a domain created
+    // later with that domid must not gain them.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    h.write(d0, "/n", "v").unwrap();
+    h.dead.lock().unwrap().insert(40);
+    assert_eq!(h.set_perms(d0, "/n", &["n0", "r40", "r41"]), ok());
+    h.dead.lock().unwrap().remove(&40);
+    let g = h.guest(d0, 40);
+    assert_eq!(h.read(g, "/n"), Err(XsErrno::Eacces));
+}
+
+#[test]
+fn a_dead_domain_is_released_when_the_host_says_so() {
+    // What C xenstored does on VIRQ_DOM_EXC (check_domains): a dying introduced domain is
+    // ended as by XS_RELEASE, @releaseDomain included; a domain only named in lists loses
+    // its nodes silently. Before: only XS_RELEASE ended a domain.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 7);
+    h.introduce(d0, 7).unwrap();
+    h.write(g, "data", "x").unwrap();
+    h.write(d0, "/owned-by-8", "").unwrap();
+    h.set_perms(d0, "/owned-by-8", &["n8"]).unwrap();
+    h.watch(d0, "@releaseDomain", "r").unwrap();
+    h.events(d0);
+    h.server.take_effects();
+
+    h.server.check_domains();
+    assert!(h.events(d0).is_empty(), "nothing died yet");
+
+    h.dead.lock().unwrap().extend([7, 8]);
+    h.server.check_domains();
+    assert_eq!(h.events(d0), ["@releaseDomain r "]);
+    assert_eq!(h.server.take_effects(), [Effect::Released(7)]);
+    assert_eq!(
+        h.send(d0, Request::IsDomainIntroduced { domid: 7 }),
+        Ok(b"F\0".to_vec())
+    );
+    assert_eq!(h.read(d0, "/local/domain/7"), Err(XsErrno::Enoent));
+    assert_eq!(h.read(d0, "/owned-by-8"), Err(XsErrno::Enoent));
+    // Its connection is gone with it.
+    assert_eq!(h.server.domid_of(g), None);
+}
+
+#[test]
+fn a_target_reads_what_its_domain_may() {
+    // perm_for_conn: an entry naming the connection's target grants access. Before: only a
+    // node owned by the target did.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let helper = h.guest(d0, 8);
+    h.guest(d0, 5);
+    h.write(d0, "/vm5", "v").unwrap();
+    h.set_perms(d0, "/vm5", &["n0", "r5"]).unwrap();
+    assert_eq!(h.read(helper, "/vm5"), Err(XsErrno::Eacces));
+    let target = Request::SetTarget {
+        domid: 8,
+        target: 5,
+    };
+    // Both must be introduced (find_connected_domain), else ENOENT.
+    assert_eq!(h.send(d0, target.clone()), Err(XsErrno::Enoent));
+    h.introduce(d0, 8).unwrap();
+    assert_eq!(h.send(d0, target.clone()), Err(XsErrno::Enoent));
+    h.introduce(d0, 5).unwrap();
+    assert_eq!(h.send(d0, target), ok());
+    assert_eq!(h.read(helper, "/vm5"), Ok(b"v".to_vec()));
+    // Watch events follow the same rule.
+    h.watch(helper, "/vm5", "t").unwrap();
+    h.events(helper);
+    h.write(d0, "/vm5", "w").unwrap();
+    assert_eq!(h.events(helper), ["/vm5 t "]);
+}
+
+#[test]
+fn events_are_seen_by_readers_of_the_parent() {
+    // watch_permitted: the node or its parent readable. Before: only the node's own list.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 4);
+    h.write(d0, "/dir/hidden", "").unwrap();
+    h.set_perms(d0, "/dir", &["n0", "r4"]).unwrap();
+    h.set_perms(d0, "/dir/hidden", &["n0"]).unwrap();
+    h.watch(g, "/dir", "t").unwrap();
+    h.events(g);
+    h.write(d0, "/dir/hidden", "x").unwrap();
+    assert_eq!(h.events(g), ["/dir/hidden t "]);
+    // A grandchild whose parent is hidden stays hidden.
+    h.write(d0, "/dir/hidden/deeper", "x").unwrap();
+    assert!(h.events(g).is_empty());
+}
+
+#[test]
+fn a_watch_is_one_whatever_its_spelling() {
+    // C xenstored compares canonical paths. Before: "data" and its absolute spelling were
+    // two watches, and UNWATCH of one left the other.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.watch(g, "data", "t").unwrap();
+    assert_eq!(
+        h.watch(g, "/local/domain/5/data", "t"),
+        Err(XsErrno::Eexist)
+    );
+    let unwatch = |path: &str| Request::Unwatch {
+        path: path.into(),
+        token: "t".into(),
+    };
+    assert_eq!(h.send(g, unwatch("/local/domain/5/data")), ok());
+    assert_eq!(h.send(g, unwatch("data")), Err(XsErrno::Enoent));
+}
+
+#[test]
+fn node_size_counts_the_record_as_xen_does() {
+    // 4.17: 24-byte header + 8 bytes per permission + value + children, refused at >= 2048.
+    // Before: 4 bytes per permission, no header, refused only above the quota.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 3);
+    h.write(g, "k", "").unwrap();
+    let fits = 2048 - 24 - 8 - 1;
+    assert_eq!(h.write(g, "k", &"v".repeat(fits)), ok());
+    assert_eq!(h.write(g, "k", &"v".repeat(fits + 1)), Err(XsErrno::Enospc));
+}
+
+#[test]
+fn introducing_again_resets_the_domains_connection() {
+    // C xenstored's do_introduce calls domain_conn_reset for a known domain. Before: a
+    // second INTRODUCE changed nothing.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    h.watch(g, "data", "t").unwrap();
+    let tx = start(&mut h, g);
+    h.events(g);
+    h.server.take_effects();
+    assert_eq!(h.introduce(d0, 5), ok());
+    assert!(h.server.take_effects().is_empty(), "no second socket");
+    h.write(d0, "/local/domain/5/data", "x").unwrap();
+    assert!(h.events(g).is_empty(), "the watch is gone");
+    let end = Request::TransactionEnd { commit: true };
+    assert_eq!(h.send_tx(g, tx, end), Err(XsErrno::Enoent));
 }

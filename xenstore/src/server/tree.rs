@@ -9,6 +9,11 @@ use std::collections::HashMap;
 
 use crate::perms::{DomId, Perms};
 
+/// `sizeof(struct xs_tdb_record_hdr)`: a u64 generation and three u32 counts, padded to 8.
+const RECORD_HEADER: usize = 24;
+/// `sizeof(struct xs_permissions)`: two unsigned ints.
+const RECORD_PERM: usize = 8;
+
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
@@ -29,12 +34,15 @@ impl Node {
         }
     }
 
-    /// Roughly what C xenstored charges against the node-size quota: value, child names
-    /// with their nuls, and 4 bytes per permission entry.
+    /// What C xenstored 4.17 charges against the node-size quota: the size of its database
+    /// record (`write_node_raw`), a 24-byte header (`struct xs_tdb_record_hdr`), 8 bytes
+    /// per permission entry (`struct xs_permissions`), the value and the child names with
+    /// their nuls.
     pub fn size(&self) -> usize {
-        self.value.len()
+        RECORD_HEADER
+            + RECORD_PERM * self.perms.entries().len()
+            + self.value.len()
             + self.children.iter().map(|c| c.len() + 1).sum::<usize>()
-            + 4 * self.perms.entries().len()
     }
 
     /// The DIRECTORY listing: child names, each nul-terminated.
@@ -52,6 +60,9 @@ impl Node {
 pub(crate) trait Store {
     /// The node at an absolute path.
     fn node(&mut self, path: &str) -> Option<&Node>;
+    /// The same without a transaction noting that it looked (for deciding who may see an
+    /// event, which must not make the transaction conflict).
+    fn peek(&self, path: &str) -> Option<&Node>;
     /// Replaces or creates a node (its generation is set by the store).
     fn put(&mut self, path: &str, node: Node);
     /// Removes one node (not its children).
@@ -85,6 +96,11 @@ impl Tree {
         self.nodes.get(path)
     }
 
+    /// Every node, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+        self.nodes.iter()
+    }
+
     fn count(&mut self, domid: DomId, delta: isize) {
         let n = self.owned.entry(domid).or_insert(0);
         *n = n.saturating_add_signed(delta);
@@ -93,6 +109,10 @@ impl Tree {
 
 impl Store for Tree {
     fn node(&mut self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    fn peek(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
     }
 

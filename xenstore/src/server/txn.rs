@@ -91,6 +91,13 @@ impl Store for TxView<'_> {
         committed
     }
 
+    fn peek(&self, path: &str) -> Option<&Node> {
+        match self.tx.overlay.get(path) {
+            Some(own) => own.as_ref(),
+            None => self.tree.get(path),
+        }
+    }
+
     fn put(&mut self, path: &str, node: Node) {
         if let Some(old) = self.current_owner(path) {
             self.count(old, -1);

@@ -7,7 +7,7 @@
 //! `@releaseDomain` fire only watches set exactly on them (Xen 4.17 semantics).
 
 use crate::path::{self, is_special};
-use crate::perms::{DomId, Perms};
+use crate::perms::Perms;
 
 /// Something that happened to a node, to be matched against watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub(crate) struct Change {
     /// Only watches on exactly this path fire (a removed descendant).
     pub exact: bool,
     /// Permissions that decide who may see the event; a watcher needs read access in any
-    /// of them (old and new, for a permission change).
+    /// of them: the node's (old and new, for a permission change) and its parent's.
     pub perms: Vec<Perms>,
 }
 
@@ -65,11 +65,6 @@ impl Watch {
         out.push(0);
         out
     }
-}
-
-/// Whether an unprivileged `domid` may see a change.
-pub(crate) fn visible_to(change: &Change, domid: DomId) -> bool {
-    change.perms.iter().any(|p| p.access_for(domid).can_read())
 }
 
 #[cfg(test)]
@@ -123,16 +118,5 @@ mod tests {
         let c = change("/local/domain/5/device/vbd", false);
         assert_eq!(w.event_path(&c), "device/vbd");
         assert_eq!(w.event_payload("device/vbd"), b"device/vbd\0t\0");
-    }
-
-    #[test]
-    fn visibility_follows_read_access() {
-        let c = Change {
-            path: "/a".into(),
-            exact: false,
-            perms: vec!["n0".parse().map(|p| Perms::new(vec![p]).unwrap()).unwrap()],
-        };
-        assert!(!visible_to(&c, 5));
-        assert!(visible_to(&c, 0));
     }
 }

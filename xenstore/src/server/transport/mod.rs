@@ -2,7 +2,10 @@
 //!
 //! The main socket serves dom0 (privileged). With a domain directory configured, introducing
 //! domain N binds `<dir>/N/socket`, whose connections act as unprivileged domain N, and
-//! releasing it removes that socket and drops those connections. A connection that breaks
+//! releasing it removes that socket and drops those connections. Any change in the domain
+//! directory or an introduced domain's directory makes the server check which domains still
+//! exist ([`Server::check_domains`]), as C xenstored does on VIRQ_DOM_EXC: a domain the host
+//! destroyed is released without an XS_RELEASE. A connection that breaks
 //! the framing (a length over the limit) is dropped alone; an unknown type gets ENOSYS. A
 //! connection with too many unread replies is not read from until it catches up, and each
 //! connection handles a bounded number of requests per turn, so none can starve the others.
@@ -13,18 +16,24 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::os::fd::AsRawFd;
+
 use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+mod domain_watch;
 mod report;
 
-pub use report::{DropReason, Report};
+use domain_watch::DomainWatch;
+pub use report::{DropReason, Report, Severity};
 
 use super::{ConnId, DomainExists, Effect, Quotas, Server};
 use crate::perms::DomId;
 use crate::wire::FRAME_MAX;
 
 const WAKER: Token = Token(0);
+const DOMAINS: Token = Token(1);
 /// Requests handled per connection per turn before the others get theirs.
 const FRAMES_PER_TURN: usize = 64;
 /// Output encoded ahead per connection.
@@ -38,7 +47,8 @@ pub struct Config {
     pub domain_dir: Option<PathBuf>,
     /// Limits for unprivileged connections.
     pub quotas: Quotas,
-    /// Which domains exist before they are introduced (see [`Server::new`]).
+    /// Which domains exist (see [`Server::new`]); asked again whenever the domain directory
+    /// changes.
     pub domain_exists: DomainExists,
 }
 
@@ -87,6 +97,8 @@ pub struct SocketServer {
     ready: VecDeque<Token>,
     next_token: usize,
     domain_dir: Option<PathBuf>,
+    /// Changes of domains, when there is a domain directory.
+    domain_watch: Option<DomainWatch>,
     stop: StopHandle,
     report: Box<dyn FnMut(Report) + Send>,
 }
@@ -114,6 +126,19 @@ impl SocketServer {
     pub fn bind(config: Config) -> io::Result<SocketServer> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let domain_watch = match &config.domain_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let watch = DomainWatch::new(dir)?;
+                poll.registry().register(
+                    &mut SourceFd(&watch.as_raw_fd()),
+                    DOMAINS,
+                    Interest::READABLE,
+                )?;
+                Some(watch)
+            }
+            None => None,
+        };
         let mut s = SocketServer {
             poll,
             server: Server::new(config.quotas, config.domain_exists),
@@ -123,6 +148,7 @@ impl SocketServer {
             ready: VecDeque::new(),
             next_token: 1,
             domain_dir: config.domain_dir,
+            domain_watch,
             stop: StopHandle {
                 flag: Arc::new(AtomicBool::new(false)),
                 waker,
@@ -177,7 +203,9 @@ impl SocketServer {
             }
             for event in events.iter() {
                 let token = event.token();
-                if self.listeners.contains_key(&token) {
+                if token == DOMAINS {
+                    self.domains_changed();
+                } else if self.listeners.contains_key(&token) {
                     self.accept(token);
                 } else if self.conns.contains_key(&token) {
                     if event.is_writable() {
@@ -323,19 +351,32 @@ impl SocketServer {
 
     /// Sends output, applies effects and passes on notices after a turn.
     fn after_turn(&mut self) {
-        for id in self.server.take_dirty() {
-            if let Some(&token) = self.tokens.get(&id) {
-                self.flush(token);
-            }
-        }
+        // Effects first: whoever gets the OK of an XS_INTRODUCE finds the domain's socket.
         for effect in self.server.take_effects() {
             match effect {
                 Effect::Introduced(domid) => self.open_domain(domid),
                 Effect::Released(domid) => self.close_domain(domid),
             }
         }
+        for id in self.server.take_dirty() {
+            if let Some(&token) = self.tokens.get(&id) {
+                self.flush(token);
+            }
+        }
         for notice in self.server.take_notices() {
             (self.report)(Report::Notice(notice));
+        }
+    }
+
+    /// Checks which domains still exist after the host changed the domain directory.
+    fn domains_changed(&mut self) {
+        let Some(watch) = &self.domain_watch else {
+            return;
+        };
+        match watch.drain() {
+            Ok(true) => self.server.check_domains(),
+            Ok(false) => {}
+            Err(error) => (self.report)(Report::DomainWatchFailed(error)),
         }
     }
 
@@ -345,7 +386,10 @@ impl SocketServer {
         };
         let dir = dir.join(domid.to_string());
         let path = dir.join("socket");
-        let made = std::fs::create_dir_all(&dir).and_then(|()| self.listen(&path, domid, false));
+        let watch = &self.domain_watch;
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| watch.as_ref().map_or(Ok(()), |w| w.add(&dir)))
+            .and_then(|()| self.listen(&path, domid, false));
         match made {
             Ok(()) => (self.report)(Report::DomainSocket {
                 domid,

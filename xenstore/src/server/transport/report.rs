@@ -31,6 +31,8 @@ pub enum Report {
         /// What failed.
         error: io::Error,
     },
+    /// Reading the domain directory's changes failed: deaths may go unnoticed.
+    DomainWatchFailed(io::Error),
     /// A per-domain socket was created or removed.
     DomainSocket {
         /// The domain.
@@ -40,6 +42,40 @@ pub enum Report {
         /// Created (true) or removed.
         created: bool,
     },
+}
+
+/// How much an operator should care about a [`Report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Routine: sockets coming and going.
+    Info,
+    /// A client misbehaved or was refused; the server carries on.
+    Warning,
+    /// The server could not do its part (a socket, the domain watch).
+    Error,
+}
+
+impl Report {
+    /// How much this matters, for the daemon's log level.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Report::DomainSocket { .. } => Severity::Info,
+            Report::Notice(_) | Report::Dropped { .. } => Severity::Warning,
+            Report::SocketFailed { .. } | Report::DomainWatchFailed(_) => Severity::Error,
+        }
+    }
+
+    /// The domain it concerns, if one.
+    pub fn domid(&self) -> Option<DomId> {
+        match self {
+            Report::Notice(Notice::Refused { domid, .. })
+            | Report::Notice(Notice::EventDropped { domid, .. })
+            | Report::Dropped { domid, .. }
+            | Report::SocketFailed { domid, .. }
+            | Report::DomainSocket { domid, .. } => Some(*domid),
+            Report::DomainWatchFailed(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Report {
@@ -69,6 +105,9 @@ impl fmt::Display for Report {
                     "domain {domid}: cannot serve {}: {error}",
                     path.display()
                 )
+            }
+            Report::DomainWatchFailed(error) => {
+                write!(f, "cannot read changes of domains: {error}")
             }
             Report::DomainSocket {
                 domid,

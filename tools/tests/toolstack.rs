@@ -1,0 +1,44 @@
+//! The simulated toolstack against tokenback-xenstored: what libxl and Xen do around a
+//! guest's xenstore connection.
+// An integration test crate is compiled only for tests; the lint is meant for unit tests.
+#![allow(clippy::tests_outside_test_module)]
+
+mod blkfront_support;
+
+use blkfront_support::Host;
+use tokenback::platform::sim::{PortStatus, SimEventChannel};
+use tokenback::platform::DomId;
+
+#[test]
+fn a_guest_is_introduced_with_a_real_store_port() {
+    // Before: XS_INTRODUCE carried port 0, which Xen's xenstored refuses.
+    let mut host = Host::start("store-port");
+    let domid = host.toolstack.create_guest("g", 16, 1).unwrap();
+    let port = host.toolstack.store_port(domid).expect("a store port");
+    assert_ne!(port.0, 0);
+    let guest = SimEventChannel::open(&host.run, domid).unwrap();
+    assert_eq!(
+        guest.status(port).unwrap(),
+        PortStatus::Unbound { remote: DomId(0) }
+    );
+    assert!(host
+        .toolstack
+        .xenstore()
+        .is_domain_introduced(domid.0)
+        .unwrap());
+}
+
+#[test]
+fn destroying_a_guest_releases_it_in_xenstored() {
+    // The toolstack sends no XS_RELEASE, as libxl sends none: xenstored must notice the
+    // destruction itself (else destroy_guest times out with NotReleased).
+    let mut host = Host::start("destroy-release");
+    let domid = host.toolstack.create_guest("g", 16, 1).unwrap();
+    let socket = host.run.domain_xenstored_socket(domid);
+    assert!(socket.exists());
+    host.toolstack.destroy_guest(domid).unwrap();
+    assert!(!socket.exists());
+    assert!(!host.run.domain_exists(domid));
+    let xs = host.toolstack.xenstore();
+    assert!(!xs.is_domain_introduced(domid.0).unwrap());
+}
