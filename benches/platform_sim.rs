@@ -5,7 +5,6 @@
 //! Run with `cargo bench -p tokenback --bench platform_sim`.
 
 use std::hint::black_box;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,18 +90,11 @@ fn grants(c: &mut Criterion) {
     group.finish();
 }
 
-/// Waits for an event on `ch` (blocking in poll) and re-enables it.
+/// Waits for an event on `ch` and re-enables it.
 fn wait(ch: &mut SimEventChannel, fired: &mut Vec<Port>) {
     loop {
-        let mut pfd = libc::pollfd {
-            fd: ch.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, -1) };
         fired.clear();
-        ch.read_pending(fired).expect("read_pending");
+        ch.wait_pending(None, fired).expect("wait_pending");
         if !fired.is_empty() {
             ch.unmask(fired).expect("unmask");
             return;

@@ -7,6 +7,7 @@ mod platform_sim_common;
 
 use platform_sim_common::{readable, TempRun};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 use tokenback::platform::sim::{GuestDomain, PortStatus, SimEventChannel, SimGrants, SimPlatform};
 use tokenback::platform::{
     CopyOp, DomId, EventChannel, EvtchnError, GrantAccess, GrantError, GrantMapping, GrantRef,
@@ -64,18 +65,38 @@ fn events_flow_both_ways_and_make_the_fd_readable() {
     let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
     let mut p = connected(&run, &guest);
 
-    assert!(!readable(p.back.as_raw_fd(), 0));
+    assert!(!readable(&p.back, 0));
     p.front.notify(p.front_port).unwrap();
-    assert!(readable(p.back.as_raw_fd(), 0));
+    assert!(readable(&p.back, 0));
     assert_eq!(pending(&mut p.back), [p.back_port]);
-    assert!(
-        !readable(p.back.as_raw_fd(), 0),
-        "read_pending drains the fd"
-    );
+    assert!(!readable(&p.back, 0), "read_pending drains the fd");
 
     p.back.notify(p.back_port).unwrap();
-    assert!(readable(p.front.as_raw_fd(), 0));
+    assert!(readable(&p.front, 0));
     assert_eq!(pending(&mut p.front), [p.front_port]);
+}
+
+#[test]
+fn wait_pending_blocks_until_an_event_or_the_timeout() {
+    let run = TempRun::new();
+    let guest = GuestDomain::create(run.dir(), 1, 1).unwrap();
+    let mut p = connected(&run, &guest);
+    let mut fired = Vec::new();
+    // Nothing sent: the wait ends at its timeout with no port.
+    p.back
+        .wait_pending(Some(Duration::from_millis(20)), &mut fired)
+        .unwrap();
+    assert!(fired.is_empty(), "{fired:?}");
+    // An event sent from another thread ends an unbounded wait with its port.
+    let (mut front, port) = (p.front, p.front_port);
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        front.notify(port).unwrap();
+        front
+    });
+    p.back.wait_pending(None, &mut fired).unwrap();
+    assert_eq!(fired, [p.back_port]);
+    drop(sender.join().unwrap());
 }
 
 #[test]
@@ -97,7 +118,7 @@ fn events_coalesce_while_masked_and_unmask_redelivers() {
     assert!(pending(&mut p.back).is_empty(), "disabled until unmasked");
 
     p.back.unmask(&[p.back_port]).unwrap();
-    assert!(readable(p.back.as_raw_fd(), 0));
+    assert!(readable(&p.back, 0));
     assert_eq!(pending(&mut p.back), [p.back_port], "pending while masked");
     p.back.unmask(&[p.back_port]).unwrap();
     assert!(pending(&mut p.back).is_empty(), "nothing new since");

@@ -6,7 +6,6 @@
 mod platform_sim_common;
 
 use platform_sim_common::{readable, TempRun};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ const COPIER_ENV: &str = "TOKENBACK_TEST_SIM_COPIER";
 /// Back ends killed while copying, in the test of that.
 const KILLS: u64 = 40;
 /// Generous bound for "eventually": only reached when something is broken.
-const PATIENCE_MS: i32 = 30_000;
+const PATIENCE_MS: u64 = 30_000;
 
 const GREETING: &[u8] = b"hello from the guest";
 const REPLY: &[u8] = b"hello from dom0";
@@ -42,7 +41,7 @@ fn spawn_self(name: &str, env: (&str, String)) -> Child {
 
 /// Waits for the child's handshake file, written atomically with rename.
 fn wait_for_file(path: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_millis(PATIENCE_MS as u64);
+    let deadline = Instant::now() + Duration::from_millis(PATIENCE_MS);
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             return text;
@@ -66,7 +65,7 @@ fn write_file_atomically(path: &Path, text: &str) {
 fn wait_event(ch: &mut SimEventChannel) -> Vec<Port> {
     let mut fired = Vec::new();
     while fired.is_empty() {
-        assert!(readable(ch.as_raw_fd(), PATIENCE_MS), "no event came");
+        assert!(readable(&ch, PATIENCE_MS), "no event came");
         ch.read_pending(&mut fired).unwrap();
     }
     ch.unmask(&fired).unwrap();
@@ -300,7 +299,7 @@ fn a_back_end_killed_while_copying_never_keeps_the_guest_from_ending_access() {
         guest.grant(GREF, DOM0, 1, false).unwrap();
         let mut copier = spawn_self("copying_back_end_process", (COPIER_ENV, args.clone()));
         // Wait until it copies, then let it go on for a varying while.
-        let deadline = Instant::now() + Duration::from_millis(PATIENCE_MS as u64);
+        let deadline = Instant::now() + Duration::from_millis(PATIENCE_MS);
         while !guest.in_use(GREF).unwrap() {
             assert!(Instant::now() < deadline, "the copier never copied");
             std::thread::yield_now();

@@ -2,7 +2,8 @@
 
 use super::{DomId, Port};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 /// Why an event-channel operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,11 +48,11 @@ impl EvtchnError {
 
 /// A handle on event channels, as a back end has it through `/dev/xen/evtchn`.
 ///
-/// Its fd (from [`AsRawFd`]) becomes readable when events are pending; register it with mio
+/// Its fd (from [`AsFd`]) becomes readable when events are pending; register it with mio
 /// and drain it with [`EventChannel::read_pending`] on every readiness event. A port that fired
 /// is disabled until [`EventChannel::unmask`]: events arriving meanwhile coalesce into one, and
 /// unmasking a port that became pending delivers it again.
-pub trait EventChannel: AsRawFd {
+pub trait EventChannel: AsFd + AsRawFd {
     /// Binds a new local port to `remote_port` of `remote`, which that domain offered to us
     /// as an unbound port. The new port starts enabled (and may report one event at once).
     fn bind_interdomain(&mut self, remote: DomId, remote_port: Port) -> Result<Port, EvtchnError>;
@@ -70,4 +71,41 @@ pub trait EventChannel: AsRawFd {
     /// (closed meanwhile, or never ours) are skipped, as Linux evtchn skips them; the others are
     /// still re-enabled.
     fn unmask(&mut self, ports: &[Port]) -> Result<(), EvtchnError>;
+
+    /// Blocks until an event is pending or `timeout` passes (`None`: no limit), then appends
+    /// the ports that fired as [`EventChannel::read_pending`] does (none on a timeout). For
+    /// callers that block, such as simulated guests; an event loop polls the fd instead.
+    fn wait_pending(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut Vec<Port>,
+    ) -> Result<(), EvtchnError> {
+        wait_readable(self.as_fd(), timeout).map_err(|e| EvtchnError::from_io("poll", &e))?;
+        self.read_pending(out)
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes (`None`: no limit); whether it is. A
+/// signal interrupting the wait counts as not readable yet: callers look again.
+pub fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of a few microseconds does not become a busy poll.
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: `pfd` is one valid pollfd that outlives the call, and nfds is 1.
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        -1 => {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(err),
+            }
+        }
+        _ => Ok(pfd.revents & libc::POLLIN != 0),
+    }
 }

@@ -10,7 +10,7 @@ mod grant;
 pub mod linux;
 pub mod sim;
 
-pub use evtchn::{EventChannel, EvtchnError};
+pub use evtchn::{wait_readable, EventChannel, EvtchnError};
 pub use grant::{CopyOp, GrantAccess, GrantError, GrantMapping, GuestRange, LocalBuf};
 
 use std::fmt;

@@ -38,13 +38,7 @@ impl Drop for TempRun {
 }
 
 /// Whether `fd` is readable now (`wait_ms` = 0) or becomes so within `wait_ms`.
-pub fn readable(fd: std::os::fd::RawFd, wait_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-    n == 1 && pfd.revents & libc::POLLIN != 0
+pub fn readable(fd: impl std::os::fd::AsFd, wait_ms: u64) -> bool {
+    tokenback::platform::wait_readable(fd, Some(std::time::Duration::from_millis(wait_ms)))
+        .expect("poll")
 }

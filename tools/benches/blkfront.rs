@@ -7,13 +7,13 @@
 // Benchmarks are compiled only as such; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-#[path = "../tests/blkfront_support/mod.rs"]
-mod blkfront_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
-use blkfront_support::{BackendConfig, Host};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use support::{BackendConfig, Host};
 use tokenback_tools::blkfront::Op;
 
 const DEPTH: u64 = 32;

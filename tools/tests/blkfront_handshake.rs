@@ -4,11 +4,11 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
-use blkfront_support::{eventually, pattern, BackendConfig, Host};
 use blkif::abi::{BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT};
 use blkif::Protocol;
+use support::{eventually, pattern, BackendConfig, Host};
 
 /// Connects at each ring order 0..=4 in `protocol` and checks what each side wrote and saw.
 fn every_ring_order(name: &str, protocol: Protocol) {
@@ -192,7 +192,7 @@ fn connects_when_the_back_end_is_already_waiting() {
     // event already shows it.
     let mut host = Host::start("late");
     let (domid, paths, backend) = host.guest_with_disk(BackendConfig::default());
-    blkfront_support::eventually("back end InitWait", || {
+    support::eventually("back end InitWait", || {
         host.read(&format!("{}/state", paths.backend)).as_deref() == Some("2")
     });
     let front = tokenback_tools::blkfront::Blkfront::connect(host.options(domid)).unwrap();

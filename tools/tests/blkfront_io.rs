@@ -4,14 +4,14 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
-use blkfront_support::config::Misbehaviour;
-use blkfront_support::{eventually, pattern, BackendConfig, Host};
 use blkif::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
     BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, VDISK_READONLY,
 };
+use support::config::Misbehaviour;
+use support::{eventually, pattern, BackendConfig, Host};
 use tokenback_tools::blkfront::{Error, FlushMode, Op, ResponseError};
 
 #[test]

@@ -3,11 +3,11 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use blkfront_support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
+use support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
 use tokenback_tools::blkfront::{Blkfront, Error};
 use xenstore_wire::client::TxId;
 

@@ -4,13 +4,13 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blkfront_support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
+use support::{eventually, pattern, BackendConfig, Host, EVENTUALLY};
 use tokenback::platform::sim::RunDir;
 use tokenback::platform::DomId;
 use tokenback_tools::blkfront::{Blkfront, Options};

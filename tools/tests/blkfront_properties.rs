@@ -6,17 +6,17 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
 use std::cell::RefCell;
 
-use blkfront_support::{BackendConfig, Host, ScriptedBackend};
 use blkif::abi::{
     BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE,
 };
 use blkif::Protocol;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use support::{BackendConfig, Host, ScriptedBackend};
 use tokenback_tools::blkfront::{Blkfront, Completion, Op, Span, Tag};
 
 /// Disk sectors of the scripted back end (its default).

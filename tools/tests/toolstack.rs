@@ -3,9 +3,9 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod blkfront_support;
+mod support;
 
-use blkfront_support::Host;
+use support::Host;
 use tokenback::platform::sim::{PortStatus, SimEventChannel};
 use tokenback::platform::DomId;
 

@@ -2,26 +2,26 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{wait_for, xs, xs_ok, Daemon};
-use tokenback::platform::sim::{GuestDomain, RunDir};
+use support::xenstored::{wait_for, wait_gone};
+use support::{xs, xs_ok, Xenstored};
+use tokenback::platform::sim::GuestDomain;
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{Endpoint, TxId};
 use xenstore_wire::wire::XsErrno;
 
 /// Creates a domain in the daemon's run directory, as the simulated toolstack does.
-fn new_domain(d: &Daemon) -> u16 {
-    let run = RunDir::create(&d.dir).unwrap();
-    GuestDomain::create(&run, 1, 1).unwrap().domid().0
+fn new_domain(d: &Xenstored) -> u16 {
+    GuestDomain::create(&d.run, 1, 1).unwrap().domid().0
 }
 
 #[test]
 fn write_read_ls_list_exists_rm() {
-    let d = Daemon::start("basic");
+    let d = Xenstored::start("basic");
     let s = d.socket();
     xs_ok(
         &s,
@@ -54,7 +54,7 @@ fn write_read_ls_list_exists_rm() {
 
 #[test]
 fn chmod_and_permissions_listing() {
-    let d = Daemon::start("chmod");
+    let d = Xenstored::start("chmod");
     let s = d.socket();
     let reader = new_domain(&d);
     xs_ok(&s, "xenstore-write", &["/p/x", "v"]);
@@ -79,7 +79,7 @@ fn chmod_and_permissions_listing() {
 
 #[test]
 fn guest_socket_is_confined() {
-    let d = Daemon::start("guest");
+    let d = Xenstored::start("guest");
     let s = d.socket();
     // What a toolstack does: make the domain, give it its home, introduce it.
     let domid = new_domain(&d);
@@ -120,11 +120,7 @@ fn guest_socket_is_confined() {
     // Release: the guest socket goes away, and the domain is no longer introduced.
     dom0.release(domid).unwrap();
     assert!(!dom0.is_domain_introduced(domid).unwrap());
-    let deadline = std::time::Instant::now() + common::EVENTUALLY;
-    while g.exists() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_gone(&g);
     // C xenstored deletes what a released domain owned (keep_orphans off); its home, which
     // it was given, went too.
     let gone = dom0
@@ -136,7 +132,7 @@ fn guest_socket_is_confined() {
 
 #[test]
 fn watch_counts_the_registration_event() {
-    let d = Daemon::start("watch");
+    let d = Xenstored::start("watch");
     let s = d.socket();
     let mut watch = Command::new("xenstore-watch")
         .args(["-n", "3", "/w"])
@@ -157,16 +153,16 @@ fn watch_counts_the_registration_event() {
 
 #[test]
 fn sigterm_exits_cleanly_and_removes_the_socket() {
-    let mut d = Daemon::start("sigterm");
+    let mut d = Xenstored::start("sigterm");
     xs_ok(&d.socket(), "xenstore-write", &["/x", "1"]);
-    let status = d.terminate();
+    let status = d.terminate().status;
     assert!(status.success(), "{status:?}");
     assert!(!d.socket().exists());
 }
 
 #[test]
 fn watch_sees_release_domain() {
-    let d = Daemon::start("release");
+    let d = Xenstored::start("release");
     let s = d.socket();
     let domid = new_domain(&d);
     let mut watch = Command::new("xenstore-watch")
@@ -189,10 +185,10 @@ fn watch_sees_release_domain() {
 fn a_destroyed_domain_is_released_without_xs_release() {
     // Xen's toolstack only destroys the domain; xenstored notices (VIRQ_DOM_EXC), deletes
     // what it owned and fires @releaseDomain. Before: only XS_RELEASE did.
-    let d = Daemon::start("destroyed");
+    let d = Xenstored::start("destroyed");
     let s = d.socket();
-    let run = RunDir::create(&d.dir).unwrap();
-    let domid = GuestDomain::create(&run, 1, 1).unwrap().domid();
+    let run = &d.run;
+    let domid = GuestDomain::create(run, 1, 1).unwrap().domid();
     let home = format!("/local/domain/{}", domid.0);
     xs_ok(&s, "xenstore-write", &[&home, ""]);
     xs_ok(&s, "xenstore-chmod", &[&home, &format!("n{}", domid.0)]);
@@ -219,11 +215,7 @@ fn a_destroyed_domain_is_released_without_xs_release() {
         Some(1),
         "what the domain owned is gone"
     );
-    let deadline = std::time::Instant::now() + common::EVENTUALLY;
-    while g.exists() {
-        assert!(std::time::Instant::now() < deadline, "socket still there");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_gone(&g);
     run.remove_domain(domid).unwrap();
     assert!(!run.domain_exists(domid));
 }

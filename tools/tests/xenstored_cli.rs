@@ -3,7 +3,10 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+mod support;
+
+use support::Xenstored;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenback-xenstored");
 
@@ -39,30 +42,11 @@ fn a_bad_flag_fails_and_names_it() {
 
 #[test]
 fn log_json_writes_one_object_a_line() {
-    let dir = std::env::temp_dir().join(format!("tbxs-json-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    tokenback::platform::sim::RunDir::create(&dir).unwrap();
-    let child = Command::new(BIN)
-        .arg("--run-dir")
-        .arg(&dir)
-        .arg("--log-json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join("socket").exists() {
-        assert!(Instant::now() < deadline, "no socket");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "{:?}", out.status);
-    let log = String::from_utf8(out.stderr).unwrap();
-    let lines: Vec<&str> = log.lines().collect();
-    assert!(lines.len() >= 2, "{log}");
+    let mut xenstored = Xenstored::start_with("json", &["--log-json"], Stdio::piped());
+    let stopped = xenstored.terminate();
+    assert!(stopped.status.success(), "{:?}", stopped.status);
+    let lines: Vec<&str> = stopped.stderr.lines().collect();
+    assert!(lines.len() >= 2, "{}", stopped.stderr);
     for line in lines {
         assert!(
             line.starts_with("{\"msg\":") && line.ends_with('}'),

@@ -7,7 +7,7 @@ use super::abi::{
 use super::{open_device, OpenError, EVTCHN_PATH};
 use crate::platform::{DomId, EventChannel, EvtchnError, Port};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// evtchn reads and writes at most one page of ports per call.
@@ -45,6 +45,12 @@ fn errno_error(op: &'static str, err: io::Error) -> EvtchnError {
         Some(libc::ENOSPC) => EvtchnError::NoFreePort,
         Some(libc::EFBIG) => EvtchnError::Overflow,
         _ => EvtchnError::from_io(op, &err),
+    }
+}
+
+impl AsFd for Evtchn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

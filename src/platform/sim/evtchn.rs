@@ -13,7 +13,7 @@ use super::SimError;
 use crate::platform::{DomId, EventChannel, EvtchnError, Port};
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -241,6 +241,12 @@ pub(super) fn handle_alive(run: &RunDir, domid: DomId, owner: u64) -> bool {
             e.kind(),
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
         ),
+    }
+}
+
+impl AsFd for SimEventChannel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 

@@ -63,7 +63,6 @@ pub use request::Op;
 pub use xenbus::XenbusState;
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use blkif::abi::{BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY};
@@ -335,17 +334,8 @@ impl Blkfront {
         if left.is_zero() {
             return Err(Error::Timeout { what: "a response" });
         }
-        let mut pfd = libc::pollfd {
-            fd: self.evtchn.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd that outlives the call, nfds 1. An error (EINTR) or a
-        // timeout just leads to another look at the rings and the deadline.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
         let mut ports: Vec<Port> = Vec::new();
-        self.evtchn.read_pending(&mut ports)?;
+        self.evtchn.wait_pending(Some(left), &mut ports)?;
         self.evtchn.unmask(&ports)?;
         Ok(())
     }

@@ -9,7 +9,6 @@
 //! grant copy, which keeps this double free of raw-pointer copies.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -321,15 +320,9 @@ impl Blkback {
 
     /// Serves every ring whose port fired.
     fn serve_events(&mut self) -> Result<(), BoxError> {
-        let mut pfd = libc::pollfd {
-            fd: self.evtchn.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd that outlives the call, nfds 1.
-        unsafe { libc::poll(&mut pfd, 1, 10) };
         let mut ports = Vec::new();
-        self.evtchn.read_pending(&mut ports)?;
+        self.evtchn
+            .wait_pending(Some(Duration::from_millis(10)), &mut ports)?;
         self.evtchn.unmask(&ports)?;
         for port in ports {
             if let Some(index) = self.rings.iter().position(|r| r.port == port) {

@@ -1,13 +1,15 @@
-//! Shared by the blkfront tests: a simulated host (run directory, its own
-//! tokenback-xenstored, the toolstack) and a scripted back end that plays Linux blkback.
+//! Shared by the tools' integration tests: a tokenback-xenstored process on its own simulated
+//! host, that host with the toolstack, a scripted back end that plays Linux blkback, and
+//! Debian's xenstore-utils run against the simulated xenstored.
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod config;
+pub mod xenstored;
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tokenback::platform::sim::RunDir;
@@ -17,6 +19,7 @@ use tokenback_tools::toolstack::{DiskPaths, DiskSpec, Toolstack};
 
 pub use backend::ScriptedBackend;
 pub use config::BackendConfig;
+pub use xenstored::Xenstored;
 
 /// Generous bound for what happens "eventually".
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
@@ -34,42 +37,14 @@ pub struct Host {
     _xenstored: Xenstored,
 }
 
-/// A tokenback-xenstored process and its run directory, both gone on drop, also when the
-/// host fails to start.
-struct Xenstored {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Xenstored {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Host {
     pub fn start(name: &str) -> Host {
-        // Short: unix socket paths below it must stay under 108 bytes.
-        let dir = std::env::temp_dir().join(format!("tbbf-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let run = RunDir::create(&dir).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tokenback-xenstored"))
-            .arg("--run-dir")
-            .arg(&dir)
-            .spawn()
-            .unwrap();
-        let xenstored = Xenstored { child, dir };
-        // The socket file appears when bound, a moment before xenstored listens on it.
-        let mut toolstack = None;
-        eventually("xenstored accepting connections", || {
-            toolstack = Toolstack::new(run.clone()).ok();
-            toolstack.is_some()
-        });
+        let xenstored = Xenstored::start(name);
+        let run = xenstored.run.clone();
+        let toolstack = Toolstack::new(run.clone()).unwrap();
         Host {
             run,
-            toolstack: toolstack.unwrap(),
+            toolstack,
             _xenstored: xenstored,
         }
     }
@@ -134,4 +109,24 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
         .collect()
+}
+
+/// Runs one of Debian's xenstore-utils against `socket`.
+pub fn xs(socket: &Path, tool: &str, args: &[&str]) -> Output {
+    Command::new(tool)
+        .args(args)
+        .env("XENSTORED_PATH", socket)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (is xenstore-utils installed?)"))
+}
+
+/// Its stdout, asserting it succeeded.
+pub fn xs_ok(socket: &Path, tool: &str, args: &[&str]) -> String {
+    let out = xs(socket, tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
