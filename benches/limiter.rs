@@ -40,7 +40,7 @@ fn standalone(c: &mut Criterion) {
                 now += 10_000; // 100k IOPS offered: always admissible
                 vbd.enqueue(read(now), now);
                 let admitted = vbd.poll_admit(black_box(now));
-                vbd.complete();
+                vbd.complete(now);
                 black_box(admitted)
             })
         });
@@ -56,7 +56,7 @@ fn standalone(c: &mut Criterion) {
         b.iter(|| {
             now += 10_000;
             let admitted = vbd.poll_admit(black_box(now));
-            vbd.complete();
+            vbd.complete(now);
             vbd.enqueue(read(now), now);
             black_box(admitted)
         })
@@ -103,7 +103,7 @@ fn group_of_64(c: &mut Criterion) {
             let admitted = group.poll_admit(black_box(now));
             if let Some((id, a)) = admitted {
                 let vbd = group.member_mut(id).expect("member");
-                vbd.complete();
+                vbd.complete(now);
                 vbd.enqueue(a.request, now);
             }
             black_box(admitted)

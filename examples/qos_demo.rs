@@ -100,7 +100,7 @@ impl Disk {
                 .back
                 .push_response(&response)
                 .expect("outstanding");
-            self.limiter.complete();
+            self.limiter.complete(now);
         }
         self.ring.back.push_responses_and_check_notify();
         // The guest consumes its responses at once.

@@ -8,6 +8,7 @@
 use super::bucket::{Bucket, NANOS};
 use super::config::{LimitConfig, LimitKind, RateLimit, Shape};
 use super::cost::Request;
+use super::exact::SubNs;
 
 /// Picoseconds per second: the unit of [`LimitSet::time_cost`].
 const PICOS: u128 = 1_000_000_000_000;
@@ -87,34 +88,29 @@ impl LimitSet {
         at
     }
 
-    /// Charge `req` at `now` if every bucket admits it, else tell when they will. One pass
-    /// brings the buckets up to `now`, so the check and the charge share the refill work.
-    pub fn try_charge(&mut self, req: &Request, now: u64) -> Result<(), u64> {
-        let mut at = now;
-        for limit in &mut self.limits {
+    /// Whether every bucket admits `req` at `at`: `Ok` with how long before `at` the last of
+    /// them reached its threshold, when that is less than a nanosecond, or `Err` with the whole
+    /// nanosecond at which they all will.
+    pub fn standing(&self, req: &Request, at: u64) -> Result<Option<SubNs>, u64> {
+        let mut ready = Ok(None);
+        for limit in &self.limits {
             let cost = cost_nano(req, limit.kind, self.iops_size);
-            limit.main.advance(now);
-            at = at.max(limit.main.ready_at(cost, now));
-            if let Some(burst) = &mut limit.burst {
-                burst.advance(now);
-                at = at.max(burst.ready_at(cost, now));
+            ready = later(ready, limit.main.standing(cost, at));
+            if let Some(burst) = &limit.burst {
+                ready = later(ready, burst.standing(cost, at));
             }
         }
-        if at > now {
-            return Err(at);
-        }
-        self.charge(req, now);
-        Ok(())
+        ready
     }
 
-    /// Charge `req` to every bucket it touches, at `now`.
-    pub fn charge(&mut self, req: &Request, now: u64) {
+    /// Charge `req` to every bucket it touches, as of the exact instant `early` before `at`.
+    pub fn charge(&mut self, req: &Request, at: u64, early: SubNs) {
         for limit in &mut self.limits {
             let cost = cost_nano(req, limit.kind, self.iops_size);
             if cost > 0 {
-                limit.main.take(cost, now);
+                limit.main.take(cost, at, early);
                 if let Some(burst) = &mut limit.burst {
-                    burst.take(cost, now);
+                    burst.take(cost, at, early);
                 }
             }
         }
@@ -212,6 +208,19 @@ impl LimitSet {
             std::iter::once(balance(&limit.main, false))
                 .chain(limit.burst.as_ref().map(|b| balance(b, true)))
         })
+    }
+}
+
+/// The later of two standings: the later deadline, or the shorter fraction since the threshold.
+/// A standing without a fraction (reached a nanosecond or more before) yields to one with.
+fn later(
+    a: Result<Option<SubNs>, u64>,
+    b: Result<Option<SubNs>, u64>,
+) -> Result<Option<SubNs>, u64> {
+    match (a, b) {
+        (Err(x), Err(y)) => Err(x.max(y)),
+        (Err(x), Ok(_)) | (Ok(_), Err(x)) => Err(x),
+        (Ok(x), Ok(y)) => Ok(SubNs::shortest(x, y)),
     }
 }
 

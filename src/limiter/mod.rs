@@ -45,6 +45,7 @@
 mod bucket;
 mod config;
 mod cost;
+mod exact;
 mod group;
 mod limits;
 mod stats;
@@ -61,4 +62,4 @@ pub use cost::{Direction, Op, Request};
 pub use group::{Group, GroupStats, MemberId};
 pub use limits::Balance;
 pub use stats::{CounterSnapshot, PerDirection};
-pub use vbd::{Admitted, Vbd, VbdStats};
+pub use vbd::{Admitted, Vbd, VbdStats, MAKE_UP_NS};

@@ -103,7 +103,7 @@ proptest! {
             }
             while let Some(a) = vbd.poll_admit(now) {
                 admitted.push((now, a.request));
-                vbd.complete();
+                vbd.complete(now);
             }
             let deadline = vbd.next_admit_at(now);
             if let Some(at) = deadline {
@@ -129,7 +129,8 @@ proptest! {
                 let mut sum = 0;
                 for j in i..admitted.len() {
                     sum += costs[j] * NANOS;
-                    let span = u128::from(admitted[j].0 - admitted[i].0);
+                    // Decisions are reported at the whole nanosecond after their exact instant.
+                    let span = u128::from(admitted[j].0 - admitted[i].0) + 1;
                     prop_assert!(
                         sum <= capacity + rate * span + debt,
                         "{:?}: {} nano-units in {} ns", kind, sum, span
@@ -188,7 +189,7 @@ proptest! {
             }
             while let Some((member, a)) = group.poll_admit(now) {
                 admitted.push((now, member, a.request));
-                group.member_mut(member).unwrap().complete();
+                group.member_mut(member).unwrap().complete(now);
             }
             let deadline = group.next_admit_at(now);
             if let Some(at) = deadline {
@@ -211,7 +212,7 @@ proptest! {
             let mut sum = 0;
             for j in i..admitted.len() {
                 sum += u128::from(admitted[j].2.charged_bytes()) * NANOS;
-                let span = u128::from(admitted[j].0 - admitted[i].0);
+                let span = u128::from(admitted[j].0 - admitted[i].0) + 1;
                 prop_assert!(sum <= capacity + u128::from(bps) * span + debt);
             }
         }
