@@ -4,6 +4,7 @@
 mod config;
 mod drift;
 mod group;
+mod late;
 mod props;
 mod rate;
 mod retune;
