@@ -273,6 +273,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "charged before it admits")]
+    fn the_invariant_checks_fire_on_a_charge_the_bucket_does_not_admit() {
+        let mut b = Bucket::full(10, 5 * U, 0);
+        b.take(5 * U, 0, SubNs::ZERO);
+        b.take(U, 0, SubNs::ZERO);
+    }
+
+    #[test]
     fn zero_capacity_paces_strictly() {
         let mut b = Bucket::full(1000, 0, 0);
         assert_eq!(b.ready_at(U, 0), 0);
