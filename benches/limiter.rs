@@ -1,5 +1,6 @@
 //! Cost of one limiter decision: a standalone VBD with an empty queue and with a queue (admitted
-//! and refused), and a throttle group of 64 backlogged members.
+//! and refused), a late wake-up that admits a batch at the instants it was due, and a throttle
+//! group of 64 backlogged members.
 //!
 //! Run with `cargo bench -p tokenback --bench limiter`; criterion prints the time per decision.
 
@@ -75,6 +76,32 @@ fn standalone(c: &mut Criterion) {
             black_box((refused, vbd.next_admit_at(black_box(1))))
         })
     });
+
+    // Paced to one request per microsecond; each wake-up comes 4 us after the last and admits
+    // the 4 requests due meanwhile, each at its instant.
+    let paced =
+        VbdConfig::parse([("tokens-refill", "1000000"), ("tokens-max", "0")]).expect("keys");
+    let mut vbd = Vbd::new(&paced, 0);
+    for id in 0..32 {
+        vbd.enqueue(read(id), 0);
+    }
+    let mut admitted = Vec::with_capacity(32);
+    let mut now = 0u64;
+    group.bench_function(
+        "poll_admit_due, wake-up admitting 4 due, queue of 32",
+        |b| {
+            b.iter(|| {
+                now += 4_000;
+                admitted.clear();
+                let wake = vbd.poll_admit_due(black_box(now), &mut admitted);
+                for a in &admitted {
+                    vbd.complete(now);
+                    vbd.enqueue(a.request, now);
+                }
+                black_box(wake)
+            })
+        },
+    );
     group.finish();
 }
 

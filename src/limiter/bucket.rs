@@ -76,34 +76,39 @@ impl Bucket {
     /// The earliest instant at or after `now` when a request of `cost` nano-units is admissible.
     /// A zero cost is always admissible: a limit that a request does not touch never holds it.
     pub fn ready_at(&self, cost: i128, now: u64) -> u64 {
-        match self.standing(cost, now) {
-            Ok(_) => now,
-            Err(at) => at,
+        if cost == 0 {
+            return now;
         }
+        let missing = self.threshold(cost) - self.level_at(now);
+        if missing <= 0 {
+            return now;
+        }
+        self.deadline(missing as u128, now)
     }
 
     /// Whether a request of `cost` nano-units is admissible at `at`: `Ok` with how long before
     /// `at` the bucket reached the threshold, when that is less than a nanosecond, or `Err` with
     /// the earliest whole nanosecond at which it will.
+    #[inline]
     pub fn standing(&self, cost: i128, at: u64) -> Result<Option<SubNs>, u64> {
         if cost == 0 {
             return Ok(None);
         }
         let need = self.threshold(cost) - self.level;
+        if need <= 0 {
+            // At the threshold already at `last`: within a fraction of `at` only if that is `at`.
+            let surplus = need.unsigned_abs();
+            return Ok((at <= self.last && surplus < u128::from(self.rate))
+                .then(|| SubNs::new(surplus as u64, self.rate)));
+        }
+        let need = need as u128;
         let gain = u128::from(self.rate) * u128::from(at.saturating_sub(self.last));
-        // The refill beyond the threshold by `at`; None when it is beyond any fraction.
-        let surplus = if need > 0 {
-            let need = need as u128;
-            if gain < need {
-                return Err(self.deadline(need - gain, at));
-            }
-            Some(gain - need)
-        } else {
-            gain.checked_add(need.unsigned_abs())
-        };
-        Ok(surplus
-            .filter(|&s| s < u128::from(self.rate))
-            .map(|s| SubNs::new(s as u64, self.rate)))
+        if gain < need {
+            return Err(self.deadline(need - gain, at));
+        }
+        // The refill beyond the threshold by `at`: a fraction if less than a nanosecond's.
+        let surplus = gain - need;
+        Ok((surplus < u128::from(self.rate)).then(|| SubNs::new(surplus as u64, self.rate)))
     }
 
     /// The whole nanosecond, counted from `at`, by which `missing` nano-units are refilled.
@@ -119,6 +124,7 @@ impl Bucket {
 
     /// Charge `cost` nano-units as of the exact instant `early` before `at` (the caller checked
     /// [`Bucket::standing`]). A bucket full by `at` keeps what it refilled during `early`.
+    #[inline]
     pub fn take(&mut self, cost: i128, at: u64, early: SubNs) {
         debug_assert!(
             self.level_at(at) >= self.threshold(cost),
@@ -132,8 +138,8 @@ impl Bucket {
 
     /// The level at `at`, where refill past the capacity within `early` before `at` counts.
     fn level_through(&self, at: u64, early: SubNs) -> i128 {
-        if at <= self.last {
-            return self.level;
+        if at <= self.last || early.is_zero() {
+            return self.level_at(at);
         }
         let deficit = (self.capacity - self.level) as u128;
         let gain = u128::from(self.rate) * u128::from(at - self.last);

@@ -24,6 +24,11 @@ impl SubNs {
         SubNs { num, den }
     }
 
+    /// Whether the fraction is nothing.
+    pub fn is_zero(self) -> bool {
+        self.num == 0
+    }
+
     /// The shorter of two fractions (the later of two instants in the same nanosecond).
     pub fn min(self, other: SubNs) -> SubNs {
         let mine = u128::from(self.num) * u128::from(other.den);

@@ -144,7 +144,7 @@ impl Group {
 
     /// Admit the next request of the group at `now`, if the policy allows one.
     pub fn poll_admit(&mut self, now: u64) -> Option<(MemberId, Admitted)> {
-        self.admit_next(now, 0).ok()
+        self.admit_next(now, 0)
     }
 
     /// Admit every request due by `now`, each at the instant it was due but none more than
@@ -156,33 +156,34 @@ impl Group {
         now: u64,
         admitted: &mut impl Extend<(MemberId, Admitted)>,
     ) -> Option<u64> {
-        loop {
-            match self.admit_next(now, MAKE_UP_NS) {
-                Ok(next) => admitted.extend(Some(next)),
-                Err(wake) => return wake,
-            }
+        while let Some(next) = self.admit_next(now, MAKE_UP_NS) {
+            admitted.extend(Some(next));
         }
+        self.next_admit_at(now)
     }
 
-    /// Take the group's decisions in turn from `make_up` before `now` until one admits a
-    /// request; `Err` with the instant to try again, or `None` when only an enqueue or a
-    /// completion can help.
-    fn admit_next(&mut self, now: u64, make_up: u64) -> Result<(MemberId, Admitted), Option<u64>> {
+    /// Take the group's decisions in turn, from `make_up` before `now` (and no earlier than the
+    /// previous decision), until one admits a request.
+    fn admit_next(&mut self, now: u64, make_up: u64) -> Option<(MemberId, Admitted)> {
         let earliest = now.saturating_sub(make_up);
-        let mut from = earliest.max(self.decided.at);
-        loop {
-            let next = self.next_admit_at(from).filter(|&at| at <= now);
-            let Some(at) = next else {
-                self.note_held(now);
-                return Err(self.next_admit_at(from));
-            };
-            match self.decide(at, (make_up > 0).then_some(earliest)) {
-                Some(admitted) => return Ok(admitted),
-                // A refused decision leaves the next one later (the picked request waits for
-                // the group's tokens, or nobody was eligible).
-                None => from = at + 1,
+        let floor = (make_up > 0).then_some(earliest);
+        let mut at = earliest.max(self.decided.at);
+        while at <= now {
+            if let Some(admitted) = self.decide(at, floor) {
+                return Some(admitted);
+            }
+            if at == now {
+                break;
+            }
+            // Refused at `at` during a late wake-up: the next decision lies later (when the
+            // picked request gets the group's tokens, or a member's own buckets admit).
+            match self.next_admit_at(at) {
+                Some(next) if next > at => at = next,
+                _ => break,
             }
         }
+        self.note_held(now);
+        None
     }
 
     /// The group's decision at `at`: pick a member by DRR unless one is picked already, and
@@ -207,7 +208,8 @@ impl Group {
         };
         let own_ready = member.vbd.head_standing(at).ok()?;
         let ready = SubNs::shortest(own_ready, group_ready);
-        let mut early = member.vbd.head_early(at, ready, floor);
+        let since = member.vbd.head_since()?;
+        let mut early = member.vbd.early(at, since, ready, floor);
         if self.decided.at == at {
             early = early.min(self.decided.early);
         }

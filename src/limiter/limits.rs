@@ -92,15 +92,24 @@ impl LimitSet {
     /// them reached its threshold, when that is less than a nanosecond, or `Err` with the whole
     /// nanosecond at which they all will.
     pub fn standing(&self, req: &Request, at: u64) -> Result<Option<SubNs>, u64> {
-        let mut ready = Ok(None);
+        let mut due = at;
+        let mut early = None;
+        let mut take = |standing| match standing {
+            Ok(fraction) => early = SubNs::shortest(early, fraction),
+            Err(deadline) => due = due.max(deadline),
+        };
         for limit in &self.limits {
             let cost = cost_nano(req, limit.kind, self.iops_size);
-            ready = later(ready, limit.main.standing(cost, at));
+            take(limit.main.standing(cost, at));
             if let Some(burst) = &limit.burst {
-                ready = later(ready, burst.standing(cost, at));
+                take(burst.standing(cost, at));
             }
         }
-        ready
+        if due > at {
+            Err(due)
+        } else {
+            Ok(early)
+        }
     }
 
     /// Charge `req` to every bucket it touches, as of the exact instant `early` before `at`.
@@ -208,19 +217,6 @@ impl LimitSet {
             std::iter::once(balance(&limit.main, false))
                 .chain(limit.burst.as_ref().map(|b| balance(b, true)))
         })
-    }
-}
-
-/// The later of two standings: the later deadline, or the shorter fraction since the threshold.
-/// A standing without a fraction (reached a nanosecond or more before) yields to one with.
-fn later(
-    a: Result<Option<SubNs>, u64>,
-    b: Result<Option<SubNs>, u64>,
-) -> Result<Option<SubNs>, u64> {
-    match (a, b) {
-        (Err(x), Err(y)) => Err(x.max(y)),
-        (Err(x), Ok(_)) | (Ok(_), Err(x)) => Err(x),
-        (Ok(x), Ok(y)) => Ok(SubNs::shortest(x, y)),
     }
 }
 

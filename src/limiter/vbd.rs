@@ -92,7 +92,7 @@ impl Vbd {
     /// Admit the head request if every own bucket and the in-flight cap allow it at `now`.
     #[inline]
     pub fn poll_admit(&mut self, now: u64) -> Option<Admitted> {
-        self.admit_next(now, 0).ok()
+        self.admit_next(now, 0)
     }
 
     /// Admit every request due by `now`, each at the instant it was due but none more than
@@ -104,12 +104,10 @@ impl Vbd {
         now: u64,
         admitted: &mut impl Extend<Admitted>,
     ) -> Option<u64> {
-        loop {
-            match self.admit_next(now, MAKE_UP_NS) {
-                Ok(next) => admitted.extend(Some(next)),
-                Err(wake) => return wake,
-            }
+        while let Some(next) = self.admit_next(now, MAKE_UP_NS) {
+            admitted.extend(Some(next));
         }
+        self.next_admit_at(now)
     }
 
     /// The exact instant the head request becomes admissible, for a timer; `None` when the queue
@@ -184,37 +182,30 @@ impl Vbd {
     }
 
     /// Decide on the head request by `now`: at the instant it became admissible, but no earlier
-    /// than `make_up` before `now`, than its arrival, or than the previous decision. `Err` with
-    /// the instant to try again, or `None` when only an enqueue or a completion can help.
-    fn admit_next(&mut self, now: u64, make_up: u64) -> Result<Admitted, Option<u64>> {
-        let Some(head) = self.queue.front() else {
-            return Err(None);
-        };
-        if self.at_inflight_cap() {
-            self.note_held(now);
-            return Err(None);
-        }
-        let request = head.request;
+    /// than `make_up` before `now`, than its arrival, or than the previous decision.
+    fn admit_next(&mut self, now: u64, make_up: u64) -> Option<Admitted> {
+        let head = self.queue.front()?;
         let earliest = now.saturating_sub(make_up);
         let mut at = earliest.max(head.since).max(self.decided.at);
-        if at > now {
-            // The caller's clock is behind the previous decision.
-            return Err(Some(self.limits.ready_at(&request, at)));
-        }
         let ready = loop {
-            match self.limits.standing(&request, at) {
+            if at > now || self.at_inflight_cap() {
+                self.note_held(now);
+                return None;
+            }
+            match self.limits.standing(&head.request, at) {
                 Ok(ready) => break ready,
                 // Due within the window: decide at that instant.
-                Err(due) if due <= now && due > at => at = due,
-                Err(due) => {
+                Err(due) if due > at => at = due,
+                // Only a deadline saturated at the end of time is not later.
+                Err(_) => {
                     self.note_held(now);
-                    return Err(Some(due));
+                    return None;
                 }
             }
         };
-        let early = self.head_early(at, ready, (make_up > 0).then_some(earliest));
-        self.limits.charge(&request, at, early);
-        self.release_head(Exact { at, early }).ok_or(None)
+        let early = self.early(at, head.since, ready, (make_up > 0).then_some(earliest));
+        self.limits.charge(&head.request, at, early);
+        self.release_head(Exact { at, early })
     }
 
     /// The head request, if any.
@@ -243,13 +234,18 @@ impl Vbd {
 
     /// How far before `at` the decision on the head request exactly lies, given `ready`, the
     /// fraction since the last bucket reached its threshold: none when the request arrived at
-    /// `at` or `at` is the start of the make-up window (`floor`), and never before the previous
-    /// decision. A bucket that reached its threshold a nanosecond or more before `at` leaves the
-    /// decision at `at` itself (the caller came late and no make-up applies).
-    pub(super) fn head_early(&self, at: u64, ready: Option<SubNs>, floor: Option<u64>) -> SubNs {
-        let arrived_at = self.queue.front().is_some_and(|head| head.since == at);
+    /// `at` (`since`) or `at` is the start of the make-up window (`floor`), and never before the
+    /// previous decision. A bucket that reached its threshold a nanosecond or more before `at`
+    /// leaves the decision at `at` itself (the caller came late and no make-up applies).
+    pub(super) fn early(
+        &self,
+        at: u64,
+        since: u64,
+        ready: Option<SubNs>,
+        floor: Option<u64>,
+    ) -> SubNs {
         let early = match ready {
-            Some(early) if !arrived_at && floor != Some(at) => early,
+            Some(early) if since != at && floor != Some(at) => early,
             _ => SubNs::ZERO,
         };
         if self.decided.at == at {
@@ -257,6 +253,11 @@ impl Vbd {
         } else {
             early
         }
+    }
+
+    /// Since when the head request has been queued.
+    pub(super) fn head_since(&self) -> Option<u64> {
+        self.queue.front().map(|head| head.since)
     }
 
     /// Note a decision at the whole nanosecond `now`, unless a later one was taken.
