@@ -127,7 +127,8 @@ impl Disk {
         self.keys = keys;
     }
 
-    /// One table row from the limiter's own counters over the last second, then a reset.
+    /// One table row from the limiter's own counters over the second that ends at `now`, then a
+    /// reset.
     fn report(&mut self, t: u64, now: u64) {
         let stats = self.limiter.stats(now);
         let c = &stats.counters;
@@ -182,14 +183,16 @@ fn main() {
     let mut next_report = SECOND;
     loop {
         let now = ns(Instant::now());
-        for disk in &mut disks {
-            disk.front_submit();
-            disk.backend_step(now);
-        }
         if now >= next_report {
+            // Close the second first: take the decisions that fell due before it ended, so that
+            // a row counts what was due in [t - 1 s, t), however late this wake-up is.
+            for disk in &mut disks {
+                disk.front_submit();
+                disk.backend_step(next_report - 1);
+            }
             let t = next_report / SECOND;
             for disk in &mut disks {
-                disk.report(t, now);
+                disk.report(t, next_report);
             }
             if t >= seconds {
                 break;
@@ -199,9 +202,13 @@ fn main() {
                     "      retune xvda: iops-total=500 (an in-process call; the daemon will make \
                      it on a xenstore-write of the key)"
                 );
-                disks[0].retune(vec![("iops-total", "500")], now);
+                disks[0].retune(vec![("iops-total", "500")], next_report);
             }
             next_report += SECOND;
+        }
+        for disk in &mut disks {
+            disk.front_submit();
+            disk.backend_step(now);
         }
         // Sleep until the first instant a held request becomes admissible, or the next report.
         let wake = disks
