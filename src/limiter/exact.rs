@@ -77,6 +77,13 @@ impl Exact {
             early: SubNs::ZERO,
         }
     }
+
+    /// Move to a decision at the whole nanosecond `now`, unless a later one was taken.
+    pub fn advance_to(&mut self, now: u64) {
+        if now >= self.at {
+            *self = Exact::whole(now);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -134,11 +134,10 @@ impl Group {
             .filter_map(|(i, slot)| Some((MemberId(i), &slot.as_ref()?.vbd)))
     }
 
-    /// Change the group's limits at `now`, by the same rules as a VBD's own.
+    /// Change the group's limits at `now`, by the same rules as a VBD's own (and, like a VBD's,
+    /// after taking what was due by `now`: no decision is taken before a retune).
     pub fn retune(&mut self, config: &LimitConfig, now: u64) {
-        if now >= self.decided.at {
-            self.decided = Exact::whole(now);
-        }
+        self.decided.advance_to(now);
         self.limits.retune(config, now);
     }
 

@@ -122,16 +122,18 @@ impl Vbd {
     pub fn complete(&mut self, now: u64) {
         if self.at_inflight_cap() && !self.queue.is_empty() {
             // The head waited for this slot: it cannot have been due before it was freed.
-            self.decided_at(now);
+            self.decided.advance_to(now);
         }
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// Apply a new configuration at `now`: levels are kept (clamped to smaller capacities), refill
     /// up to `now` runs at the old rates, debt stays with its bucket, new limits start full, and
-    /// queued requests are priced under the new limits at their next decision.
+    /// queued requests are priced under the new limits at their next decision. The retune is
+    /// itself a decision: none is taken before it, so a worker takes what was due by `now`
+    /// ([`Vbd::poll_admit_due`]) first.
     pub fn retune(&mut self, config: &VbdConfig, now: u64) {
-        self.decided_at(now);
+        self.decided.advance_to(now);
         self.limits.retune(&config.limits, now);
         self.max_inflight = config.max_inflight;
         self.weight = config.weight;
@@ -171,7 +173,7 @@ impl Vbd {
     /// Restore balances saved at `saved_at` by a previous daemon (see
     /// [`Vbd::balances`]); the saved values are clamped, as they come from a file.
     pub fn restore_balances(&mut self, saved: &[Balance], saved_at: u64, now: u64) {
-        self.decided_at(now);
+        self.decided.advance_to(now);
         self.limits.restore(saved, saved_at, now);
     }
 
@@ -258,13 +260,6 @@ impl Vbd {
     /// Since when the head request has been queued.
     pub(super) fn head_since(&self) -> Option<u64> {
         self.queue.front().map(|head| head.since)
-    }
-
-    /// Note a decision at the whole nanosecond `now`, unless a later one was taken.
-    fn decided_at(&mut self, now: u64) {
-        if now >= self.decided.at {
-            self.decided = Exact::whole(now);
-        }
     }
 
     fn at_inflight_cap(&self) -> bool {

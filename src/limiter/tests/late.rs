@@ -81,6 +81,23 @@ fn nothing_is_admitted_before_it_arrived_or_before_a_slot_was_freed() {
 }
 
 #[test]
+fn no_decision_is_taken_before_a_retune() {
+    let mut vbd = paced_every_100_us(20);
+    let mut admitted = Vec::new();
+    vbd.poll_admit_due(0, &mut admitted);
+    // Retuned at 250 us, before the late worker took what was due at 100 and 200 us.
+    let faster = [("tokens-refill", "20000"), ("tokens-max", "0")];
+    vbd.retune(&vbd_config(&faster), 250 * US);
+    vbd.poll_admit_due(400 * US, &mut admitted);
+    // By 250 us the bucket (tokens-max=0) is full again: one request then, and the next ones
+    // every 50 us at the new rate.
+    assert_eq!(
+        instants(&admitted),
+        [0, 250 * US, 300 * US, 350 * US, 400 * US]
+    );
+}
+
+#[test]
 fn a_worker_always_300_us_late_still_gets_exactly_the_16_mib_burst() {
     // qos_demo's xvdb: 4 MiB/s with bursts of 16 MiB/s for 2 s, 32 KiB writes, 32 in the ring.
     let keys = [
