@@ -44,9 +44,10 @@
 //! `iops-size`, 1e-9 of 1/iops-size operation) and time is in whole nanoseconds. A decision is
 //! reported at the whole nanosecond at or after its exact instant, and the buckets are charged
 //! as of the exact instant, so a bucket that waited to be full keeps the refill of the fraction
-//! and nothing drifts with uptime. The one rounding: a bucket other than the one that set the
-//! instant, and full within that fraction of a nanosecond, gets its share of the fraction
-//! rounded down to a whole nano-unit.
+//! and nothing drifts with uptime. What remains rounded, always down and by less than one
+//! nanosecond's refill: the share of the fraction of a bucket other than the one that set the
+//! instant, when it was full within that fraction (to a whole nano-unit), and refill within the
+//! fraction for a bucket that several decisions in the same nanosecond fill again.
 
 mod bucket;
 mod config;
