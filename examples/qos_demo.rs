@@ -1,12 +1,16 @@
-//! A throttled workload through the real blkif ring and the real QoS limiter, in one process,
-//! on the real monotonic clock: the most telling piece of tokenback until the daemon serves.
+//! A throttled workload through the real blkif ring code and the real QoS limiter, in one
+//! process, on the real monotonic clock.
 //!
-//! Two virtual disks, each a mock blkif ring whose guest keeps the ring full of requests:
-//! `xvda` reads 4 KiB under `iops-total`, `xvdb` writes 32 KiB under `bps-write` with a burst.
-//! The back end copies each request out of the ring once, validates it, queues it in the VBD's
-//! limiter, and answers it the moment the limiter admits it (null storage), so what the table
-//! shows is the limiter's pacing and nothing else. Half way through, `xvda` is retuned as an
-//! operator would with `xenstore-write`.
+//! There is no simulated host here, no xenstore and no grant copies: each virtual disk is a
+//! `blkif::mock::MockRing`, a shared ring in process memory whose front end (the ring crate's,
+//! standing in for a guest) keeps the ring full: `xvda` reads 4 KiB under `iops-total`, `xvdb`
+//! writes 32 KiB under `bps-write` with a burst. The back end copies each request out of the
+//! ring once, validates it, queues it in the VBD's limiter, and answers it as soon as the
+//! limiter admits it (null storage), so the table shows the limiter's pacing and nothing else.
+//! The loop sleeps until the limiter's next deadline and, on waking, admits every request that
+//! fell due meanwhile at the instant it was due (`Vbd::poll_admit_due`), as the daemon's worker
+//! will. Half way through, `xvda` is retuned by an in-process call, the same change a
+//! `xenstore-write` of its `iops-total` key will make once the daemon serves disks.
 //!
 //! Run: `cargo run --release --example qos_demo [-- SECONDS]` (default 8).
 
@@ -17,15 +21,19 @@ use std::time::{Duration, Instant};
 use blkif::abi::Segment;
 use blkif::mock::MockRing;
 use blkif::{Limits, Protocol, RawDirect, RawRequest, RequestKind, Status};
-use tokenback::limiter::{Op, Request, Vbd, VbdConfig};
+use tokenback::limiter::{Admitted, Op, Request, Vbd, VbdConfig};
 
-/// A simulated virtual disk: its ring, its limiter and what the table shows of it.
+/// A virtual disk: its mock ring, its limiter and what the table shows of it.
 struct Disk {
     name: &'static str,
     ring: MockRing,
     limiter: Vbd,
     /// Validated requests held by the limiter, in its FIFO order.
     held: VecDeque<blkif::Request>,
+    /// What the limiter admitted in one step (reused, so the loop does not allocate).
+    admitted: Vec<Admitted>,
+    /// The limiter's next deadline, if a request is held.
+    wake: Option<u64>,
     keys: Vec<(&'static str, &'static str)>,
     op: u8,
     segments: u8,
@@ -46,6 +54,8 @@ impl Disk {
             ring,
             limiter: Vbd::new(&config, 0),
             held: VecDeque::new(),
+            admitted: Vec::new(),
+            wake: None,
             keys,
             op,
             segments,
@@ -53,8 +63,8 @@ impl Disk {
         }
     }
 
-    /// The guest: fill every free slot with a request and publish them.
-    fn guest_submit(&mut self) {
+    /// The front end: fill every free slot with a request and publish them.
+    fn front_submit(&mut self) {
         while self.ring.front.free_requests() > 0 {
             let mut seg = [Segment::default(); blkif::abi::BLKIF_MAX_SEGMENTS_PER_REQUEST];
             for (i, s) in seg.iter_mut().take(usize::from(self.segments)).enumerate() {
@@ -74,21 +84,24 @@ impl Disk {
         self.ring.front.push_requests_and_check_notify();
     }
 
-    /// The back end: take new requests into the limiter, answer what it admits.
+    /// The back end: take new requests into the limiter, answer everything it admits as due by
+    /// `now`, and note its next deadline.
     fn backend_step(&mut self, now: u64) {
-        let requests = self.ring.back.requests().expect("well-behaved guest");
+        let requests = self.ring.back.requests().expect("well-behaved front end");
         for request in requests {
             let request = request.expect("valid request");
             let (op, bytes) = match request.kind() {
                 RequestKind::Read(s) => (Op::Read, s.nr_sectors() * 512),
                 RequestKind::Write(s) => (Op::Write, s.nr_sectors() * 512),
-                other => unreachable!("the demo guest sends only reads and writes: {other:?}"),
+                other => unreachable!("the demo front end sends only reads and writes: {other:?}"),
             };
             let id = request.id();
             self.limiter.enqueue(Request { id, op, bytes }, now);
             self.held.push_back(request);
         }
-        while let Some(admitted) = self.limiter.poll_admit(now) {
+        self.admitted.clear();
+        self.wake = self.limiter.poll_admit_due(now, &mut self.admitted);
+        for admitted in &self.admitted {
             let request = self.held.pop_front().expect("admitted requests were held");
             assert_eq!(
                 request.id(),
@@ -100,20 +113,22 @@ impl Disk {
                 .back
                 .push_response(&response)
                 .expect("outstanding");
-            self.limiter.complete();
+            self.limiter.complete(now);
         }
         self.ring.back.push_responses_and_check_notify();
-        // The guest consumes its responses at once.
+        // The front end consumes its responses at once.
         self.ring.front.responses().expect("sane back end").count();
     }
 
     fn retune(&mut self, keys: Vec<(&'static str, &'static str)>, now: u64) {
         let config = VbdConfig::parse(keys.iter().copied()).expect("valid demo keys");
         self.limiter.retune(&config, now);
+        self.wake = self.limiter.next_admit_at(now);
         self.keys = keys;
     }
 
-    /// One table row from the limiter's own counters over the last second, then a reset.
+    /// One table row from the limiter's own counters over the second that ends at `now`, then a
+    /// reset.
     fn report(&mut self, t: u64, now: u64) {
         let stats = self.limiter.stats(now);
         let c = &stats.counters;
@@ -154,9 +169,12 @@ fn main() {
             ],
         ),
     ];
-    println!("tokenback QoS demo: two guests saturate their rings for {seconds} s; the limiter paces them.");
     println!(
-        "{:>4}  {:<5} {:>7} {:>8} {:>6} {:>9}  limits (xenstore keys)",
+        "tokenback QoS demo: two mock blkif rings kept full for {seconds} s, \
+         paced by the limiter on the real clock."
+    );
+    println!(
+        "{:>4}  {:<5} {:>7} {:>8} {:>6} {:>9}  limits (QoS keys)",
         "t(s)", "disk", "IOPS", "MiB/s", "queue", "p99(ms)"
     );
     let start = Instant::now();
@@ -165,28 +183,37 @@ fn main() {
     let mut next_report = SECOND;
     loop {
         let now = ns(Instant::now());
-        for disk in &mut disks {
-            disk.guest_submit();
-            disk.backend_step(now);
-        }
         if now >= next_report {
+            // Close the second first: take the decisions that fell due before it ended, so that
+            // a row counts what was due in [t - 1 s, t), however late this wake-up is.
+            for disk in &mut disks {
+                disk.front_submit();
+                disk.backend_step(next_report - 1);
+            }
             let t = next_report / SECOND;
             for disk in &mut disks {
-                disk.report(t, now);
+                disk.report(t, next_report);
             }
             if t >= seconds {
                 break;
             }
             if t == seconds / 2 {
-                println!("      retune: xenstore-write /local/domain/0/backend/vbd/1/51712/iops-total 500");
-                disks[0].retune(vec![("iops-total", "500")], now);
+                println!(
+                    "      retune xvda: iops-total=500 (an in-process call; the daemon will make \
+                     it on a xenstore-write of the key)"
+                );
+                disks[0].retune(vec![("iops-total", "500")], next_report);
             }
             next_report += SECOND;
+        }
+        for disk in &mut disks {
+            disk.front_submit();
+            disk.backend_step(now);
         }
         // Sleep until the first instant a held request becomes admissible, or the next report.
         let wake = disks
             .iter()
-            .filter_map(|d| d.limiter.next_admit_at(now))
+            .filter_map(|d| d.wake)
             .fold(next_report, u64::min);
         let now = ns(Instant::now());
         if wake > now {

@@ -8,9 +8,10 @@
 //! loses its deficit; members with nothing to send take no share (work-conserving).
 
 use super::config::LimitConfig;
+use super::exact::{Exact, SubNs};
 use super::limits::{Balance, LimitSet};
 use super::stats::{CounterSnapshot, Counters};
-use super::vbd::{Admitted, Vbd};
+use super::vbd::{Admitted, Vbd, MAKE_UP_NS};
 
 /// One weight unit's quantum: 1 ms of the group's budget, in picoseconds of limit time.
 const QUANTUM_PS: u128 = 1_000_000_000;
@@ -51,6 +52,9 @@ pub struct Group {
     counters: Counters,
     /// Since when a picked request has waited for the group's tokens.
     held_since: Option<u64>,
+    /// The exact instant of the latest decision (an admission or a retune): no later decision
+    /// may be taken before it.
+    decided: Exact,
 }
 
 /// A group's counters and live state at one instant.
@@ -80,6 +84,7 @@ impl Group {
             picked: None,
             counters: Counters::default(),
             held_since: None,
+            decided: Exact::whole(now),
         }
     }
 
@@ -129,37 +134,90 @@ impl Group {
             .filter_map(|(i, slot)| Some((MemberId(i), &slot.as_ref()?.vbd)))
     }
 
-    /// Change the group's limits at `now`, by the same rules as a VBD's own.
+    /// Change the group's limits at `now`, by the same rules as a VBD's own (and, like a VBD's,
+    /// after taking what was due by `now`: no decision is taken before a retune).
     pub fn retune(&mut self, config: &LimitConfig, now: u64) {
+        self.decided.advance_to(now);
         self.limits.retune(config, now);
     }
 
     /// Admit the next request of the group at `now`, if the policy allows one.
     pub fn poll_admit(&mut self, now: u64) -> Option<(MemberId, Admitted)> {
-        let still_eligible = |i: usize| self.slots[i].as_ref().is_some_and(|m| m.eligible(now));
+        self.admit_next(now, 0)
+    }
+
+    /// Admit every request due by `now`, each at the instant it was due but none more than
+    /// [`MAKE_UP_NS`] before `now`, so that a late wake-up loses nothing (DESIGN, "Late
+    /// timers"). Returns the instant to wake next, for the worker's timer: `None` when nothing
+    /// can go before a completion or an enqueue.
+    pub fn poll_admit_due(
+        &mut self,
+        now: u64,
+        admitted: &mut impl Extend<(MemberId, Admitted)>,
+    ) -> Option<u64> {
+        while let Some(next) = self.admit_next(now, MAKE_UP_NS) {
+            admitted.extend(Some(next));
+        }
+        self.next_admit_at(now)
+    }
+
+    /// Take the group's decisions in turn, from `make_up` before `now` (and no earlier than the
+    /// previous decision), until one admits a request.
+    fn admit_next(&mut self, now: u64, make_up: u64) -> Option<(MemberId, Admitted)> {
+        let earliest = now.saturating_sub(make_up);
+        let floor = (make_up > 0).then_some(earliest);
+        let mut at = earliest.max(self.decided.at);
+        while at <= now {
+            if let Some(admitted) = self.decide(at, floor) {
+                return Some(admitted);
+            }
+            if at == now {
+                break;
+            }
+            // Refused at `at` during a late wake-up: the next decision lies later (when the
+            // picked request gets the group's tokens, or a member's own buckets admit).
+            match self.next_admit_at(at) {
+                Some(next) if next > at => at = next,
+                _ => break,
+            }
+        }
+        self.note_held(now);
+        None
+    }
+
+    /// The group's decision at `at`: pick a member by DRR unless one is picked already, and
+    /// admit its head request if the group's buckets allow it. `floor` is the start of a make-up
+    /// window, before which nothing is decided.
+    fn decide(&mut self, at: u64, floor: Option<u64>) -> Option<(MemberId, Admitted)> {
+        let still_eligible = |i: usize| self.slots[i].as_ref().is_some_and(|m| m.eligible(at));
         let index = match self.picked.filter(|&i| still_eligible(i)) {
             Some(i) => i,
             None => {
                 self.picked = None;
-                let Some(i) = self.pick(now) else {
-                    self.note_held(now);
-                    return None;
-                };
+                let i = self.pick(at)?;
                 self.picked = Some(i);
                 i
             }
         };
         let member = self.slots[index].as_mut()?;
         let head = *member.vbd.head()?;
-        if self.limits.ready_at(&head, now) > now {
-            self.held_since.get_or_insert(now);
-            self.note_held(now);
+        let Ok(group_ready) = self.limits.standing(&head, at) else {
+            self.held_since.get_or_insert(at);
             return None;
+        };
+        let own_ready = member.vbd.head_standing(at).ok()?;
+        let ready = SubNs::shortest(own_ready, group_ready);
+        let since = member.vbd.head_since()?;
+        let mut early = member.vbd.early(at, since, ready, floor);
+        if self.decided.at == at {
+            early = early.min(self.decided.early);
         }
+        let decision = Exact { at, early };
         self.picked = None;
         member.deficit = member.deficit.saturating_sub(self.limits.time_cost(&head));
-        self.limits.charge(&head, now);
-        let admitted = member.vbd.admit_head(now)?;
+        self.limits.charge(&head, at, early);
+        let admitted = member.vbd.admit_head(decision)?;
+        self.decided = decision;
         if member.vbd.queued() == 0 {
             member.deficit = 0;
             if self.cursor == index {
@@ -169,7 +227,7 @@ impl Group {
         self.counters
             .record_admission(&admitted.request, admitted.delay_ns);
         if let Some(since) = self.held_since.take() {
-            self.counters.add_throttled(now.saturating_sub(since));
+            self.counters.add_throttled(at.saturating_sub(since));
         }
         Some((MemberId(index), admitted))
     }
@@ -178,6 +236,7 @@ impl Group {
     /// group's tokens, or else when a member's own buckets first admit its head request (the
     /// group then picks). `None` when nothing can go before a completion or an enqueue.
     pub fn next_admit_at(&self, now: u64) -> Option<u64> {
+        let now = now.max(self.decided.at);
         if let Some(member) = self.picked.and_then(|i| self.slots[i].as_ref()) {
             if let (true, Some(head)) = (member.eligible(now), member.vbd.head()) {
                 return Some(self.limits.ready_at(head, now));

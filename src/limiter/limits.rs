@@ -8,6 +8,7 @@
 use super::bucket::{Bucket, NANOS};
 use super::config::{LimitConfig, LimitKind, RateLimit, Shape};
 use super::cost::Request;
+use super::exact::SubNs;
 
 /// Picoseconds per second: the unit of [`LimitSet::time_cost`].
 const PICOS: u128 = 1_000_000_000_000;
@@ -87,34 +88,38 @@ impl LimitSet {
         at
     }
 
-    /// Charge `req` at `now` if every bucket admits it, else tell when they will. One pass
-    /// brings the buckets up to `now`, so the check and the charge share the refill work.
-    pub fn try_charge(&mut self, req: &Request, now: u64) -> Result<(), u64> {
-        let mut at = now;
-        for limit in &mut self.limits {
+    /// Whether every bucket admits `req` at `at`: `Ok` with how long before `at` the last of
+    /// them reached its threshold, when that is less than a nanosecond, or `Err` with the whole
+    /// nanosecond at which they all will.
+    pub fn standing(&self, req: &Request, at: u64) -> Result<Option<SubNs>, u64> {
+        let mut due = at;
+        let mut early = None;
+        let mut take = |standing| match standing {
+            Ok(fraction) => early = SubNs::shortest(early, fraction),
+            Err(deadline) => due = due.max(deadline),
+        };
+        for limit in &self.limits {
             let cost = cost_nano(req, limit.kind, self.iops_size);
-            limit.main.advance(now);
-            at = at.max(limit.main.ready_at(cost, now));
-            if let Some(burst) = &mut limit.burst {
-                burst.advance(now);
-                at = at.max(burst.ready_at(cost, now));
+            take(limit.main.standing(cost, at));
+            if let Some(burst) = &limit.burst {
+                take(burst.standing(cost, at));
             }
         }
-        if at > now {
-            return Err(at);
+        if due > at {
+            Err(due)
+        } else {
+            Ok(early)
         }
-        self.charge(req, now);
-        Ok(())
     }
 
-    /// Charge `req` to every bucket it touches, at `now`.
-    pub fn charge(&mut self, req: &Request, now: u64) {
+    /// Charge `req` to every bucket it touches, as of the exact instant `early` before `at`.
+    pub fn charge(&mut self, req: &Request, at: u64, early: SubNs) {
         for limit in &mut self.limits {
             let cost = cost_nano(req, limit.kind, self.iops_size);
             if cost > 0 {
-                limit.main.take(cost, now);
+                limit.main.take(cost, at, early);
                 if let Some(burst) = &mut limit.burst {
-                    burst.take(cost, now);
+                    burst.take(cost, at, early);
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! deadline the limiter reports instead of ticking, so long spans cost nothing.
 
 mod config;
+mod drift;
 mod group;
+mod late;
 mod props;
 mod rate;
 mod retune;
@@ -76,7 +78,7 @@ impl Saturating {
         loop {
             self.top_up();
             if self.vbd.poll_admit(self.now).is_some() {
-                self.vbd.complete();
+                self.vbd.complete(self.now);
                 return self.now;
             }
             let at = self
@@ -99,7 +101,7 @@ impl Saturating {
             self.top_up();
             match self.vbd.poll_admit(self.now) {
                 Some(_) => {
-                    self.vbd.complete();
+                    self.vbd.complete(self.now);
                     count += 1;
                 }
                 None => {
@@ -159,7 +161,7 @@ pub(super) fn saturate_group_from(
                     .position(|m| m.0 == id)
                     .expect("known member");
                 bytes[slot] += a.request.bytes;
-                group.member_mut(id).expect("member").complete();
+                group.member_mut(id).expect("member").complete(now);
                 admitted += 1;
                 if admitted == admissions {
                     return (bytes, now);

@@ -1,10 +1,14 @@
-//! Property tests: over any window of length T, the cost admitted in each limit is at most its
-//! bucket + rate x T + one request's debt; nothing is admitted out of FIFO order; nothing stalls.
+//! Property tests. Upper bounds: over any window of length T, the cost admitted in each limit
+//! is at most its bucket + rate x T + one request's debt, and a burst's at most one unit +
+//! max x T + one request's debt. Lower bound: every request is admitted at the earliest instant
+//! at which all its buckets admit it. Nothing is admitted out of FIFO order; nothing stalls;
+//! every balance stays within its capacity and one request's debt. The buckets' own invariants
+//! are debug assertions, which these tests run.
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::limiter::{LimitKind, RateLimit, Shape};
+use crate::limiter::{LimitConfig, LimitKind, RateLimit, Shape, MAKE_UP_NS};
 
 const NANOS: u128 = 1_000_000_000;
 
@@ -62,24 +66,100 @@ fn request() -> impl Strategy<Value = (Op, u64, u64)> {
     )
 }
 
-/// Bucket capacity (nano base units) and rate (base units/s) of a limit's main bucket.
-fn bucket_of(limit: RateLimit, scale: u64) -> (u128, u128) {
+/// Capacity (nano base units) and rate (base units/s) of a limit's main bucket, and of its
+/// burst's one-unit companion.
+fn buckets_of(limit: RateLimit, scale: u64) -> Vec<(u128, u128)> {
     let rate = u128::from(limit.rate * scale);
-    let capacity = match limit.shape {
-        Shape::Tenth => rate * NANOS / 10,
-        Shape::Capacity(units) => u128::from(units * scale) * NANOS,
-        Shape::Burst { max, length_s } => u128::from((max - limit.rate) * scale * length_s) * NANOS,
+    let (capacity, burst) = match limit.shape {
+        Shape::Tenth => (rate * NANOS / 10, None),
+        Shape::Capacity(units) => (u128::from(units * scale) * NANOS, None),
+        Shape::Burst { max, length_s } => (
+            u128::from((max - limit.rate) * scale * length_s) * NANOS,
+            Some((u128::from(scale) * NANOS, u128::from(max * scale))),
+        ),
     };
-    (capacity, rate)
+    std::iter::once((capacity, rate)).chain(burst).collect()
+}
+
+/// A bucket of the reference model, built from the keys as DESIGN states them. The limiter
+/// charges as of a decision's exact instant, in the nanosecond before the one it reports:
+/// charged at the reported nanosecond, a reference never holds more than the limiter's bucket;
+/// charged a nanosecond earlier, never less.
+struct Reference {
+    kind: LimitKind,
+    size: Option<u64>,
+    rate: i128,
+    capacity: i128,
+    level: i128,
+    last: u64,
+}
+
+impl Reference {
+    fn all(limits: &LimitConfig) -> Vec<Reference> {
+        let mut all = Vec::new();
+        for kind in LimitKind::ALL {
+            let Some(limit) = limits.limit(kind) else {
+                continue;
+            };
+            let size = limits.iops_size().filter(|_| kind.counts_operations());
+            for (capacity, rate) in buckets_of(limit, size.unwrap_or(1)) {
+                let capacity = capacity as i128;
+                all.push(Reference {
+                    kind,
+                    size,
+                    rate: rate as i128,
+                    capacity,
+                    level: capacity,
+                    last: 0,
+                });
+            }
+        }
+        all
+    }
+
+    fn cost(&self, req: &Request) -> i128 {
+        i128::from(req.cost(self.kind, self.size)) * NANOS as i128
+    }
+
+    fn level_at(&self, t: u64) -> i128 {
+        self.capacity
+            .min(self.level + self.rate * i128::from(t - self.last))
+    }
+
+    fn admits(&self, req: &Request, t: u64) -> bool {
+        let cost = self.cost(req);
+        cost == 0 || self.level_at(t) >= cost.min(self.capacity)
+    }
+
+    fn charge(&mut self, req: &Request, t: u64) {
+        let cost = self.cost(req);
+        if cost > 0 {
+            self.level = self.level_at(t) - cost;
+            self.last = self.last.max(t);
+        }
+    }
+}
+
+/// One admission as a test driver saw it.
+#[derive(Clone, Copy, Debug)]
+struct Decision {
+    /// The instant the limiter reports.
+    at: u64,
+    /// The wake-up that took it.
+    woke: u64,
+    /// When the request was queued.
+    since: u64,
+    request: Request,
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn admitted_cost_is_bounded_in_every_window_and_order_is_fifo(
+    fn admissions_are_bounded_above_and_below_in_fifo_order_however_late_the_timer(
         keys in qos_keys(),
         arrivals in proptest::collection::vec(request(), 1..80),
+        late in prop_oneof![Just(0u64), 0u64..=2 * MAKE_UP_NS],
     ) {
         let config = VbdConfig::parse(keys.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         let mut vbd = Vbd::new(&config, 0);
@@ -92,50 +172,101 @@ proptest! {
                 (t, Request { id: id as u64, op, bytes })
             })
             .collect();
+        let references = Reference::all(&config.limits);
+        let max_cost: Vec<i128> = references
+            .iter()
+            .map(|r| arrivals.iter().map(|a| r.cost(&a.1)).max().unwrap_or(0))
+            .collect();
 
-        let mut admitted: Vec<(u64, Request)> = Vec::new();
-        let mut now = 0;
-        let mut next = 0;
+        // A worker whose timer fires `late` after each deadline; arrivals wake it at once.
+        let mut decisions: Vec<Decision> = Vec::new();
+        let mut since = vec![0; arrivals.len()];
+        let mut batch = Vec::new();
+        let (mut now, mut next) = (0, 0);
         loop {
             while next < arrivals.len() && arrivals[next].0 <= now {
                 vbd.enqueue(arrivals[next].1, now);
+                since[next] = now;
                 next += 1;
             }
-            while let Some(a) = vbd.poll_admit(now) {
-                admitted.push((now, a.request));
-                vbd.complete();
+            batch.clear();
+            let deadline = vbd.poll_admit_due(now, &mut batch);
+            for a in &batch {
+                let since = since[a.request.id as usize];
+                decisions.push(Decision { at: a.at, woke: now, since, request: a.request });
+                vbd.complete(now);
             }
-            let deadline = vbd.next_admit_at(now);
+            // Balances are reported per unit, not per 1/iops-size operation.
+            let balances = vbd.stats(now).balances;
+            for ((balance, reference), &debt) in balances.iter().zip(&references).zip(&max_cost) {
+                let scale = i128::from(reference.size.unwrap_or(1));
+                prop_assert!(balance.level_nano <= balance.capacity_nano, "{:?}", balance);
+                prop_assert!(
+                    balance.level_nano >= (-debt).div_euclid(scale),
+                    "{:?} in debt beyond one request", balance
+                );
+            }
             if let Some(at) = deadline {
                 prop_assert!(at > now, "a refused request's deadline lies ahead");
             }
-            match (deadline, arrivals.get(next).map(|a| a.0)) {
+            match (deadline.map(|at| at + late), arrivals.get(next).map(|a| a.0)) {
                 (None, None) => break,
                 (a, b) => now = a.into_iter().chain(b).min().unwrap(),
             }
         }
 
-        prop_assert_eq!(admitted.len(), arrivals.len(), "every request is admitted");
-        prop_assert!(admitted.windows(2).all(|w| w[0].1.id < w[1].1.id), "FIFO");
+        prop_assert_eq!(decisions.len(), arrivals.len(), "every request is admitted");
+        prop_assert!(decisions.windows(2).all(|w| w[0].request.id < w[1].request.id), "FIFO");
+        prop_assert!(decisions.windows(2).all(|w| w[0].at <= w[1].at), "in time order");
+        for d in &decisions {
+            prop_assert!(d.since <= d.at && d.at <= d.woke && d.woke - d.at <= MAKE_UP_NS);
+        }
 
-        let limits = &config.limits;
-        for kind in LimitKind::ALL {
-            let Some(limit) = limits.limit(kind) else { continue };
-            let size = limits.iops_size().filter(|_| kind.counts_operations());
-            let (capacity, rate) = bucket_of(limit, size.unwrap_or(1));
-            let costs: Vec<u128> = admitted.iter().map(|(_, r)| u128::from(r.cost(kind, size))).collect();
-            let debt = costs.iter().max().copied().unwrap_or(0) * NANOS;
-            for i in 0..admitted.len() {
+        // Upper bounds, per bucket and window. Instants are reported rounded up to the whole
+        // nanosecond, so a window holds up to one nanosecond more refill than its span shows.
+        for (reference, &debt) in references.iter().zip(&max_cost) {
+            let (capacity, rate) = (reference.capacity as u128, reference.rate as u128);
+            for i in 0..decisions.len() {
                 let mut sum = 0;
-                for j in i..admitted.len() {
-                    sum += costs[j] * NANOS;
-                    let span = u128::from(admitted[j].0 - admitted[i].0);
+                for j in i..decisions.len() {
+                    sum += reference.cost(&decisions[j].request) as u128;
+                    let span = u128::from(decisions[j].at - decisions[i].at) + 1;
                     prop_assert!(
-                        sum <= capacity + rate * span + debt,
-                        "{:?}: {} nano-units in {} ns", kind, sum, span
+                        sum <= capacity + rate * span + debt as u128,
+                        "{:?}: {} nano-units in {} ns", reference.kind, sum, span
                     );
                 }
             }
+        }
+
+        // Every request is admitted at the earliest instant at which all its buckets admit it:
+        // not before (by references charged early), and, unless it went at once (on arrival,
+        // behind its predecessor or at the start of its wake-up's make-up window), not after
+        // (one nanosecond earlier, a reference charged late refused it).
+        let mut generous = Reference::all(&config.limits);
+        let mut references = references;
+        let mut previous = 0;
+        for d in &decisions {
+            prop_assert!(
+                generous.iter().all(|r| r.admits(&d.request, d.at)),
+                "request {} admitted at {} before its buckets admit it", d.request.id, d.at
+            );
+            for r in &mut generous {
+                r.charge(&d.request, d.at.saturating_sub(1));
+            }
+            let waited = d.at > d.since && d.at > previous && d.at > d.woke.saturating_sub(MAKE_UP_NS);
+            if waited {
+                let earlier = d.at - 1;
+                prop_assert!(
+                    references.iter().any(|r| !r.admits(&d.request, earlier)),
+                    "request {} admitted at {} but every bucket admitted it at {}",
+                    d.request.id, d.at, earlier
+                );
+            }
+            for r in &mut references {
+                r.charge(&d.request, d.at);
+            }
+            previous = d.at;
         }
     }
 }
@@ -158,6 +289,7 @@ proptest! {
     fn a_group_keeps_each_member_fifo_admits_everything_and_bounds_its_bandwidth(
         bps in 511u64..=20_000_000,
         plans in proptest::collection::vec(member_plan(), 1..5),
+        late in prop_oneof![Just(0u64), 0u64..=2 * MAKE_UP_NS],
     ) {
         let mut group = Group::new(&limit_config(&[("bps-total", &bps.to_string())]), 0);
         let mut arrivals: Vec<(u64, MemberId, Request)> = Vec::new();
@@ -178,7 +310,9 @@ proptest! {
         }
         arrivals.sort_by_key(|a| a.0);
 
+        // A worker whose timer fires `late` after each deadline; arrivals wake it at once.
         let mut admitted: Vec<(u64, MemberId, Request)> = Vec::new();
+        let mut batch = Vec::new();
         let (mut now, mut next) = (0, 0);
         loop {
             while next < arrivals.len() && arrivals[next].0 <= now {
@@ -186,21 +320,24 @@ proptest! {
                 group.member_mut(member).unwrap().enqueue(req, now);
                 next += 1;
             }
-            while let Some((member, a)) = group.poll_admit(now) {
-                admitted.push((now, member, a.request));
-                group.member_mut(member).unwrap().complete();
+            batch.clear();
+            let deadline = group.poll_admit_due(now, &mut batch);
+            for &(member, a) in &batch {
+                prop_assert!(a.at <= now && now - a.at <= MAKE_UP_NS);
+                admitted.push((a.at, member, a.request));
+                group.member_mut(member).unwrap().complete(now);
             }
-            let deadline = group.next_admit_at(now);
             if let Some(at) = deadline {
                 prop_assert!(at > now, "a refused group's deadline lies ahead");
             }
-            match (deadline, arrivals.get(next).map(|a| a.0)) {
+            match (deadline.map(|at| at + late), arrivals.get(next).map(|a| a.0)) {
                 (None, None) => break,
                 (a, b) => now = a.into_iter().chain(b).min().unwrap(),
             }
         }
 
         prop_assert_eq!(admitted.len(), arrivals.len(), "every request is admitted");
+        prop_assert!(admitted.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
         for (member, _) in group.members() {
             let ids: Vec<u64> = admitted.iter().filter(|a| a.1 == member).map(|a| a.2.id).collect();
             prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "FIFO within a member");
@@ -211,7 +348,7 @@ proptest! {
             let mut sum = 0;
             for j in i..admitted.len() {
                 sum += u128::from(admitted[j].2.charged_bytes()) * NANOS;
-                let span = u128::from(admitted[j].0 - admitted[i].0);
+                let span = u128::from(admitted[j].0 - admitted[i].0) + 1;
                 prop_assert!(sum <= capacity + u128::from(bps) * span + debt);
             }
         }

@@ -191,7 +191,7 @@ fn max_inflight_caps_outstanding_requests_until_completions() {
     assert!(vbd.poll_admit(0).is_some());
     assert_eq!(vbd.poll_admit(0), None);
     assert_eq!(vbd.next_admit_at(0), None, "only a completion releases it");
-    vbd.complete();
+    vbd.complete(5);
     assert_eq!(
         vbd.poll_admit(5).map(|a| (a.request.id, a.delay_ns)),
         Some((2, 5))
