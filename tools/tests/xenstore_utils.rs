@@ -4,11 +4,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use support::xenstored::{wait_for, wait_gone};
-use support::{xs, xs_ok, Xenstored};
+use support::{xs, xs_ok, Xenstored, XsWatch};
 use tokenback::platform::sim::GuestDomain;
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::{Endpoint, TxId};
@@ -134,21 +131,13 @@ fn guest_socket_is_confined() {
 fn watch_counts_the_registration_event() {
     let d = Xenstored::start("watch");
     let s = d.socket();
-    let mut watch = Command::new("xenstore-watch")
-        .args(["-n", "3", "/w"])
-        .env("XENSTORED_PATH", &s)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    // The first line is the registration event: the watch is in place from here on.
-    assert_eq!(lines.next().unwrap().unwrap(), "/w");
+    let mut watch = XsWatch::start(&s, "/w", 3);
     xs_ok(&s, "xenstore-write", &["/w/a", "1"]);
     xs_ok(&s, "xenstore-write", &["/other", "1"]);
     xs_ok(&s, "xenstore-write", &["/w", "2"]);
-    assert_eq!(lines.next().unwrap().unwrap(), "/w/a");
-    assert_eq!(lines.next().unwrap().unwrap(), "/w");
-    assert!(watch.wait().unwrap().success());
+    assert_eq!(watch.next(), "/w/a");
+    assert_eq!(watch.next(), "/w");
+    watch.finish();
 }
 
 #[test]
@@ -165,20 +154,13 @@ fn watch_sees_release_domain() {
     let d = Xenstored::start("release");
     let s = d.socket();
     let domid = new_domain(&d);
-    let mut watch = Command::new("xenstore-watch")
-        .args(["-n", "2", "@releaseDomain"])
-        .env("XENSTORED_PATH", &s)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+    let mut watch = XsWatch::start(&s, "@releaseDomain", 2);
     let mut dom0 = Client::connect(Endpoint::Socket(s.clone())).unwrap();
     dom0.introduce(domid, 0, 1).unwrap();
     wait_for(&d.domain_socket(domid));
     dom0.release(domid).unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
-    assert!(watch.wait().unwrap().success());
+    assert_eq!(watch.next(), "@releaseDomain");
+    watch.finish();
 }
 
 #[test]
@@ -197,18 +179,11 @@ fn a_destroyed_domain_is_released_without_xs_release() {
     let g = d.domain_socket(domid.0);
     wait_for(&g);
     xs_ok(&g, "xenstore-write", &["data", "1"]);
-    let mut watch = Command::new("xenstore-watch")
-        .args(["-n", "2", "@releaseDomain"])
-        .env("XENSTORED_PATH", &s)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
+    let mut watch = XsWatch::start(&s, "@releaseDomain", 2);
 
     run.destroy_domain(domid).unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "@releaseDomain");
-    assert!(watch.wait().unwrap().success());
+    assert_eq!(watch.next(), "@releaseDomain");
+    watch.finish();
     assert!(!dom0.is_domain_introduced(domid.0).unwrap());
     assert_eq!(
         xs(&s, "xenstore-exists", &[&home]).status.code(),

@@ -8,8 +8,9 @@ pub mod backend;
 pub mod config;
 pub mod xenstored;
 
+use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tokenback::platform::sim::RunDir;
@@ -129,4 +130,36 @@ pub fn xs_ok(socket: &Path, tool: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Debian's `xenstore-watch -n COUNT PATH`, its registration event already seen: the watch is
+/// in place once [`XsWatch::start`] returns.
+pub struct XsWatch {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl XsWatch {
+    pub fn start(socket: &Path, path: &str, count: u32) -> XsWatch {
+        let mut child = Command::new("xenstore-watch")
+            .args(["-n", &count.to_string(), path])
+            .env("XENSTORED_PATH", socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("xenstore-watch (is xenstore-utils installed?)");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut watch = XsWatch { child, lines };
+        assert_eq!(watch.next(), path, "the registration event comes first");
+        watch
+    }
+
+    /// The path of the next event.
+    pub fn next(&mut self) -> String {
+        self.lines.next().expect("an event").unwrap()
+    }
+
+    /// Asserts that the watcher exits 0 (it has seen its COUNT events).
+    pub fn finish(mut self) {
+        assert!(self.child.wait().unwrap().success());
+    }
 }
