@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# Helpers for scenarios (bash, in dom0). A scenario sources this, and fails by exiting non-zero.
+set -euo pipefail
+
+log() { echo "TBX [dom0 +$(cut -d' ' -f1 /proc/uptime)s] $*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+MODDIR=/lib/modules/$(uname -r)
+load_module() {  # $1 module, then its parameters
+    local m=$1
+    shift
+    grep -q "^${m//-/_} " /proc/modules || insmod "$MODDIR/$m.ko" "$@" || fail "insmod $m"
+}
+
+# Polls a command every 0.2 s until it succeeds; fails after $1 seconds naming $2.
+wait_until() {
+    local limit=$1 what=$2 n=0
+    shift 2
+    until "$@"; do
+        n=$((n + 1))
+        [ $n -le $((limit * 5)) ] || fail "timed out after ${limit}s waiting for $what"
+        sleep 0.2
+    done
+}
+
+# Creates a PV domU running the harness's guest image. $1 name, $2 the guest's test
+# (tokenback.test= in its command line), then xl disk specs.
+create_domu() {
+    local name=$1 test=$2 disks="" d
+    shift 2
+    for d in "$@"; do disks+="${disks:+, }'$d'"; done
+    cat >"/tmp/$name.cfg" <<CFG
+name = "$name"
+type = "pv"
+memory = 256
+vcpus = 1
+kernel = "/tokenback/domU/vmlinuz"
+ramdisk = "/tokenback/domU/initrd.gz"
+extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test"
+disk = [ $disks ]
+on_poweroff = "destroy"
+on_crash = "destroy"
+CFG
+    log "xl create $name: disk = [ $disks ]"
+    if ! timeout 120 xl create "/tmp/$name.cfg"; then
+        tail -n 30 /var/log/xen/*.log
+        fail "xl create $name"
+    fi
+    # the guest's console, streamed with its name as prefix
+    : >>"/var/log/xen/console/guest-$name.log"
+    tail -F "/var/log/xen/console/guest-$name.log" 2>/dev/null |
+        while IFS= read -r line; do echo "$name| ${line%$'\r'}"; done &
+    CONSOLE_TAILS+=" $!"
+}
+
+# Waits for a domU to power itself off; destroys it and fails after $2 seconds.
+wait_domu_gone() {
+    local name=$1 limit=$2 n=0
+    while xl domid "$name" >/dev/null 2>&1; do
+        n=$((n + 1))
+        if [ $n -gt "$limit" ]; then
+            timeout 60 xl destroy "$name" || true
+            fail "$name still running after ${limit}s"
+        fi
+        sleep 1
+    done
+    log "$name gone after ${n}s"
+    sleep 0.5 # let the console tail print the last lines
+}
+
+stop_console_tails() {
+    # shellcheck disable=SC2086 # a list of pids
+    [ -z "${CONSOLE_TAILS:-}" ] || kill $CONSOLE_TAILS 2>/dev/null || true
+}
+trap stop_console_tails EXIT
+CONSOLE_TAILS=""
