@@ -8,6 +8,7 @@ pub mod frontend;
 pub mod handshake;
 pub mod kernel_blkback;
 pub mod keys;
+pub mod paths;
 pub mod state;
 
 #[cfg(test)]
@@ -18,4 +19,5 @@ pub use device::{is_online, read_device, DeviceConfig, DeviceError};
 pub use frontend::{read_frontend_rings, FrontendError, FrontendRings, Limits, QueueRing};
 pub use handshake::{Action, Event, Handshake};
 pub use kernel_blkback::{check_kernel_blkback, KernelBlkbackLoaded};
+pub use paths::{error_value, BackendTree, BackendType, DeviceId};
 pub use state::XenbusState;
