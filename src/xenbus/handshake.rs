@@ -87,6 +87,8 @@ pub struct Handshake {
     online: bool,
     /// Gone: remove once drained.
     gone: bool,
+    /// Remove was asked for: nothing more to do.
+    removed: bool,
 }
 
 impl Handshake {
@@ -104,6 +106,7 @@ impl Handshake {
             rings: Rings::Down,
             online: true,
             gone: false,
+            removed: false,
         };
         let actions = vec![
             Action::WriteKeys(probe_keys(limits)),
@@ -129,7 +132,7 @@ impl Handshake {
     /// Reacts to one event.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
-        if self.gone && event != Event::Drained {
+        if self.removed || (self.gone && event != Event::Drained) {
             return actions;
         }
         match event {
@@ -217,6 +220,9 @@ impl Handshake {
                     Rings::Draining => {}
                 }
             }
+        }
+        if actions.contains(&Action::Remove) {
+            self.removed = true;
         }
         actions
     }

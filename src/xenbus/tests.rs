@@ -307,3 +307,89 @@ fn stale_answers_are_ignored() {
     assert_eq!(h.handle(Event::FrontendKeys(Ok(rings()))), []);
     assert_eq!(h.state(), XenbusState::Connected);
 }
+
+mod sequences {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn state() -> impl Strategy<Value = XenbusState> {
+        (0u32..10).prop_map(|n| XenbusState::from_key(Some(&n.to_string())))
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::PhysicalDevicePath("/srv/disk.img".into())),
+            Just(Event::StorageOpened(FILE)),
+            Just(Event::StorageFailed("gone".into())),
+            state().prop_map(Event::FrontendState),
+            Just(Event::FrontendKeys(Ok(rings()))),
+            Just(Event::FrontendKeys(Err(FrontendError::PortZero {
+                key: "event-channel".into()
+            }))),
+            Just(Event::RingsConnected),
+            Just(Event::RingsFailed("bad ref".into())),
+            Just(Event::Drained),
+            any::<bool>().prop_map(Event::Online),
+            (1u64..4).prop_map(|n| Event::Resized(Backing {
+                size_bytes: n << 20,
+                ..FILE
+            })),
+            Just(Event::Gone),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the front end, toolstack and worker do in whatever order: rings are handed
+        /// over at most once until drained, Connected only with rings up and storage open,
+        /// nothing follows Remove, and Remove never leaves rings mapped.
+        #[test]
+        fn invariants_hold_for_any_sequence(events in proptest::collection::vec(event(), 0..40)) {
+            let mut h = new();
+            let mut rings_out = false; // handed over, Drained not yet answered
+            let mut rings_up = false;
+            let mut disconnecting = false;
+            let mut storage = false;
+            let mut removed = false;
+            for event in events {
+                match &event {
+                    Event::StorageOpened(_) => storage = true,
+                    Event::RingsConnected if rings_out && !disconnecting => rings_up = true,
+                    Event::RingsFailed(_) if rings_out && !rings_up && !disconnecting => {
+                        rings_out = false
+                    }
+                    Event::Drained if disconnecting => {
+                        disconnecting = false;
+                        rings_out = false;
+                        rings_up = false;
+                    }
+                    _ => {}
+                }
+                let actions = h.handle(event);
+                prop_assert!(!removed || actions.is_empty(), "{actions:?} after Remove");
+                for action in &actions {
+                    match action {
+                        Action::ConnectRings(_) => {
+                            prop_assert!(!rings_out, "rings handed over twice");
+                            prop_assert!(storage, "rings handed over before storage opened");
+                            rings_out = true;
+                            rings_up = false;
+                        }
+                        Action::SwitchState(XenbusState::Connected) => {
+                            prop_assert!(rings_up && storage, "Connected without rings or storage");
+                        }
+                        Action::Disconnect => {
+                            prop_assert!(rings_out && !disconnecting, "Disconnect without rings");
+                            disconnecting = true;
+                        }
+                        Action::Remove => {
+                            prop_assert!(!rings_out, "removed with rings mapped");
+                            removed = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
