@@ -197,10 +197,13 @@ impl Handshake {
                 }
             }
             Event::Resized(backing) => {
-                let resized = self
-                    .backing
-                    .is_some_and(|b| b.sectors() != backing.sectors());
-                self.backing = Some(backing);
+                // Only storage we opened can change size; a stray report must not stand in
+                // for it.
+                let Some(current) = self.backing.as_mut() else {
+                    return actions;
+                };
+                let resized = current.sectors() != backing.sectors();
+                *current = backing;
                 if resized && self.state == XenbusState::Connected {
                     // Re-writing state fires the front end's watch (Linux `xen_vbd_resize`).
                     actions.push(Action::WriteKeys(vec![

@@ -1,6 +1,8 @@
-//! Discovery and handshake of VBDs (reference xenbus-vbd.md): the toolstack's keys, the front
-//! end's keys, the keys we write in each phase, and each VBD's handshake as a pure state
-//! machine. The xenstore driver that carries its actions out comes next.
+//! Discovery and handshake of VBDs (reference xenbus-vbd.md): where VBDs live in xenstore, the
+//! toolstack's keys, the front end's keys, the keys we write in each phase, and each VBD's
+//! handshake as a pure state machine. Nothing here does I/O except the kernel blkback check:
+//! a driver feeds each `Handshake` the events it reads from xenstore and from the workers, and
+//! carries out the `Action`s it returns.
 
 pub mod backing;
 pub mod device;
