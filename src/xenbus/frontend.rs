@@ -87,7 +87,9 @@ pub fn read_frontend_rings(
             });
         }
     }
-    let queues = (0..queue_count)
+    // Every queue is read before the first error is reported, so that a caller fetching
+    // keys asynchronously learns all the names it needs in one round (see `key_cache`).
+    let queues: Vec<_> = (0..queue_count)
         .map(|q| {
             // One queue keeps its keys at the top; several under queue-<i>/.
             let prefix = if queue_count == 1 {
@@ -97,7 +99,8 @@ pub fn read_frontend_rings(
             };
             read_queue(&read, &prefix, order)
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
+    let queues = queues.into_iter().collect::<Result<_, _>>()?;
     Ok(FrontendRings {
         protocol,
         // Checked against limits.max_ring_page_order (a u8) above.
@@ -112,14 +115,21 @@ fn read_queue(
     prefix: &str,
     order: Option<u32>,
 ) -> Result<QueueRing, FrontendError> {
-    let ring_refs = match order {
-        None => vec![GrantRef(number(read, &format!("{prefix}ring-ref"))?)],
+    let ref_keys: Vec<String> = match order {
+        None => vec![format!("{prefix}ring-ref")],
         Some(order) => (0..1u32 << order)
-            .map(|i| number(read, &format!("{prefix}ring-ref{i}")).map(GrantRef))
-            .collect::<Result<_, _>>()?,
+            .map(|i| format!("{prefix}ring-ref{i}"))
+            .collect(),
     };
+    // All read before the first error, as above.
+    let ring_refs: Vec<_> = ref_keys.iter().map(|key| number(read, key)).collect();
     let port_key = format!("{prefix}event-channel");
-    let port = number(read, &port_key)?;
+    let port = number(read, &port_key);
+    let ring_refs = ring_refs
+        .into_iter()
+        .map(|r| r.map(GrantRef))
+        .collect::<Result<_, _>>()?;
+    let port = port?;
     if port == 0 {
         return Err(FrontendError::PortZero { key: port_key });
     }
