@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (idempotently) and runs every check and test.
 # Usage: scripts/test.sh            (full run, as CI does)
+#        TOKENBACK_XEN=skip scripts/test.sh   (skip the real-Xen scenarios, loudly)
 #        FUZZ_SECONDS=0 scripts/test.sh   (skip the short fuzz runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 need_apt=()
 command -v xenstore-write >/dev/null 2>&1 || need_apt+=(xenstore-utils)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -30,6 +33,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
 cargo test --workspace
+
+step "shell scripts"
+shellcheck -x tests/xen/run tests/xen/dom0/* tests/xen/domU/init tests/xen/scenarios/*
+
+step "real Xen in QEMU (tests/xen)"
+tests/xen/run
 
 step "benchmarks build"
 cargo bench --workspace --no-run
