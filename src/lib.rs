@@ -6,3 +6,4 @@
 pub mod limiter;
 pub mod logging;
 pub mod platform;
+pub mod storage;
