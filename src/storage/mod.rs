@@ -6,14 +6,16 @@
 //! fd the worker registers with mio, so one wake-up drains many completions.
 //!
 //! Engines do not order requests: a flush or barrier must be submitted only after the requests
-//! it covers have completed (the pipeline holds it back until then).
+//! it covers have completed. [`OrderGate`], one per VBD, holds them back until then.
 
 mod backing;
 mod buf;
 mod engine;
 mod error;
+mod order;
 
 pub use backing::{Backing, BackingKind, Mode};
 pub use buf::{BufPool, IoBuf, PAGE_SIZE};
 pub use engine::{open_engine, open_engine_with, Completion, Engine, EngineKind, Op, Rejected};
 pub use error::{OpenError, RequestError};
+pub use order::{Class, OrderGate};
