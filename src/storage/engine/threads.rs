@@ -150,7 +150,7 @@ impl Engine for ThreadEngine {
         self.queued.push((tag, op));
         self.in_flight += 1;
         if self.queued.len() >= self.chunk {
-            // A send fails only when every pool thread has died; complete() reports that.
+            // A failed commit already turned the batch into error completions.
             let _ = self.commit();
         }
         Ok(())
@@ -161,12 +161,19 @@ impl Engine for ThreadEngine {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.queued);
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| io::Error::other("pool stopped"))?;
-        tx.send(batch)
-            .map_err(|_| io::Error::other("storage pool threads exited"))
+        let Some(Err(lost)) = self.tx.as_ref().map(|tx| tx.send(batch)) else {
+            return Ok(());
+        };
+        // Every pool thread died (a panic): fail the batch rather than lose its buffers.
+        let mut done = self.shared.done.lock().unwrap_or_else(|p| p.into_inner());
+        if done.is_empty() {
+            self.shared.efd.signal();
+        }
+        for (tag, op) in lost.0 {
+            let err = io::Error::other("storage pool threads exited");
+            done.push(Completion::new(tag, op, Err(RequestError::Io(err))));
+        }
+        Err(io::Error::other("storage pool threads exited"))
     }
 
     fn completion_fd(&self) -> RawFd {

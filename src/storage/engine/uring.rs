@@ -55,8 +55,9 @@ impl UringEngine {
         })
     }
 
-    /// Queue the SQE for slot `i` (its remaining bytes, for a resumed short transfer).
-    fn push(&mut self, i: usize) -> io::Result<()> {
+    /// Queue the SQE for slot `i` (its remaining bytes, for a resumed short transfer); a slot
+    /// whose SQE cannot be queued completes with an error, so nothing is lost.
+    fn push(&mut self, i: usize) {
         let fd = types::Fd(self.backing.fd());
         let slot = self.slots[i].as_ref().expect("pushed slot is live");
         let iov = &slot.iov[slot.first..];
@@ -78,14 +79,30 @@ impl UringEngine {
         let sqe: squeue::Entry = sqe.user_data(i as u64);
         // SAFETY: the iovecs and buffers the SQE names live in slot `i` until its CQE is reaped.
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            // Not reached: the SQ has as many entries as there are slots.
-            return Err(io::Error::other("submission queue full"));
+            // Not expected: the SQ has as many entries as there are slots.
+            let slot = self.slots[i].take().expect("pushed slot is live");
+            self.free.push(i);
+            let full = io::Error::other("submission queue full");
+            self.complete_now(Completion::new(
+                slot.tag,
+                slot.op,
+                Err(RequestError::Io(full)),
+            ));
+            return;
         }
         self.queued += 1;
         if self.queued >= self.chunk {
-            self.commit()?;
+            // A failed submit leaves the SQEs queued: the caller's commit() retries and reports.
+            let _ = self.commit();
         }
-        Ok(())
+    }
+
+    /// A completion that did not go through the ring; the eventfd tells the worker.
+    fn complete_now(&mut self, c: Completion) {
+        if self.ready.is_empty() {
+            self.efd.signal();
+        }
+        self.ready.push(c);
     }
 
     fn finish(&mut self, i: usize, result: Result<u64, RequestError>) {
@@ -106,10 +123,7 @@ impl Engine for UringEngine {
                 .discard_sync(*offset, *len)
                 .map(|()| 0)
                 .map_err(RequestError::Io);
-            if self.ready.is_empty() {
-                self.efd.signal();
-            }
-            self.ready.push(Completion::new(tag, op, result));
+            self.complete_now(Completion::new(tag, op, result));
             return Ok(());
         }
         let Some(i) = self.free.pop() else {
@@ -133,12 +147,7 @@ impl Engine for UringEngine {
             done: 0,
             total,
         });
-        if let Err(e) = self.push(i) {
-            // The SQE may be queued even if the chunk's submit failed; let commit() retry.
-            if self.ring.submission().is_empty() {
-                self.finish(i, Err(RequestError::Io(e)));
-            }
-        }
+        self.push(i);
         Ok(())
     }
 
@@ -179,7 +188,7 @@ impl Engine for UringEngine {
                 );
             } else {
                 advance(&mut slot.iov, &mut slot.first, res as usize);
-                self.push(i)?;
+                self.push(i);
             }
         }
         self.commit()?;
@@ -194,5 +203,23 @@ impl Engine for UringEngine {
 
     fn kind(&self) -> EngineKind {
         EngineKind::Uring
+    }
+}
+
+impl Drop for UringEngine {
+    /// Wait for the kernel to finish with every in-flight buffer before freeing them: closing
+    /// the ring does not wait for its requests.
+    fn drop(&mut self) {
+        while self.slots.iter().any(Option::is_some) {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing will complete any more; leak rather than free memory the kernel may use.
+                Err(_) => return self.slots.drain(..).for_each(std::mem::forget),
+            }
+            for cqe in self.ring.completion() {
+                self.slots[cqe.user_data() as usize] = None;
+            }
+        }
     }
 }
