@@ -47,6 +47,19 @@ fn file_reports_kind_size_sectors_and_direct() {
 }
 
 #[test]
+fn file_on_a_4096_byte_sector_disk_takes_its_direct_io_alignment() {
+    // ext4 on a 4096-byte-sector loop device: O_DIRECT needs 4096-aligned offsets there.
+    let fs = Ext4OnLoop::mount(4096);
+    let b = Backing::open(&sparse_file(fs.mnt.path(), MIB), Mode::ReadWrite).expect("open");
+    assert!(b.direct());
+    assert_eq!(b.logical_block_size(), 4096);
+    assert!(matches!(
+        b.validate(&read(512, &[(0, 4096)])),
+        Err(RequestError::Misaligned { block: 4096, .. })
+    ));
+}
+
+#[test]
 fn loop_devices_report_their_sector_sizes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = sparse_file(dir.path(), 8 * MIB);

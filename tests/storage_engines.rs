@@ -239,6 +239,12 @@ fn on_tmpfs_file(kind: EngineKind) {
     roundtrip(kind, &sparse_file(dir.path(), 4 * MIB));
 }
 
+/// A file whose filesystem needs 4096-byte O_DIRECT offsets (ext4 on a 4096-byte-sector disk).
+fn file_on_4096_disk(kind: EngineKind) {
+    let fs = Ext4OnLoop::mount(4096);
+    roundtrip(kind, &sparse_file(fs.mnt.path(), 4 * MIB));
+}
+
 fn on_loop(kind: EngineKind, sector: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = LoopDev::attach(&sparse_file(dir.path(), 4 * MIB), sector, false);
@@ -299,6 +305,7 @@ fn loop_4096(kind: EngineKind) {
 for_each_engine!(
     on_disk_file,
     on_tmpfs_file,
+    file_on_4096_disk,
     loop_512,
     loop_4096,
     discard_file,

@@ -108,13 +108,17 @@ impl Backing {
                 }
                 (bytes, logical, physical, block_discard(meta.rdev()))
             }
-            // Files: 512-byte logical sectors; the filesystem's block as the physical one.
-            BackingKind::File => (
-                meta.len(),
-                512,
-                (meta.blksize() as u32).clamp(512, 4096),
-                true,
-            ),
+            // Files: 512-byte logical sectors unless the filesystem needs coarser O_DIRECT
+            // offsets; its block size as the physical one.
+            BackingKind::File => {
+                let logical = if direct {
+                    dio_offset_align(fd).max(512)
+                } else {
+                    512
+                };
+                let physical = (meta.blksize() as u32).clamp(512, 4096).max(logical);
+                (meta.len(), logical, physical, true)
+            }
         };
         if !logical.is_power_of_two()
             || logical < 512
@@ -276,6 +280,32 @@ fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> io::Result<u32> {
     // SAFETY: these block ioctls write one int through the valid pointer.
     check(unsafe { libc::ioctl(fd, req, &mut v) })?;
     u32::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The file offset alignment O_DIRECT needs (statx STATX_DIOALIGN, Linux 6.1); 0 when the
+/// kernel does not say.
+fn dio_offset_align(fd: RawFd) -> u32 {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx fills the struct through the valid pointer; the empty path names `fd`.
+    let rc = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return 0;
+    }
+    // SAFETY: statx succeeded, and a zeroed statx is a valid value anyway.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_DIOALIGN != 0 {
+        stx.stx_dio_offset_align
+    } else {
+        0
+    }
 }
 
 /// A block device offers discard when its queue says it can discard something.

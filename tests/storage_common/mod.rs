@@ -60,6 +60,43 @@ impl Drop for LoopDev {
     }
 }
 
+/// An ext4 filesystem on a loop device with `sector`-byte logical sectors, mounted on a fresh
+/// directory; unmounted (and the loop device detached) on drop.
+pub struct Ext4OnLoop {
+    pub mnt: tempfile::TempDir,
+    _dev: LoopDev,
+    _img: tempfile::TempDir,
+}
+
+impl Ext4OnLoop {
+    pub fn mount(sector: u32) -> Ext4OnLoop {
+        let img = tempfile::tempdir().expect("tempdir");
+        let dev = LoopDev::attach(&sparse_file(img.path(), 64 << 20), sector, false);
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&dev.path)
+            .status();
+        assert!(st.expect("run mkfs.ext4").success(), "mkfs.ext4 failed");
+        let mnt = tempfile::tempdir().expect("tempdir");
+        let st = Command::new("mount")
+            .arg(&dev.path)
+            .arg(mnt.path())
+            .status();
+        assert!(st.expect("run mount").success(), "mounting ext4 failed");
+        Ext4OnLoop {
+            mnt,
+            _dev: dev,
+            _img: img,
+        }
+    }
+}
+
+impl Drop for Ext4OnLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt.path()).status();
+    }
+}
+
 /// A tmpfs of `bytes` mounted on a fresh directory, unmounted on drop.
 pub struct TinyTmpfs {
     pub dir: tempfile::TempDir,
