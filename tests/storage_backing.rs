@@ -176,3 +176,34 @@ fn requests_are_checked_against_the_backing() {
     ro.validate(&read(0, &[(0, 4096)]))
         .expect("read on read-only");
 }
+
+#[test]
+fn resized_loop_device_and_file_report_the_new_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = sparse_file(dir.path(), MIB);
+    let dev = LoopDev::attach(&file, 512, false);
+    let on_dev = Backing::open(&dev.path, Mode::ReadWrite).expect("open device");
+    let on_file = Backing::open(&file, Mode::ReadWrite).expect("open file");
+    // Grow the file, and tell the loop driver (as lvextend would change an LV).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_len(2 * MIB))
+        .expect("grow");
+    let st = std::process::Command::new("losetup")
+        .arg("--set-capacity")
+        .arg(&dev.path)
+        .status();
+    assert!(st.expect("run losetup").success());
+    for b in [&on_dev, &on_file] {
+        // Before the refresh, the new space is past the end; after it, not.
+        assert!(matches!(
+            b.validate(&read(MIB, &[(0, 4096)])),
+            Err(RequestError::PastEnd { .. })
+        ));
+        assert_eq!(b.refresh_size().expect("refresh"), 2 * MIB);
+        assert_eq!(b.sectors(), 2 * MIB / 512);
+        b.validate(&read(MIB, &[(0, 4096)]))
+            .expect("inside the grown store");
+    }
+}

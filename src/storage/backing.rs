@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::engine::Op;
 use super::error::{OpenError, RequestError};
@@ -41,7 +42,8 @@ pub enum BackingKind {
 pub struct Backing {
     file: File,
     kind: BackingKind,
-    size: u64,
+    /// Atomic because the worker reads it per request while a resize updates it.
+    size: AtomicU64,
     logical: u32,
     physical: u32,
     read_only: bool,
@@ -97,10 +99,7 @@ impl Backing {
         let fd = file.as_raw_fd();
         let (size, logical, physical, discard) = match kind {
             BackingKind::Block => {
-                let mut bytes: u64 = 0;
-                // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
-                check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut bytes) })
-                    .map_err(io_err(path))?;
+                let bytes = block_size_bytes(fd).map_err(io_err(path))?;
                 let logical = ioctl_int(fd, BLKSSZGET).map_err(io_err(path))?;
                 let physical = ioctl_int(fd, BLKPBSZGET).map_err(io_err(path))?;
                 if ioctl_int(fd, BLKROGET).map_err(io_err(path))? != 0 {
@@ -134,7 +133,7 @@ impl Backing {
         Ok(Backing {
             file,
             kind,
-            size,
+            size: AtomicU64::new(size),
             logical,
             physical,
             read_only,
@@ -150,12 +149,23 @@ impl Backing {
 
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Read the size again (after the toolstack resized the LV or file) and return it in bytes;
+    /// later requests are checked against it.
+    pub fn refresh_size(&self) -> io::Result<u64> {
+        let bytes = match self.kind {
+            BackingKind::Block => block_size_bytes(self.fd())?,
+            BackingKind::File => self.file.metadata()?.len(),
+        };
+        self.size.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// Size in 512-byte sectors (xenstore's `sectors`), rounded down.
     pub fn sectors(&self) -> u64 {
-        self.size / 512
+        self.size_bytes() / 512
     }
 
     /// Logical block size in bytes (xenstore's `sector-size`).
@@ -234,12 +244,9 @@ impl Backing {
         if len == 0 {
             return Err(RequestError::Empty);
         }
-        if offset.checked_add(len).map_or(true, |end| end > self.size) {
-            return Err(RequestError::PastEnd {
-                offset,
-                len,
-                size: self.size,
-            });
+        let size = self.size_bytes();
+        if offset.checked_add(len).map_or(true, |end| end > size) {
+            return Err(RequestError::PastEnd { offset, len, size });
         }
         Ok(())
     }
@@ -273,6 +280,13 @@ pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+fn block_size_bytes(fd: RawFd) -> io::Result<u64> {
+    let mut bytes: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
+    check(unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut bytes) })?;
+    Ok(bytes)
 }
 
 fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> io::Result<u32> {
