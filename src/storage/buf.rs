@@ -127,3 +127,45 @@ impl BufPool {
         self.free.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BufPool, IoBuf, PAGE_SIZE};
+
+    #[test]
+    fn buffers_are_page_aligned_and_windows_address_their_part() {
+        let mut b = IoBuf::new();
+        assert_eq!(b.as_slice().as_ptr() as usize % PAGE_SIZE, 0);
+        b.set_window(512, 1024);
+        b.as_mut_slice().fill(7);
+        assert_eq!((b.start(), b.len()), (512, 1024));
+        b.set_window(0, PAGE_SIZE);
+        let all = b.as_slice();
+        assert!(all[..512].iter().all(|&x| x == 0) && all[512..1536].iter().all(|&x| x == 7));
+        assert!(all[1536..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the page")]
+    fn a_window_past_the_page_is_a_bug() {
+        IoBuf::new().set_window(4096 - 512, 1024);
+    }
+
+    #[test]
+    fn the_pool_reuses_pages_and_resets_their_window() {
+        let mut pool = BufPool::with_capacity(2);
+        let mut b = pool.take();
+        b.set_window(512, 512);
+        let addr = b.as_slice().as_ptr() as usize - 512;
+        pool.put(b);
+        let b = pool.take();
+        assert_eq!(
+            (b.as_slice().as_ptr() as usize, b.start(), b.len()),
+            (addr, 0, PAGE_SIZE)
+        );
+        assert_eq!(pool.free(), 1);
+        // Empty pool: a fresh page rather than a failure.
+        let _c = pool.take();
+        assert_eq!(pool.take().len(), PAGE_SIZE);
+    }
+}

@@ -197,3 +197,16 @@ impl EventFd {
         unsafe { libc::read(self.raw(), (&mut v as *mut u64).cast(), 8) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EngineKind;
+
+    #[test]
+    fn io_engine_names_parse_and_others_are_refused() {
+        assert_eq!("uring".parse(), Ok(EngineKind::Uring));
+        assert_eq!("threads".parse(), Ok(EngineKind::Threads));
+        assert_eq!("null".parse(), Ok(EngineKind::Null));
+        assert!("aio".parse::<EngineKind>().is_err());
+    }
+}
