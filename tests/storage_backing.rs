@@ -47,6 +47,15 @@ fn file_reports_kind_size_sectors_and_direct() {
 }
 
 #[test]
+fn file_refusing_o_direct_is_opened_buffered() {
+    let fs = RamMount::ramfs();
+    let b = Backing::open(&sparse_file(fs.dir.path(), MIB), Mode::ReadWrite).expect("open");
+    assert!(!b.direct(), "ramfs refuses O_DIRECT");
+    assert!(!b.read_only());
+    assert_eq!(b.logical_block_size(), 512);
+}
+
+#[test]
 fn file_on_a_4096_byte_sector_disk_takes_its_direct_io_alignment() {
     // ext4 on a 4096-byte-sector loop device: O_DIRECT needs 4096-aligned offsets there.
     let fs = Ext4OnLoop::mount(4096);

@@ -1,4 +1,5 @@
-//! Both I/O engines against real backing stores: files on disk and on tmpfs, loop devices with
+//! Both I/O engines against real backing stores: files on disk, tmpfs, ramfs (buffered) and ext4
+//! over a 4096-byte-sector disk, loop devices with
 //! 512- and 4096-byte sectors, a read-only loop device, a full filesystem. Each test body is
 //! generic over the engine and instantiated for `uring` and `threads`.
 
@@ -184,7 +185,7 @@ fn read_only_refuses(kind: EngineKind, path: &std::path::Path) {
 /// A sparse 1 MiB file on a 64 KiB tmpfs: a write into a hole beyond the space fails with
 /// ENOSPC for that request only; a read and a write into space already held still work.
 fn full_disk(kind: EngineKind) {
-    let fs = TinyTmpfs::mount(64 * 1024);
+    let fs = RamMount::tmpfs(64 * 1024);
     let path = sparse_file(fs.dir.path(), MIB);
     let b = open(&path, Mode::ReadWrite);
     let mut e = engine(kind, &b);
@@ -237,6 +238,12 @@ fn on_tmpfs_file(kind: EngineKind) {
     let dir = tempfile::tempdir_in("/dev/shm").expect("tempdir on tmpfs");
     // tmpfs takes O_DIRECT since Linux 6.6 and refused it before; either way the data must hold.
     roundtrip(kind, &sparse_file(dir.path(), 4 * MIB));
+}
+
+/// A file on ramfs, which refuses O_DIRECT: buffered I/O.
+fn buffered_file(kind: EngineKind) {
+    let fs = RamMount::ramfs();
+    roundtrip(kind, &sparse_file(fs.dir.path(), 4 * MIB));
 }
 
 /// A file whose filesystem needs 4096-byte O_DIRECT offsets (ext4 on a 4096-byte-sector disk).
@@ -305,6 +312,7 @@ fn loop_4096(kind: EngineKind) {
 for_each_engine!(
     on_disk_file,
     on_tmpfs_file,
+    buffered_file,
     file_on_4096_disk,
     loop_512,
     loop_4096,

@@ -1,5 +1,6 @@
-//! Real backing stores for the storage tests: files on disk and on tmpfs, loop devices, a tiny
-//! tmpfs that fills up; and a mio loop that drains an engine's completions through its fd.
+//! Real backing stores for the storage tests: files on disk, loop devices, ext4 on a loop
+//! device, RAM filesystems (a tiny tmpfs that fills up, a ramfs without O_DIRECT); and a mio
+//! loop that drains an engine's completions through its fd.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
@@ -97,25 +98,35 @@ impl Drop for Ext4OnLoop {
     }
 }
 
-/// A tmpfs of `bytes` mounted on a fresh directory, unmounted on drop.
-pub struct TinyTmpfs {
+/// A RAM filesystem mounted on a fresh directory, unmounted on drop.
+pub struct RamMount {
     pub dir: tempfile::TempDir,
 }
 
-impl TinyTmpfs {
-    pub fn mount(bytes: u64) -> TinyTmpfs {
+impl RamMount {
+    /// A tmpfs of `bytes`, to fill up.
+    pub fn tmpfs(bytes: u64) -> RamMount {
+        Self::mount("tmpfs", &format!("size={bytes}"))
+    }
+
+    /// A ramfs, which refuses O_DIRECT on every kernel.
+    pub fn ramfs() -> RamMount {
+        Self::mount("ramfs", "mode=0700")
+    }
+
+    fn mount(fstype: &str, options: &str) -> RamMount {
         let dir = tempfile::tempdir().expect("tempdir");
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .args(["-t", fstype, "-o", options, fstype])
             .arg(dir.path())
             .status()
             .expect("run mount");
-        assert!(st.success(), "mounting a tmpfs failed");
-        TinyTmpfs { dir }
+        assert!(st.success(), "mounting a {fstype} failed");
+        RamMount { dir }
     }
 }
 
-impl Drop for TinyTmpfs {
+impl Drop for RamMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
