@@ -1,7 +1,7 @@
 //! Both I/O engines against real backing stores: files on disk, tmpfs, ramfs (buffered) and ext4
-//! over a 4096-byte-sector disk, loop devices with
-//! 512- and 4096-byte sectors, a read-only loop device, a full filesystem. Each test body is
-//! generic over the engine and instantiated for `uring` and `threads`.
+//! over a 4096-byte-sector disk, loop devices with 512- and 4096-byte sectors, a read-only loop
+//! device, a full filesystem. Each test body is generic over the engine and instantiated for
+//! `uring` and `threads`.
 
 #![cfg(test)]
 
