@@ -33,6 +33,7 @@ pub(super) struct UringEngine {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     ready: Vec<Completion>,
+    cqes: Vec<(usize, i32)>,
     queued: usize,
     chunk: usize,
     efd: EventFd,
@@ -49,6 +50,7 @@ impl UringEngine {
             slots: (0..depth).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
             ready: Vec::new(),
+            cqes: Vec::with_capacity(depth),
             queued: 0,
             chunk,
             efd,
@@ -165,12 +167,14 @@ impl Engine for UringEngine {
 
     fn complete(&mut self, out: &mut Vec<Completion>) -> io::Result<usize> {
         self.efd.clear();
-        let cqes: Vec<(usize, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data() as usize, c.result()))
-            .collect();
-        for (i, res) in cqes {
+        // Reaped first (the ring is borrowed while reaping), into a buffer kept across calls.
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        for (i, res) in cqes.drain(..) {
             if res < 0 {
                 self.finish(i, Err(RequestError::Io(io::Error::from_raw_os_error(-res))));
                 continue;
@@ -191,7 +195,10 @@ impl Engine for UringEngine {
                 self.push(i);
             }
         }
-        self.commit()?;
+        self.cqes = cqes;
+        // Resumed short transfers go with the caller's next commit() if this one fails, which
+        // also reports the error; the completions in hand are returned regardless.
+        let _ = self.commit();
         let n = self.ready.len();
         out.append(&mut self.ready);
         Ok(n)
