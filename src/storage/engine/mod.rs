@@ -147,26 +147,22 @@ pub fn open_engine_with(
     backing: Arc<Backing>,
     new_ring: impl FnOnce(u32) -> io::Result<io_uring::IoUring>,
 ) -> io::Result<Box<dyn Engine + Send>> {
+    let pool = |backing| {
+        let efd = Arc::new(EventFd::new()?);
+        threads::ThreadEngine::new(backing, POOL_THREADS, DEFAULT_CHUNK, efd)
+    };
     Ok(match kind {
         EngineKind::Null => Box::new(null::NullEngine::new(backing)?),
-        EngineKind::Threads => Box::new(threads::ThreadEngine::new(
-            backing,
-            POOL_THREADS,
-            DEFAULT_CHUNK,
-        )?),
+        EngineKind::Threads => Box::new(pool(backing)?),
         EngineKind::Uring => match new_ring(DEFAULT_DEPTH) {
             Ok(ring) => Box::new(uring::UringEngine::new(ring, backing, DEFAULT_CHUNK)?),
-            Err(_) => Box::new(threads::ThreadEngine::new(
-                backing,
-                POOL_THREADS,
-                DEFAULT_CHUNK,
-            )?),
+            Err(_) => Box::new(pool(backing)?),
         },
     })
 }
 
 /// A non-blocking eventfd: the completion fd of the pool and null engines, io_uring's
-/// registered eventfd.
+/// registered eventfd (shared with its discard thread).
 pub(crate) struct EventFd(std::os::fd::OwnedFd);
 
 impl EventFd {

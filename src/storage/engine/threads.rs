@@ -13,7 +13,7 @@ use crate::storage::{Backing, IoBuf, RequestError};
 
 struct Shared {
     done: Mutex<Vec<Completion>>,
-    efd: EventFd,
+    efd: Arc<EventFd>,
 }
 
 pub(super) struct ThreadEngine {
@@ -27,10 +27,16 @@ pub(super) struct ThreadEngine {
 }
 
 impl ThreadEngine {
-    pub(super) fn new(backing: Arc<Backing>, threads: usize, chunk: usize) -> io::Result<Self> {
+    /// A pool of `threads` signalling `efd` (its own, or the io_uring engine's for discards).
+    pub(super) fn new(
+        backing: Arc<Backing>,
+        threads: usize,
+        chunk: usize,
+        efd: Arc<EventFd>,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             done: Mutex::new(Vec::new()),
-            efd: EventFd::new()?,
+            efd,
         });
         let (tx, rx) = channel::<Vec<(u64, Op)>>();
         let rx = Arc::new(Mutex::new(rx));
@@ -142,6 +148,18 @@ pub(super) fn advance(iov: &mut [libc::iovec], first: &mut usize, mut n: usize) 
     }
 }
 
+impl ThreadEngine {
+    /// Move the finished operations into `out` without touching the eventfd (whose owner
+    /// cleared it before reaping).
+    pub(super) fn take_done(&mut self, out: &mut Vec<Completion>) -> usize {
+        let mut done = self.shared.done.lock().unwrap_or_else(|p| p.into_inner());
+        let n = done.len();
+        out.append(&mut done);
+        self.in_flight -= n;
+        n
+    }
+}
+
 impl Engine for ThreadEngine {
     fn submit(&mut self, tag: u64, op: Op) -> Result<(), Rejected> {
         if let Err(error) = self.backing.validate(&op) {
@@ -181,12 +199,8 @@ impl Engine for ThreadEngine {
     }
 
     fn complete(&mut self, out: &mut Vec<Completion>) -> io::Result<usize> {
-        let mut done = self.shared.done.lock().unwrap_or_else(|p| p.into_inner());
         self.shared.efd.clear();
-        let n = done.len();
-        out.append(&mut done);
-        self.in_flight -= n;
-        Ok(n)
+        Ok(self.take_done(out))
     }
 
     fn in_flight(&self) -> usize {

@@ -1,8 +1,9 @@
 //! The io_uring engine: readv/writev/fsync(DATASYNC)/fallocate(PUNCH_HOLE) as SQEs, submitted in
 //! chunks; completions signalled through an eventfd registered with the ring.
 //!
-//! A block device's discard has no io_uring opcode on the kernels we support, so it runs inline
-//! (BLKDISCARD) on the worker and completes through the same eventfd; discards are rare.
+//! A block device's discard has no io_uring opcode on the kernels we support: BLKDISCARD runs
+//! on one helper thread (it can take seconds on a large range, which must not stall the worker)
+//! that signals the same eventfd.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::threads::advance;
+use super::threads::{advance, ThreadEngine};
 use super::{Completion, Engine, EngineKind, EventFd, Op, Rejected};
 use crate::storage::{Backing, BackingKind, IoBuf, RequestError};
 
@@ -36,13 +37,20 @@ pub(super) struct UringEngine {
     cqes: Vec<(usize, i32)>,
     queued: usize,
     chunk: usize,
-    efd: EventFd,
+    efd: Arc<EventFd>,
+    /// BLKDISCARD off the worker; only for block devices that discard.
+    discards: Option<ThreadEngine>,
 }
 
 impl UringEngine {
     pub(super) fn new(ring: IoUring, backing: Arc<Backing>, chunk: usize) -> io::Result<Self> {
-        let efd = EventFd::new()?;
+        let efd = Arc::new(EventFd::new()?);
         ring.submitter().register_eventfd(efd.raw())?;
+        let discards = if backing.kind() == BackingKind::Block && backing.discard() {
+            Some(ThreadEngine::new(backing.clone(), 1, 1, efd.clone())?)
+        } else {
+            None
+        };
         let depth = ring.params().sq_entries() as usize;
         Ok(UringEngine {
             ring,
@@ -54,6 +62,7 @@ impl UringEngine {
             queued: 0,
             chunk,
             efd,
+            discards,
         })
     }
 
@@ -119,14 +128,8 @@ impl Engine for UringEngine {
         if let Err(error) = self.backing.validate(&op) {
             return Err(Rejected { error, op });
         }
-        if let (Op::Discard { offset, len }, BackingKind::Block) = (&op, self.backing.kind()) {
-            let result = self
-                .backing
-                .discard_sync(*offset, *len)
-                .map(|()| 0)
-                .map_err(RequestError::Io);
-            self.complete_now(Completion::new(tag, op, result));
-            return Ok(());
+        if let (Op::Discard { .. }, Some(pool)) = (&op, self.discards.as_mut()) {
+            return pool.submit(tag, op);
         }
         let Some(i) = self.free.pop() else {
             return Err(Rejected {
@@ -196,6 +199,9 @@ impl Engine for UringEngine {
             }
         }
         self.cqes = cqes;
+        if let Some(pool) = self.discards.as_mut() {
+            pool.take_done(&mut self.ready);
+        }
         // Resumed short transfers go with the caller's next commit() if this one fails, which
         // also reports the error; the completions in hand are returned regardless.
         let _ = self.commit();
@@ -205,7 +211,8 @@ impl Engine for UringEngine {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len() + self.ready.len()
+        let discards = self.discards.as_ref().map_or(0, |p| p.in_flight());
+        self.slots.len() - self.free.len() + self.ready.len() + discards
     }
 
     fn kind(&self) -> EngineKind {
