@@ -417,3 +417,41 @@ fn drop_in_flight(kind: EngineKind) {
     .result
     .expect("read after");
 }
+
+/// io_uring holds at most its depth in flight: one more is refused as QueueFull with its
+/// buffers handed back, and is accepted again once completions were drained.
+#[test]
+fn uring_full_queue_hands_the_op_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = open(&sparse_file(dir.path(), 4 * MIB), Mode::ReadWrite);
+    let mut e = engine(EngineKind::Uring, &b);
+    let depth = tokenback::storage::DEFAULT_DEPTH as u64;
+    for i in 0..depth {
+        e.submit(
+            i,
+            Op::Read {
+                offset: i * 4096 % (4 * MIB),
+                bufs: empty_bufs(4096, 4096),
+            },
+        )
+        .expect("within depth");
+    }
+    let r = e
+        .submit(
+            depth,
+            Op::Read {
+                offset: 0,
+                bufs: bufs_from(&[5; 4096], 4096),
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(r.error, RequestError::QueueFull));
+    let Op::Read { bufs, .. } = r.op else {
+        panic!("not the read given")
+    };
+    assert_eq!(concat(&bufs), vec![5; 4096], "buffers come back untouched");
+    assert_eq!(drain(&mut *e, depth as usize).len(), depth as usize);
+    run(&mut *e, Op::Read { offset: 0, bufs })
+        .result
+        .expect("accepted after draining");
+}

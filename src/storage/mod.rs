@@ -16,6 +16,9 @@ mod order;
 
 pub use backing::{Backing, BackingKind, Mode};
 pub use buf::{BufPool, IoBuf, PAGE_SIZE};
-pub use engine::{open_engine, open_engine_with, Completion, Engine, EngineKind, Op, Rejected};
+pub use engine::{
+    open_engine, open_engine_with, Completion, Engine, EngineKind, Op, Rejected, DEFAULT_CHUNK,
+    DEFAULT_DEPTH,
+};
 pub use error::{OpenError, RequestError};
 pub use order::{Class, OrderGate};
