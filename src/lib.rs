@@ -6,4 +6,5 @@
 pub mod limiter;
 pub mod logging;
 pub mod platform;
+pub mod storage;
 pub mod xenbus;
