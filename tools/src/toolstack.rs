@@ -125,9 +125,9 @@ impl Toolstack {
         let guest = GuestDomain::create(&self.run, pages, grant_frames)?;
         let domid = guest.domid();
         let home = format!("/local/domain/{}", domid.0);
-        // libxl: the home readable by the guest, `device` writable by it.
+        // libxl: the home and `device` dom0's and readable by the guest; only each device's
+        // own directory (add_disk) is the guest's.
         let readable = perms(0, domid.0);
-        let owned = perms(domid.0, 0);
         self.xs
             .transaction(|xs, tx| {
                 xs.mkdir(tx, &home)?;
@@ -135,7 +135,7 @@ impl Toolstack {
                 xs.write(tx, &format!("{home}/name"), name.as_bytes())?;
                 xs.write(tx, &format!("{home}/domid"), domid.0.to_string().as_bytes())?;
                 xs.mkdir(tx, &format!("{home}/device"))?;
-                xs.set_perms(tx, &format!("{home}/device"), &owned)
+                xs.set_perms(tx, &format!("{home}/device"), &readable)
             })
             .map_err(xs_err("write the domain's home"))?;
         let mut channel = SimEventChannel::open(&self.run, domid)?;

@@ -5,9 +5,10 @@
 
 mod support;
 
-use support::Host;
+use support::{BackendConfig, Host};
 use tokenback::platform::sim::{PortStatus, SimEventChannel};
 use tokenback::platform::DomId;
+use xenstore_wire::client::TxId;
 
 #[test]
 fn a_guest_is_introduced_with_a_real_store_port() {
@@ -41,4 +42,34 @@ fn destroying_a_guest_releases_it_in_xenstored() {
     assert!(!host.run.domain_exists(domid));
     let xs = host.toolstack.xenstore();
     assert!(!xs.is_domain_introduced(domid.0).unwrap());
+}
+
+#[test]
+fn a_guests_device_directories_are_as_libxl_makes_them() {
+    // Seen under real Xen 4.17 (tests/xen, scenario kernel-blkback): `device` and `device/vbd`
+    // are dom0's and readable by the guest; only `device/vbd/<devid>` is the guest's. Before,
+    // the simulated toolstack gave the guest `device` itself, so it could add or remove
+    // devices there, which a real guest cannot.
+    let mut host = Host::start("device-perms");
+    let (domid, paths, _backend) = host.guest_with_disk(BackendConfig::default());
+    let home = format!("/local/domain/{}", domid.0);
+    let listed = |host: &mut Host, path: &str| {
+        let perms = host
+            .toolstack
+            .xenstore()
+            .get_perms(TxId::NONE, path)
+            .unwrap();
+        let entries: Vec<String> = perms.entries().iter().map(|p| p.to_string()).collect();
+        entries.join(" ")
+    };
+    let guest_reads = format!("n0 r{}", domid.0);
+    assert_eq!(listed(&mut host, &format!("{home}/device")), guest_reads);
+    assert_eq!(
+        listed(&mut host, &format!("{home}/device/vbd")),
+        guest_reads
+    );
+    assert_eq!(
+        listed(&mut host, &paths.frontend),
+        format!("n{} r0", domid.0)
+    );
 }

@@ -89,7 +89,7 @@ fn log_report(log: &Logger, report: &Report) {
     }
 }
 
-fn serve(run_dir: &Path, log: &Logger) -> Result<(), String> {
+fn serve(run_dir: &Path, signals: &libc::sigset_t, log: &Logger) -> Result<(), String> {
     let run = RunDir::open(run_dir).map_err(|e| {
         format!(
             "{} is not a simulated host's run directory: {e}",
@@ -102,7 +102,6 @@ fn serve(run_dir: &Path, log: &Logger) -> Result<(), String> {
         quotas: Quotas::default(),
         domain_exists: Box::new(move |domid| run.domain_alive(DomId(domid))),
     };
-    let signals = block_stop_signals().map_err(|e| format!("cannot block signals: {e}"))?;
     let mut server = SocketServer::bind(config)
         .map_err(|e| format!("cannot listen on {}: {e}", run_dir.join("socket").display()))?;
     let report_log = log.clone();
@@ -118,7 +117,7 @@ fn serve(run_dir: &Path, log: &Logger) -> Result<(), String> {
         }
         result
     });
-    let sig = wait_for_stop_signal(&signals);
+    let sig = wait_for_stop_signal(signals);
     info!(log, "stopping"; "signal" => sig);
     stop.stop().map_err(|e| format!("cannot stop: {e}"))?;
     match loop_thread.join() {
@@ -131,8 +130,17 @@ fn serve(run_dir: &Path, log: &Logger) -> Result<(), String> {
 fn main() -> ExitCode {
     // clap prints usage errors and --help itself, with exit codes 2 and 0.
     let args = Args::parse();
+    // Before any thread starts (the logger's writer is one): a thread that did not block
+    // SIGTERM would take it with the default action and kill the process mid-shutdown.
+    let signals = match block_stop_signals() {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("tokenback-xenstored: cannot block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let logging = args.log.logger("tokenback-xenstored");
-    match serve(&args.run_dir, &logging.logger) {
+    match serve(&args.run_dir, &signals, &logging.logger) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!(logging.logger, "{message}");
