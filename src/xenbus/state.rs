@@ -18,15 +18,20 @@ pub enum XenbusState {
 impl XenbusState {
     /// Reads a `state` key (`None` when absent); garbage reads as Unknown, as in Linux.
     pub fn from_key(value: Option<&str>) -> Self {
-        match value.and_then(super::frontend::parse_decimal) {
-            None | Some(0) => XenbusState::Unknown,
-            Some(1) => XenbusState::Initialising,
-            Some(2) => XenbusState::InitWait,
-            Some(3) => XenbusState::Initialised,
-            Some(4) => XenbusState::Connected,
-            Some(5) => XenbusState::Closing,
-            Some(6) => XenbusState::Closed,
-            Some(other) => XenbusState::Other(other),
+        Self::from_value(value.and_then(super::frontend::parse_decimal).unwrap_or(0))
+    }
+
+    /// The state a number names.
+    pub fn from_value(value: u32) -> Self {
+        match value {
+            0 => XenbusState::Unknown,
+            1 => XenbusState::Initialising,
+            2 => XenbusState::InitWait,
+            3 => XenbusState::Initialised,
+            4 => XenbusState::Connected,
+            5 => XenbusState::Closing,
+            6 => XenbusState::Closed,
+            other => XenbusState::Other(other),
         }
     }
 
@@ -48,6 +53,26 @@ impl XenbusState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_have_xenbus_h_values() {
+        let named = [
+            (0, XenbusState::Unknown),
+            (1, XenbusState::Initialising),
+            (2, XenbusState::InitWait),
+            (3, XenbusState::Initialised),
+            (4, XenbusState::Connected),
+            (5, XenbusState::Closing),
+            (6, XenbusState::Closed),
+        ];
+        for (value, state) in named {
+            assert_eq!(XenbusState::from_value(value), state);
+            assert_eq!(state.value(), value);
+        }
+        // Reconfiguring and anything else keep their value, so that they can be reported.
+        assert_eq!(XenbusState::from_value(7), XenbusState::Other(7));
+        assert_eq!(XenbusState::Other(99).value(), 99);
+    }
 
     #[test]
     fn round_trip_and_garbage() {

@@ -11,56 +11,7 @@ use xenstore_wire::wire::XsErrno;
 
 use super::error::Error;
 
-/// `XenbusState` (xen/include/public/io/xenbus.h), as far as vbd uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum XenbusState {
-    /// 0: also what a missing or unreadable `state` means.
-    Unknown,
-    /// 1.
-    Initialising,
-    /// 2.
-    InitWait,
-    /// 3.
-    Initialised,
-    /// 4.
-    Connected,
-    /// 5.
-    Closing,
-    /// 6.
-    Closed,
-    /// 7 and 8 (Reconfiguring, Reconfigured: not used by vbd), or garbage.
-    Other(u32),
-}
-
-impl XenbusState {
-    /// The state a `state` key's value names.
-    pub fn from_value(value: u32) -> Self {
-        match value {
-            0 => XenbusState::Unknown,
-            1 => XenbusState::Initialising,
-            2 => XenbusState::InitWait,
-            3 => XenbusState::Initialised,
-            4 => XenbusState::Connected,
-            5 => XenbusState::Closing,
-            6 => XenbusState::Closed,
-            other => XenbusState::Other(other),
-        }
-    }
-
-    /// The value written to a `state` key.
-    pub fn value(self) -> u32 {
-        match self {
-            XenbusState::Unknown => 0,
-            XenbusState::Initialising => 1,
-            XenbusState::InitWait => 2,
-            XenbusState::Initialised => 3,
-            XenbusState::Connected => 4,
-            XenbusState::Closing => 5,
-            XenbusState::Closed => 6,
-            XenbusState::Other(value) => value,
-        }
-    }
-}
+pub use tokenback::xenbus::XenbusState;
 
 /// What one queue publishes: its ring's grant refs and its event channel.
 #[derive(Debug, Clone)]
@@ -290,29 +241,4 @@ fn required_u64(xs: &mut Client, path: &str) -> Result<u64, Error> {
         value,
         expected: "an unsigned decimal number",
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::XenbusState;
-
-    #[test]
-    fn states_have_xenbus_h_values() {
-        let named = [
-            (0, XenbusState::Unknown),
-            (1, XenbusState::Initialising),
-            (2, XenbusState::InitWait),
-            (3, XenbusState::Initialised),
-            (4, XenbusState::Connected),
-            (5, XenbusState::Closing),
-            (6, XenbusState::Closed),
-        ];
-        for (value, state) in named {
-            assert_eq!(XenbusState::from_value(value), state);
-            assert_eq!(state.value(), value);
-        }
-        // Reconfiguring and anything else keep their value, so that they can be reported.
-        assert_eq!(XenbusState::from_value(7), XenbusState::Other(7));
-        assert_eq!(XenbusState::Other(99).value(), 99);
-    }
 }
