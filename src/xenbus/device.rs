@@ -104,17 +104,8 @@ pub fn is_online(value: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn read_from(keys: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = keys
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
+    use crate::xenbus::tests::read_from;
 
     const XL: [(&str, &str); 7] = [
         ("frontend", "/local/domain/5/device/vbd/51712"),

@@ -175,19 +175,12 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::xenbus::tests::read_from;
 
     const LIMITS: Limits = Limits {
         max_ring_page_order: 4,
         max_queues: 4,
     };
-
-    fn read_from(keys: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = keys
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
 
     /// The keys a front end with `queues` queues and `order` writes, refs numbered from 8.
     fn good_keys(queues: u32, order: Option<u32>) -> Vec<(String, String)> {

@@ -393,3 +393,12 @@ mod sequences {
         }
     }
 }
+
+/// A key lookup over fixed pairs, as the readers of toolstack and front-end keys take it.
+pub(super) fn read_from(keys: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |key| map.get(key).cloned()
+}
