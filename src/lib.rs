@@ -7,4 +7,5 @@ pub mod limiter;
 pub mod logging;
 pub mod platform;
 pub mod storage;
+pub mod vbd;
 pub mod xenbus;
