@@ -127,6 +127,16 @@ impl Vbd {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
+    /// Release every held request at `now` without charging the buckets: a VBD being drained
+    /// (disconnect, daemon shutdown) answers everything it took from the ring, at most a ring's
+    /// worth, and the buckets keep the invariant that debt is below one request's cost.
+    pub fn release_all(&mut self, now: u64, admitted: &mut impl Extend<Admitted>) {
+        let decision = Exact::whole(now.max(self.decided.at));
+        while let Some(next) = self.release_head(decision) {
+            admitted.extend(Some(next));
+        }
+    }
+
     /// Apply a new configuration at `now`: levels are kept (clamped to smaller capacities), refill
     /// up to `now` runs at the old rates, debt stays with its bucket, new limits start full, and
     /// queued requests are priced under the new limits at their next decision. The retune is

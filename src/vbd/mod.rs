@@ -1,6 +1,17 @@
 //! Connected VBDs: their rings, the request pipeline from ring to limiter to storage and back,
 //! and the workers that run them.
+//!
+//! The xenbus thread hands a VBD to a worker ([`Dispatch`], implemented by [`Workers`]); the
+//! worker maps its rings, binds its channels and opens a storage engine ([`Command`]), serves
+//! it, and reports back ([`Report`]).
 
 pub mod control;
+mod plan;
+mod pool;
+mod queue;
+mod served;
+pub mod timer;
+mod worker;
 
 pub use control::{Command, Connect, Dispatch, Report, ReportSink};
+pub use pool::{StartError, Workers};

@@ -235,3 +235,27 @@ fn counters_report_delays_time_throttled_and_reset() {
         (0, 0, None)
     );
 }
+
+#[test]
+fn release_all_admits_every_held_request_at_once_without_charging() {
+    // 10 IOPS, no burst: after the first request the rest would wait 100 ms each.
+    let config = vbd_config(&[("iops-total", "10")]);
+    let mut vbd = Vbd::new(&config, 0);
+    for id in 0..5 {
+        vbd.enqueue(read(id, 4096), 0);
+    }
+    let mut admitted = Vec::new();
+    assert_eq!(vbd.poll_admit_due(0, &mut admitted), Some(SEC / 10));
+    assert_eq!(admitted.len(), 1);
+    vbd.release_all(1_000, &mut admitted);
+    let ids: Vec<u64> = admitted.iter().map(|a| a.request.id).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4], "FIFO order kept");
+    assert!(admitted[1..].iter().all(|a| a.at == 1_000));
+    assert_eq!(vbd.queued(), 0);
+    assert_eq!(vbd.in_flight(), 5);
+    // Released free: the bucket refills from its first admission as if they had not come.
+    vbd.enqueue(read(5, 4096), 1_000);
+    admitted.clear();
+    assert_eq!(vbd.poll_admit_due(1_000, &mut admitted), Some(SEC / 10));
+    assert!(admitted.is_empty());
+}

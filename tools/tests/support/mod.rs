@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod workers;
 pub mod xenstored;
 
 use std::io::{BufRead, BufReader, Lines};

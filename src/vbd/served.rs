@@ -1,0 +1,616 @@
+//! One connected VBD on its worker: requests taken from its rings, held by its limiter, ordered
+//! around flushes and barriers, moved by grant copy, done by its storage engine, answered.
+//!
+//! Each request taken from a ring gets a slot (its tag for the engine) until it is answered.
+//! A request's life: Held (in the limiter) -> Gated (admitted, waiting behind a flush or
+//! barrier) -> one or more storage stages -> answered. A bad request fails alone; a broken
+//! ring ends the VBD once what it has in flight is done.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use blkif::abi::SECTOR_SIZE;
+use blkif::{DataSegment, IndirectPage, Limits, RequestKind, SharedRing, Status};
+
+use super::control::Connect;
+use super::plan::{Plan, Work};
+use super::queue::Queue;
+use crate::limiter::{self, Admitted};
+use crate::platform::{
+    CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, Port,
+};
+use crate::storage::{
+    open_engine, BufPool, Completion, Engine, EngineKind, IoBuf, Op, OrderGate, RequestError,
+};
+use crate::xenbus::keys::MAX_INDIRECT_SEGMENTS;
+use crate::xenbus::DeviceId;
+
+/// What a worker lends each of its VBDs while it works on them.
+pub struct Context<G> {
+    pub grants: G,
+    pub pool: BufPool,
+    /// Indirect pages are copied here (one per page a request may use) and read from here: the
+    /// guest cannot change them while they are validated.
+    indirect: Vec<(SharedRing, IndirectPage)>,
+    page: Vec<u8>,
+}
+
+impl<G: GrantAccess> Context<G> {
+    pub fn new(grants: G) -> Self {
+        let pages =
+            (MAX_INDIRECT_SEGMENTS as usize).div_ceil(blkif::abi::SEGMENTS_PER_INDIRECT_PAGE);
+        let indirect = (0..pages)
+            .map(|_| {
+                let ring = SharedRing::allocate(0).expect("order 0 is valid");
+                let page = IndirectPage::new(ring.clone()).expect("one page");
+                (ring, page)
+            })
+            .collect();
+        Context {
+            grants,
+            pool: BufPool::with_capacity(256),
+            indirect,
+            page: vec![0; crate::platform::PAGE_SIZE],
+        }
+    }
+}
+
+/// Why the VBD is being wound down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// The xenbus thread asked (front end closing, device removed, guest gone).
+    Disconnect,
+    /// The daemon stops; the rings stay as they are.
+    Shutdown,
+    /// The front end broke a ring.
+    Broken(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Free,
+    /// In the limiter's queue.
+    Held,
+    /// Admitted; waiting in the order gate.
+    Gated,
+    /// A flush that comes before the request's data.
+    PreFlush,
+    /// The read, write or discard itself.
+    Data,
+    /// The flush that ends a flush request (after its data, if any).
+    PostFlush,
+}
+
+struct Slot {
+    queue: usize,
+    request: blkif::Request,
+    plan: Plan,
+    segments: Vec<DataSegment>,
+    stage: Stage,
+}
+
+/// A connected VBD.
+pub struct Served<M: GrantMapping> {
+    pub id: DeviceId,
+    frontend: DomId,
+    queues: Vec<Queue<M>>,
+    engine: Box<dyn Engine + Send>,
+    discard: bool,
+    limiter: limiter::Vbd,
+    gate: OrderGate<u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Operations the engine had no room for, in order.
+    stalled: VecDeque<(u64, Op)>,
+    /// Slots the gate released, to start in order.
+    ready: VecDeque<u32>,
+    closing: Option<Closing>,
+    scratch: blkif::Request,
+    admitted: Vec<Admitted>,
+    completions: Vec<Completion>,
+    /// When the limiter next admits, for the worker's timer.
+    pub next_admission: Option<u64>,
+}
+
+impl<M: GrantMapping> Served<M> {
+    /// Maps and binds every queue and opens the storage engine; on error nothing is left.
+    pub fn connect<G, E>(
+        ctx: &mut Context<G>,
+        evtchn: &mut E,
+        connect: Connect,
+        engine: EngineKind,
+        now: u64,
+    ) -> Result<Self, String>
+    where
+        G: GrantAccess<Mapping = M>,
+        E: EventChannel,
+    {
+        let limits = Limits::new(MAX_INDIRECT_SEGMENTS).map_err(|e| e.to_string())?;
+        let rings = &connect.rings;
+        let mut queues: Vec<Queue<M>> = Vec::with_capacity(rings.queues.len());
+        for queue in &rings.queues {
+            let connected = Queue::connect(
+                &mut ctx.grants,
+                evtchn,
+                connect.frontend_id,
+                queue,
+                rings.ring_page_order,
+                rings.protocol,
+                limits,
+            );
+            match connected {
+                Ok(q) => queues.push(q),
+                Err(e) => {
+                    unbind(evtchn, &queues);
+                    return Err(e);
+                }
+            }
+        }
+        let engine = match open_engine(engine, Arc::clone(&connect.storage)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                unbind(evtchn, &queues);
+                return Err(format!("opening the storage engine: {e}"));
+            }
+        };
+        Ok(Served {
+            id: connect.id,
+            frontend: connect.frontend_id,
+            queues,
+            engine,
+            discard: connect.discard,
+            limiter: limiter::Vbd::new(&connect.qos, now),
+            gate: OrderGate::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            stalled: VecDeque::new(),
+            ready: VecDeque::new(),
+            closing: None,
+            scratch: blkif::Request::PLACEHOLDER,
+            admitted: Vec::new(),
+            completions: Vec::new(),
+            next_admission: None,
+        })
+    }
+
+    /// Our ports, with the queue each belongs to.
+    pub fn ports(&self) -> impl Iterator<Item = (Port, usize)> + '_ {
+        self.queues.iter().enumerate().map(|(i, q)| (q.port, i))
+    }
+
+    /// The storage engine's completion fd, for the worker's poll.
+    pub fn completion_fd(&self) -> std::os::fd::RawFd {
+        self.engine.completion_fd()
+    }
+
+    pub fn closing(&self) -> Option<&Closing> {
+        self.closing.as_ref()
+    }
+
+    /// Requests taken and not yet answered.
+    pub fn unanswered(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Takes every request published on queue `q` and queues it in the limiter.
+    pub fn take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, q: usize, now: u64) {
+        if self.closing.is_some() {
+            return;
+        }
+        loop {
+            let queue = &mut self.queues[q];
+            let mut requests = match queue.ring.requests() {
+                Ok(requests) => requests,
+                Err(e) => return self.close(ctx, Closing::Broken(e.to_string()), now),
+            };
+            while let Some(taken) = requests.next_into(&mut self.scratch) {
+                let answer = match taken {
+                    Ok(()) => {
+                        let request = self.scratch;
+                        match accept(
+                            &mut self.slots,
+                            &mut self.free,
+                            ctx,
+                            self.frontend,
+                            q,
+                            request,
+                        ) {
+                            Ok(slot) => {
+                                let plan = self.slots[slot as usize].plan;
+                                self.limiter
+                                    .enqueue(plan.limiter_request(u64::from(slot)), now);
+                                continue;
+                            }
+                            Err(status) => request.response(status),
+                        }
+                    }
+                    Err(rejected) => rejected.response(),
+                };
+                // The slot it came from is answered at once.
+                if requests.push_response(&answer).is_ok() {
+                    queue.pushed = true;
+                }
+            }
+            match queue.ring.final_check_for_requests() {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(e) => return self.close(ctx, Closing::Broken(e.to_string()), now),
+            }
+        }
+    }
+
+    /// Takes what every queue holds (at connect: the front end may have published already).
+    pub fn take_all<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        for q in 0..self.queues.len() {
+            self.take(ctx, q, now);
+        }
+    }
+
+    /// Starts what the limiter admits by `now` and notes when it next will.
+    pub fn admit<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        let mut admitted = std::mem::take(&mut self.admitted);
+        self.next_admission = self.limiter.poll_admit_due(now, &mut admitted);
+        self.dispatch(ctx, &mut admitted, now);
+        self.admitted = admitted;
+    }
+
+    /// Handles every completion the engine has, then retries operations it had no room for.
+    pub fn complete<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        let mut completions = std::mem::take(&mut self.completions);
+        // A failed read of the engine's fd leaves its completions for the next wake-up.
+        let _ = self.engine.complete(&mut completions);
+        for done in completions.drain(..) {
+            self.completed(ctx, done, now);
+        }
+        self.completions = completions;
+        while let Some((tag, op)) = self.stalled.pop_front() {
+            if !self.submit(ctx, tag, op, now) {
+                break;
+            }
+        }
+        self.start_ready(ctx, now);
+    }
+
+    /// Sends queued operations to the kernel and answers to the front end, notifying it when
+    /// the ring protocol asks for it.
+    pub fn push<E: EventChannel>(&mut self, evtchn: &mut E) {
+        // A failed submit leaves the operations queued in the engine for the next commit.
+        let _ = self.engine.commit();
+        for queue in &mut self.queues {
+            if std::mem::take(&mut queue.pushed) && queue.ring.push_responses_and_check_notify() {
+                // A front end that closed its port meanwhile is not ours to report.
+                let _ = evtchn.notify(queue.port);
+            }
+        }
+    }
+
+    /// Winds the VBD down: no more requests are taken; those held by the limiter go at once
+    /// (answered with an error on a broken ring, which cannot carry them), the rest finish.
+    pub fn close<G: GrantAccess>(&mut self, ctx: &mut Context<G>, why: Closing, now: u64) {
+        if self.closing.is_some() {
+            return;
+        }
+        let broken = matches!(why, Closing::Broken(_));
+        self.closing = Some(why);
+        self.next_admission = None;
+        let mut admitted = std::mem::take(&mut self.admitted);
+        self.limiter.release_all(now, &mut admitted);
+        if broken {
+            // Nothing can be answered on a broken ring: held requests are dropped unstarted.
+            for a in admitted.drain(..) {
+                self.slots[a.request.id as usize].stage = Stage::Free;
+                self.free.push(a.request.id as u32);
+                self.limiter.complete(now);
+            }
+        } else {
+            self.dispatch(ctx, &mut admitted, now);
+        }
+        self.admitted = admitted;
+    }
+
+    /// Whether a closing VBD is done: nothing unanswered, nothing in the engine.
+    pub fn is_drained(&self) -> bool {
+        self.closing.is_some() && self.unanswered() == 0 && self.engine.in_flight() == 0
+    }
+
+    /// Unbinds the channels; dropping the value then unmaps the rings.
+    pub fn unbind<E: EventChannel>(&self, evtchn: &mut E) {
+        unbind(evtchn, &self.queues);
+    }
+
+    fn dispatch<G: GrantAccess>(
+        &mut self,
+        ctx: &mut Context<G>,
+        admitted: &mut Vec<Admitted>,
+        now: u64,
+    ) {
+        for a in admitted.drain(..) {
+            let slot = a.request.id as u32;
+            let entry = &mut self.slots[slot as usize];
+            entry.stage = Stage::Gated;
+            if let Some(slot) = self.gate.admit(slot, entry.plan.class()) {
+                self.ready.push_back(slot);
+            }
+        }
+        self.start_ready(ctx, now);
+    }
+
+    fn start_ready<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        while let Some(slot) = self.ready.pop_front() {
+            self.start(ctx, slot, now);
+        }
+    }
+
+    /// The first storage stage of a request the gate let through.
+    fn start<G: GrantAccess>(&mut self, ctx: &mut Context<G>, slot: u32, now: u64) {
+        let entry = &self.slots[slot as usize];
+        let offset = entry.plan.sector * SECTOR_SIZE;
+        let (stage, op) = match entry.plan.work {
+            Work::Read => (Stage::Data, self.read_op(ctx, slot)),
+            Work::Write => match self.write_op(ctx, slot) {
+                Ok(op) => (Stage::Data, op),
+                Err(status) => return self.finish(slot, status, now),
+            },
+            Work::Flush { data: true, .. } => (Stage::PreFlush, Op::Flush),
+            Work::Flush { data: false, .. } => (Stage::PostFlush, Op::Flush),
+            Work::Discard { nr_sectors, secure } => {
+                if !self.discard || secure {
+                    return self.finish(slot, Status::NotSupported, now);
+                }
+                let len = nr_sectors.saturating_mul(SECTOR_SIZE);
+                (Stage::Data, Op::Discard { offset, len })
+            }
+        };
+        self.slots[slot as usize].stage = stage;
+        self.submit(ctx, u64::from(slot), op, now);
+    }
+
+    /// Submits one operation; false when the engine is full (it waits in `stalled`).
+    fn submit<G: GrantAccess>(&mut self, ctx: &mut Context<G>, tag: u64, op: Op, now: u64) -> bool {
+        match self.engine.submit(tag, op) {
+            Ok(()) => true,
+            Err(rejected) => {
+                if matches!(rejected.error, RequestError::QueueFull) {
+                    self.stalled.push_front((tag, rejected.op));
+                    return false;
+                }
+                recycle(ctx, rejected.op);
+                self.finish(tag as u32, status_of(&rejected.error), now);
+                true
+            }
+        }
+    }
+
+    fn completed<G: GrantAccess>(&mut self, ctx: &mut Context<G>, done: Completion, now: u64) {
+        let slot = done.tag as u32;
+        let Some(entry) = self.slots.get(slot as usize) else {
+            return;
+        };
+        let mut bufs = done.bufs;
+        let status = match done.result {
+            Err(e) => Some(status_of(&e)),
+            Ok(_) => match (entry.stage, entry.plan.work) {
+                (Stage::PreFlush, _) => match self.write_op(ctx, slot) {
+                    Ok(op) => {
+                        self.slots[slot as usize].stage = Stage::Data;
+                        self.submit(ctx, done.tag, op, now);
+                        None
+                    }
+                    Err(status) => Some(status),
+                },
+                (Stage::Data, Work::Flush { .. }) => {
+                    self.slots[slot as usize].stage = Stage::PostFlush;
+                    self.submit(ctx, done.tag, Op::Flush, now);
+                    None
+                }
+                (Stage::Data, Work::Read) => Some(self.copy_out(ctx, slot, &bufs)),
+                _ => Some(Status::Okay),
+            },
+        };
+        for buf in bufs.drain(..) {
+            ctx.pool.put(buf);
+        }
+        if let Some(status) = status {
+            self.finish(slot, status, now);
+        }
+    }
+
+    /// Answers a request and frees its slot; what the gate releases is started by the caller's
+    /// `start_ready`.
+    fn finish(&mut self, slot: u32, status: Status, now: u64) {
+        let entry = &mut self.slots[slot as usize];
+        let stage = std::mem::replace(&mut entry.stage, Stage::Free);
+        let queue = &mut self.queues[entry.queue];
+        // A broken ring takes no more answers; the front end is being disconnected.
+        if queue
+            .ring
+            .push_response(&entry.request.response(status))
+            .is_ok()
+        {
+            queue.pushed = true;
+        }
+        if stage != Stage::Held {
+            let mut released = Vec::new();
+            self.gate.completed(entry.plan.class(), &mut released);
+            self.ready.extend(released);
+            self.limiter.complete(now);
+        }
+        self.free.push(slot);
+    }
+
+    /// A read's buffers, one page per segment with the segment's sectors as its window.
+    fn read_op<G>(&self, ctx: &mut Context<G>, slot: u32) -> Op {
+        let entry = &self.slots[slot as usize];
+        Op::Read {
+            offset: entry.plan.sector * SECTOR_SIZE,
+            bufs: buffers(ctx, &entry.segments),
+        }
+    }
+
+    /// A write's buffers, filled from the guest's pages by grant copy.
+    fn write_op<G: GrantAccess>(&self, ctx: &mut Context<G>, slot: u32) -> Result<Op, Status> {
+        let entry = &self.slots[slot as usize];
+        let mut bufs = buffers(ctx, &entry.segments);
+        let mut ops: Vec<CopyOp<'_>> = bufs
+            .iter_mut()
+            .zip(&entry.segments)
+            .map(|(buf, seg)| CopyOp::from_guest(self.range(seg), buf.as_mut_slice()))
+            .collect();
+        let failed = ctx.grants.copy(&mut ops);
+        drop(ops);
+        if failed > 0 {
+            for buf in bufs {
+                ctx.pool.put(buf);
+            }
+            return Err(Status::Error);
+        }
+        Ok(Op::Write {
+            offset: entry.plan.sector * SECTOR_SIZE,
+            bufs,
+        })
+    }
+
+    /// Copies a completed read into the guest's pages.
+    fn copy_out<G: GrantAccess>(&self, ctx: &mut Context<G>, slot: u32, bufs: &[IoBuf]) -> Status {
+        let entry = &self.slots[slot as usize];
+        let mut ops: Vec<CopyOp<'_>> = bufs
+            .iter()
+            .zip(&entry.segments)
+            .map(|(buf, seg)| CopyOp::to_guest(buf.as_slice(), self.range(seg)))
+            .collect();
+        if ctx.grants.copy(&mut ops) > 0 {
+            Status::Error
+        } else {
+            Status::Okay
+        }
+    }
+
+    fn range(&self, seg: &DataSegment) -> GuestRange {
+        GuestRange {
+            domid: self.frontend,
+            gref: GrantRef(seg.gref()),
+            // Below a page by validation.
+            offset: seg.offset() as u16,
+        }
+    }
+}
+
+/// Gives a request a slot and plans it; an indirect request's segments are copied out of its
+/// indirect pages first. The error is the status to answer it with at once.
+fn accept<G: GrantAccess>(
+    slots: &mut Vec<Slot>,
+    free: &mut Vec<u32>,
+    ctx: &mut Context<G>,
+    frontend: DomId,
+    queue: usize,
+    request: blkif::Request,
+) -> Result<u32, Status> {
+    let slot = match free.pop() {
+        Some(slot) => slot,
+        None => {
+            slots.push(Slot {
+                queue,
+                request,
+                plan: Plan::indirect(blkif::Direction::Read, 0, 0),
+                segments: Vec::new(),
+                stage: Stage::Free,
+            });
+            (slots.len() - 1) as u32
+        }
+    };
+    let entry = &mut slots[slot as usize];
+    let planned = match request.kind() {
+        RequestKind::Indirect(indirect) => {
+            read_indirect(ctx, frontend, indirect, &mut entry.segments).map(|sectors| {
+                Plan::indirect(indirect.direction(), indirect.sector_number(), sectors)
+            })
+        }
+        kind => Plan::direct(kind, &mut entry.segments).ok_or(Status::Error),
+    };
+    match planned {
+        Ok(plan) => {
+            entry.queue = queue;
+            entry.request = request;
+            entry.plan = plan;
+            entry.stage = Stage::Held;
+            Ok(slot)
+        }
+        Err(status) => {
+            free.push(slot);
+            Err(status)
+        }
+    }
+}
+
+/// Copies an indirect request's pages out of the guest and reads its segments from the copy.
+fn read_indirect<G: GrantAccess>(
+    ctx: &mut Context<G>,
+    frontend: DomId,
+    indirect: &blkif::Indirect,
+    segments: &mut Vec<DataSegment>,
+) -> Result<u64, Status> {
+    let entry_size = std::mem::size_of::<blkif::abi::Segment>();
+    let per_page = blkif::abi::SEGMENTS_PER_INDIRECT_PAGE;
+    let mut left = usize::from(indirect.nr_segments());
+    let refs = indirect.page_refs();
+    for (i, &gref) in refs.iter().enumerate() {
+        let bytes = left.min(per_page) * entry_size;
+        left -= left.min(per_page);
+        let guest = GuestRange {
+            domid: frontend,
+            gref: GrantRef(gref),
+            offset: 0,
+        };
+        let mut op = [CopyOp::from_guest(guest, &mut ctx.page[..bytes])];
+        if ctx.grants.copy(&mut op) > 0 {
+            return Err(Status::Error);
+        }
+        ctx.indirect[i]
+            .0
+            .write_bytes(0, &ctx.page[..bytes])
+            .map_err(|_| Status::Error)?;
+    }
+    let pages: Vec<IndirectPage> = ctx.indirect[..refs.len()]
+        .iter()
+        .map(|(_, page)| page.clone())
+        .collect();
+    indirect
+        .read_segments(&pages, segments)
+        .map_err(|e| e.status())
+}
+
+fn buffers<G>(ctx: &mut Context<G>, segments: &[DataSegment]) -> Vec<IoBuf> {
+    segments
+        .iter()
+        .map(|seg| {
+            let mut buf = ctx.pool.take();
+            buf.set_window(seg.offset(), seg.len());
+            buf
+        })
+        .collect()
+}
+
+fn recycle<G>(ctx: &mut Context<G>, op: Op) {
+    if let Op::Read { bufs, .. } | Op::Write { bufs, .. } = op {
+        for buf in bufs {
+            ctx.pool.put(buf);
+        }
+    }
+}
+
+/// What a storage refusal or failure answers, as blkback does: EOPNOTSUPP for what the store
+/// cannot do, an error otherwise.
+fn status_of(error: &RequestError) -> Status {
+    match error {
+        RequestError::DiscardUnsupported => Status::NotSupported,
+        e if e.errno() == Some(libc::EOPNOTSUPP) => Status::NotSupported,
+        _ => Status::Error,
+    }
+}
+
+fn unbind<M: GrantMapping, E: EventChannel>(evtchn: &mut E, queues: &[Queue<M>]) {
+    for queue in queues {
+        // A port the front end closed first is gone already.
+        let _ = evtchn.unbind(queue.port);
+    }
+}

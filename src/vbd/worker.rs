@@ -1,0 +1,247 @@
+//! A worker: one thread, one mio loop, the VBDs it was given. It wakes on its event channel
+//! (front ends published requests), on each VBD's storage completions, on its one timer (the
+//! limiter's next admission) and on commands from the xenbus thread; nothing else runs on it
+//! and nothing it owns is locked.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slog::{error, info, warn, Logger};
+
+use super::control::{Command, Connect, Report, ReportSink};
+use super::served::{Closing, Context, Served};
+use super::timer::{monotonic_ns, Timer};
+use crate::platform::{EventChannel, GrantAccess, Port};
+use crate::storage::EngineKind;
+
+pub(super) const WAKER: Token = Token(0);
+const EVTCHN: Token = Token(1);
+const TIMER: Token = Token(2);
+/// VBD `i` is `Token(FIRST_VBD + i)`: its storage engine's completions.
+const FIRST_VBD: usize = 3;
+
+type Mapping<G> = <G as GrantAccess>::Mapping;
+
+/// One worker's state; [`Worker::run`] is its thread.
+pub(super) struct Worker<G: GrantAccess, E: EventChannel> {
+    poll: Poll,
+    ctx: Context<G>,
+    evtchn: E,
+    timer: Timer,
+    vbds: Vec<Option<Served<Mapping<G>>>>,
+    /// Our ports, to the VBD and queue they serve.
+    ports: HashMap<Port, (usize, usize)>,
+    commands: Receiver<Command>,
+    reports: ReportSink,
+    engine: EngineKind,
+    log: Logger,
+    stopping: bool,
+}
+
+impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
+    /// A worker over its own grant and event-channel handles. `poll` must be the one the
+    /// commands' waker was made from (registered as [`WAKER`]).
+    pub(super) fn new(
+        poll: Poll,
+        grants: G,
+        mut evtchn: E,
+        commands: Receiver<Command>,
+        reports: ReportSink,
+        engine: EngineKind,
+        log: Logger,
+    ) -> io::Result<Self> {
+        let timer = Timer::new()?;
+        let registry = poll.registry();
+        registry.register(
+            &mut SourceFd(&evtchn.as_raw_fd()),
+            EVTCHN,
+            Interest::READABLE,
+        )?;
+        registry.register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)?;
+        // Events may be pending from before registration (edge-triggered: read them now).
+        let mut stale = Vec::new();
+        let _ = evtchn.read_pending(&mut stale);
+        Ok(Worker {
+            poll,
+            ctx: Context::new(grants),
+            evtchn,
+            timer,
+            vbds: Vec::new(),
+            ports: HashMap::new(),
+            commands,
+            reports,
+            engine,
+            log,
+            stopping: false,
+        })
+    }
+
+    /// Serves until Shutdown and every VBD is drained, or the command channel is gone.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut fired = Vec::new();
+        loop {
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                // io_uring task work and signals interrupt epoll_wait: look again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!(self.log, "worker poll failed; stopping"; "error" => %e);
+                    return;
+                }
+            }
+            let now = monotonic_ns();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.commands(now),
+                    EVTCHN => {
+                        if let Err(e) = self.evtchn.read_pending(&mut fired) {
+                            warn!(self.log, "reading the event channel"; "error" => %e);
+                        }
+                    }
+                    TIMER => self.timer.clear(),
+                    Token(n) => {
+                        if let Some(Some(vbd)) = self.vbds.get_mut(n - FIRST_VBD) {
+                            vbd.complete(&mut self.ctx, now);
+                        }
+                    }
+                }
+            }
+            for port in &fired {
+                if let Some(&(v, q)) = self.ports.get(port) {
+                    if let Some(vbd) = self.vbds[v].as_mut() {
+                        vbd.take(&mut self.ctx, q, now);
+                    }
+                }
+            }
+            self.advance(now);
+            // Ports of VBDs dropped meanwhile are skipped by unmask.
+            if let Err(e) = self.evtchn.unmask(&fired) {
+                warn!(self.log, "unmasking ports"; "error" => %e);
+            }
+            fired.clear();
+            if self.stopping && self.vbds.iter().all(Option::is_none) {
+                return;
+            }
+        }
+    }
+
+    /// Admits, submits and answers what every VBD can, retires drained ones and sets the timer.
+    fn advance(&mut self, now: u64) {
+        let mut next: Option<u64> = None;
+        for v in 0..self.vbds.len() {
+            let Some(vbd) = self.vbds[v].as_mut() else {
+                continue;
+            };
+            vbd.admit(&mut self.ctx, now);
+            vbd.push(&mut self.evtchn);
+            if vbd.is_drained() {
+                self.retire(v);
+                continue;
+            }
+            if let Some(at) = vbd.next_admission {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if let Err(e) = self.timer.set(next) {
+            error!(self.log, "arming the timer"; "error" => %e);
+        }
+    }
+
+    fn commands(&mut self, now: u64) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Connect(connect)) => self.connect(*connect, now),
+                Ok(Command::Disconnect(id)) => {
+                    match self.vbds.iter_mut().flatten().find(|v| v.id == id) {
+                        Some(vbd) => vbd.close(&mut self.ctx, Closing::Disconnect, now),
+                        // Already gone (its ring broke): nothing is left to drain.
+                        None => self.reports.send(Report::Drained(id)),
+                    }
+                }
+                Ok(Command::Shutdown) => self.shutdown(now),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => return self.shutdown(now),
+            }
+        }
+    }
+
+    fn shutdown(&mut self, now: u64) {
+        self.stopping = true;
+        for vbd in self.vbds.iter_mut().flatten() {
+            vbd.close(&mut self.ctx, Closing::Shutdown, now);
+        }
+    }
+
+    fn connect(&mut self, connect: Connect, now: u64) {
+        let id = connect.id;
+        let log = self.log.new(slog::o!(
+            "domid" => id.frontend_id.0, "devid" => id.devid));
+        let served = Served::connect(&mut self.ctx, &mut self.evtchn, connect, self.engine, now);
+        let mut vbd = match served {
+            Ok(vbd) => vbd,
+            Err(reason) => {
+                warn!(log, "connect failed"; "reason" => &reason);
+                return self.reports.send(Report::ConnectFailed(id, reason));
+            }
+        };
+        let v = match self.vbds.iter().position(Option::is_none) {
+            Some(v) => v,
+            None => {
+                self.vbds.push(None);
+                self.vbds.len() - 1
+            }
+        };
+        let fd = vbd.completion_fd();
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(FIRST_VBD + v),
+            Interest::READABLE,
+        );
+        if let Err(e) = registered {
+            vbd.unbind(&mut self.evtchn);
+            return self.reports.send(Report::ConnectFailed(
+                id,
+                format!("registering storage: {e}"),
+            ));
+        }
+        for (port, q) in vbd.ports() {
+            self.ports.insert(port, (v, q));
+        }
+        info!(log, "connected"; "queues" => vbd.ports().count(), "engine" => ?self.engine);
+        vbd.take_all(&mut self.ctx, now);
+        self.vbds[v] = Some(vbd);
+        self.reports.send(Report::Connected(id));
+    }
+
+    /// Drops a drained VBD: unbinds, unmaps, and says so.
+    fn retire(&mut self, v: usize) {
+        let Some(vbd) = self.vbds[v].take() else {
+            return;
+        };
+        let fd = vbd.completion_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        for (port, _) in vbd.ports() {
+            self.ports.remove(&port);
+        }
+        vbd.unbind(&mut self.evtchn);
+        let report = match vbd.closing() {
+            Some(Closing::Broken(reason)) => {
+                warn!(self.log, "front end broke its ring; disconnected";
+                    "domid" => vbd.id.frontend_id.0, "devid" => vbd.id.devid, "reason" => reason);
+                Some(Report::Broken(vbd.id, reason.clone()))
+            }
+            Some(Closing::Disconnect) => Some(Report::Drained(vbd.id)),
+            // The daemon stops: the VBD stays Connected for the next one.
+            Some(Closing::Shutdown) | None => None,
+        };
+        drop(vbd);
+        if let Some(report) = report {
+            self.reports.send(report);
+        }
+    }
+}
