@@ -6,6 +6,7 @@
 pub mod limiter;
 pub mod logging;
 pub mod platform;
+pub mod stop_signals;
 pub mod storage;
 pub mod vbd;
 pub mod xenbus;

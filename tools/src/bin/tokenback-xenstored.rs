@@ -25,6 +25,7 @@ use slog::{error, info, o, warn, Logger};
 use tokenback::logging::LogArgs;
 use tokenback::platform::sim::RunDir;
 use tokenback::platform::DomId;
+use tokenback::stop_signals::StopSignals;
 use xenstore_wire::server::transport::{Config, Report, Severity, SocketServer};
 use xenstore_wire::server::Quotas;
 
@@ -51,31 +52,6 @@ struct Args {
     log: LogArgs,
 }
 
-/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts), so that they can be
-/// taken with `sigwait` instead of interrupting anything.
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data, fully initialised by sigemptyset below.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t owned by this frame; the calls only write to it.
-    let r = unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
-    };
-    if r != 0 {
-        return Err(std::io::Error::from_raw_os_error(r));
-    }
-    Ok(set)
-}
-
-fn wait_for_stop_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` and `sig` are valid for the duration of the call.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
-}
-
 /// Logs a transport report at its severity, with the domain as a key.
 fn log_report(log: &Logger, report: &Report) {
     let log = match report.domid() {
@@ -89,7 +65,7 @@ fn log_report(log: &Logger, report: &Report) {
     }
 }
 
-fn serve(run_dir: &Path, signals: &libc::sigset_t, log: &Logger) -> Result<(), String> {
+fn serve(run_dir: &Path, signals: &StopSignals, log: &Logger) -> Result<(), String> {
     let run = RunDir::open(run_dir).map_err(|e| {
         format!(
             "{} is not a simulated host's run directory: {e}",
@@ -112,12 +88,11 @@ fn serve(run_dir: &Path, signals: &libc::sigset_t, log: &Logger) -> Result<(), S
         let result = server.run();
         if result.is_err() {
             // Wake the main thread out of sigwait so the process ends with the error.
-            // SAFETY: kill(2) on our own pid with a signal we block and wait for.
-            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            StopSignals::raise();
         }
         result
     });
-    let sig = wait_for_stop_signal(signals);
+    let sig = signals.wait();
     info!(log, "stopping"; "signal" => sig);
     stop.stop().map_err(|e| format!("cannot stop: {e}"))?;
     match loop_thread.join() {
@@ -132,7 +107,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Before any thread starts (the logger's writer is one): a thread that did not block
     // SIGTERM would take it with the default action and kill the process mid-shutdown.
-    let signals = match block_stop_signals() {
+    let signals = match StopSignals::block() {
         Ok(set) => set,
         Err(e) => {
             eprintln!("tokenback-xenstored: cannot block signals: {e}");
