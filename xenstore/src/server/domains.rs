@@ -4,10 +4,19 @@
 //!
 //! With `keep_orphans` off (the default) every node the domain owns is deleted with its
 //! subtree, firing watches as XS_RM does; the domain leaves the permission lists of
-//! `@introduceDomain` and `@releaseDomain`; then, if it was introduced, `@releaseDomain`
-//! fires. C xenstored leaves a dead domain's entries in other nodes' lists but ignores them
-//! (XS_PERM_IGNORE, by comparing generations); we remove them, which grants the same
-//! access: none, also to a new domain that reuses the domid.
+//! `@introduceDomain` and `@releaseDomain` (`remove_domid_from_perm`, which also gives a
+//! list it owned to dom0); then, if it was introduced, `@releaseDomain` fires.
+//!
+//! Entries naming it in other nodes' lists stay, ignored (XS_PERM_IGNORE): GET_PERMS still
+//! lists them, access checks skip them. C xenstored decides that when it reads a node
+//! (`domain_adjust_node_perms`): an entry is ignored if its domain has no `struct domain`,
+//! or one allocated after the node was last written (`chk_domain_generation`), which is a
+//! new domain reusing the domid. We mark the entries when the domain ends instead, in the
+//! tree and in open transactions, which ignores the same entries without comparing
+//! generations on every access: an entry naming a domain that did not exist is marked when
+//! it is set (`Server::admit_perms`), and nodes inherit their parent's marks. One
+//! difference: a list a transaction wrote while the domain lived, committed after a new
+//! domain took the domid, is ignored here; C xenstored would let the new domain use it.
 //!
 //! Departure: C xenstored also fires `@releaseDomain` when a domain shuts down or crashes
 //! while it still exists; the simulated host has no such state, only destruction.
@@ -21,19 +30,12 @@ use crate::perms::DomId;
 
 impl Server {
     /// Looks for domains that no longer exist (asking the predicate given to
-    /// [`Server::new`]) among those introduced or named in a permission list, and ends each.
-    /// The transport calls this when the host signals a change of domains, as C xenstored
-    /// does on VIRQ_DOM_EXC.
+    /// [`Server::new`]) among those introduced, named in a permission list, or owning
+    /// nodes, and ends each. The transport calls this when the host signals a change of
+    /// domains, as C xenstored does on VIRQ_DOM_EXC.
     pub fn check_domains(&mut self) {
-        let mut known: BTreeSet<DomId> = self.introduced.clone();
-        let lists = self
-            .tree
-            .iter()
-            .map(|(_, node)| &node.perms)
-            .chain(self.special_perms.values());
-        for perms in lists {
-            known.extend(perms.entries().iter().map(|p| p.domid));
-        }
+        let mut known: BTreeSet<DomId> = &self.domains | &self.introduced;
+        known.extend(self.tree.owners());
         known.remove(&0);
         for domid in known {
             if !(self.domain_exists)(domid) {
@@ -42,13 +44,22 @@ impl Server {
         }
     }
 
-    /// Ends domain `domid`: its connections, SET_TARGET links, nodes and permission
-    /// entries go; `@releaseDomain` fires if it was introduced.
+    /// Ends domain `domid`: its connections, SET_TARGET links and nodes go, its entries in
+    /// other lists are ignored from now on; `@releaseDomain` fires if it was introduced.
     pub(crate) fn destroy_domain(&mut self, domid: DomId) {
         let introduced = self.introduced.remove(&domid);
+        self.domains.remove(&domid);
         self.targets.retain(|d, t| *d != domid && *t != domid);
         self.conns.retain(|_, c| c.privileged || c.domid != domid);
         self.remove_nodes_of(domid);
+        self.tree.ignore_domain(domid);
+        for tx in self
+            .conns
+            .values_mut()
+            .flat_map(|c| c.transactions.values_mut())
+        {
+            tx.ignore_domain(domid);
+        }
         for perms in self.special_perms.values_mut() {
             // C xenstored's `remove_domid_from_perm`: the owner becomes dom0.
             if perms.owner() == domid {
@@ -62,8 +73,12 @@ impl Server {
         }
     }
 
-    /// Deletes the subtrees of the nodes `domid` owns and drops its entries from the rest.
+    /// Deletes the subtrees of the nodes `domid` owns (C xenstored walks the tree only if
+    /// the domain owns any).
     fn remove_nodes_of(&mut self, domid: DomId) {
+        if self.tree.owned_by(domid) == 0 {
+            return;
+        }
         let mut owned: Vec<String> = self
             .tree
             .iter()
@@ -85,18 +100,6 @@ impl Server {
                 continue;
             }
             ops::remove_subtree(&mut self.tree, &path, &node, &mut changes);
-        }
-        let listed: Vec<String> = self
-            .tree
-            .iter()
-            .filter(|(_, node)| node.perms.entries()[1..].iter().any(|p| p.domid == domid))
-            .map(|(path, _)| path.clone())
-            .collect();
-        for path in listed {
-            if let Some(mut node) = self.tree.get(&path).cloned() {
-                node.perms.forget(domid);
-                self.tree.put(&path, node);
-            }
         }
         self.fire(changes);
     }

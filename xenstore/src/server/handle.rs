@@ -1,23 +1,16 @@
 //! Request dispatch: one message in, replies and watch events queued.
 
-use std::collections::BTreeSet;
-
 use super::ops::{self, Caller};
 use super::refusal::{QuotaKind, Refusal};
 use super::tree::Store;
 use super::txn::Transaction;
 use super::watch::{Change, Watch};
-use super::{ConnId, DomainExists, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
+use super::{ConnId, Effect, Notice, Quotas, Server, SPECIAL_PATHS};
 use crate::path::{self, is_special, Resolved};
 use crate::perms::{DomId, Perms};
 use crate::wire::{self, Message, MsgType, Request, WireError};
 
 const OK: &[u8] = b"OK\0";
-
-/// Whether a domain exists: dom0, an introduced one, or one the host says exists.
-fn domain_exists(introduced: &BTreeSet<DomId>, host: &DomainExists, domid: DomId) -> bool {
-    domid == 0 || introduced.contains(&domid) || host(domid)
-}
 
 /// What a request produced, besides side effects.
 type Outcome = Result<Vec<u8>, Refusal>;
@@ -126,47 +119,48 @@ impl Server {
         match request {
             Request::Read { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, _, _, _| ops::read(s, &caller, &p))
+                self.in_store(conn, tx_id, |s, _, _| ops::read(s, &caller, &p))
             }
             Request::Directory { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, _, _, _| ops::directory(s, &caller, &p))
+                self.in_store(conn, tx_id, |s, _, _| ops::directory(s, &caller, &p))
             }
             Request::DirectoryPart { path, offset } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, _, _, _| {
+                self.in_store(conn, tx_id, |s, _, _| {
                     ops::directory_part(s, &caller, &p, offset)
                 })
             }
             Request::GetPerms { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, _, _, _| ops::get_perms(s, &caller, &p))
+                self.in_store(conn, tx_id, |s, _, _| ops::get_perms(s, &caller, &p))
             }
             Request::Write { path, value } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, q, _, ch| {
+                self.in_store(conn, tx_id, |s, q, ch| {
                     ops::write(s, &caller, q, &p, value, ch).map(|()| OK.to_vec())
                 })
             }
             Request::Mkdir { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, q, _, ch| {
+                self.in_store(conn, tx_id, |s, q, ch| {
                     ops::mkdir(s, &caller, q, &p, ch).map(|()| OK.to_vec())
                 })
             }
             Request::Rm { path } => {
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, _, _, ch| {
+                self.in_store(conn, tx_id, |s, _, ch| {
                     ops::rm(s, &caller, &p, ch).map(|()| OK.to_vec())
                 })
             }
-            Request::SetPerms { path, perms } if is_special(&path) => {
-                self.set_special_perms(&caller, path, perms)
-            }
             Request::SetPerms { path, perms } => {
+                let perms = self.admit_perms(&caller, perms)?;
+                if is_special(&path) {
+                    return self.set_special_perms(&caller, path, perms);
+                }
                 let p = self.resolve(&caller, &path)?.absolute;
-                self.in_store(conn, tx_id, |s, q, exists, ch| {
-                    ops::set_perms(s, &caller, q, &p, perms, exists, ch).map(|()| OK.to_vec())
+                self.in_store(conn, tx_id, |s, q, ch| {
+                    ops::set_perms(s, &caller, q, &p, perms, ch).map(|()| OK.to_vec())
                 })
             }
             Request::Watch { path, token } => self.watch(conn, &caller, path, token),
@@ -202,6 +196,7 @@ impl Server {
                 if !self.introduced.contains(&domid) && !(self.domain_exists)(domid) {
                     return Err(Refusal::IntroduceMissing(domid));
                 }
+                self.domains.insert(domid);
                 if self.introduced.insert(domid) {
                     self.effects.push(Effect::Introduced(domid));
                     self.fire_special("@introduceDomain");
@@ -266,16 +261,37 @@ impl Server {
         }
     }
 
-    /// SET_PERMS on `@introduceDomain` or `@releaseDomain` (C xenstored
-    /// `set_perms_special`): the owner (or privileged callers) may change them; any other `@`
-    /// name is EINVAL.
-    fn set_special_perms(&mut self, caller: &Caller, path: String, perms: Perms) -> Outcome {
-        // The same checks of the list as `ops::set_perms` makes.
-        let exists = |d: DomId| domain_exists(&self.introduced, &self.domain_exists, d);
-        if !exists(perms.owner()) {
+    /// What C xenstored 4.17's `do_set_perms` does with a list before it looks at the node:
+    /// an unprivileged caller may give no more entries than the quota (ENOSPC); then, as
+    /// `domain_alloc_permrefs`, each domain named that exists becomes known (C xenstored
+    /// allocates its `struct domain`) and each entry after the owner's naming one that does
+    /// not is marked ignored (XS_PERM_IGNORE: kept, listed by GET_PERMS, granting nothing,
+    /// also to a domain created later under that domid); an owner that does not exist is
+    /// ENOENT.
+    fn admit_perms(&mut self, caller: &Caller, mut perms: Perms) -> Result<Perms, Refusal> {
+        if !caller.privileged && perms.entries().len() > self.quotas.permissions {
+            return Err(Refusal::Quota {
+                kind: QuotaKind::Permissions,
+                limit: self.quotas.permissions,
+            });
+        }
+        for p in perms.entries() {
+            if p.domid != 0 && !self.domains.contains(&p.domid) && (self.domain_exists)(p.domid) {
+                self.domains.insert(p.domid);
+            }
+        }
+        let gone = |d: DomId| d != 0 && !self.domains.contains(&d);
+        if gone(perms.owner()) {
             return Err(Refusal::NoDomain(perms.owner()));
         }
-        let perms = ops::existing_entries(perms, &exists);
+        perms.ignore_where(gone);
+        Ok(perms)
+    }
+
+    /// SET_PERMS on `@introduceDomain` or `@releaseDomain` (C xenstored
+    /// `set_perms_special`), with a list [`Server::admit_perms`] passed: the owner (or
+    /// privileged callers) may change them; any other `@` name is EINVAL.
+    fn set_special_perms(&mut self, caller: &Caller, path: String, perms: Perms) -> Outcome {
         let name = SPECIAL_PATHS
             .iter()
             .find(|p| **p == path)
@@ -298,18 +314,11 @@ impl Server {
         &mut self,
         conn: ConnId,
         tx_id: u32,
-        op: impl FnOnce(
-            &mut dyn Store,
-            &Quotas,
-            &dyn Fn(DomId) -> bool,
-            &mut Vec<Change>,
-        ) -> Result<R, Refusal>,
+        op: impl FnOnce(&mut dyn Store, &Quotas, &mut Vec<Change>) -> Result<R, Refusal>,
     ) -> Result<R, Refusal> {
-        let (introduced, host) = (&self.introduced, &self.domain_exists);
-        let exists = |d: DomId| domain_exists(introduced, host, d);
         let mut changes = Vec::new();
         if tx_id == 0 {
-            let r = op(&mut self.tree, &self.quotas, &exists, &mut changes)?;
+            let r = op(&mut self.tree, &self.quotas, &mut changes)?;
             self.fire(changes);
             return Ok(r);
         }
@@ -328,12 +337,7 @@ impl Server {
                 limit: self.quotas.transaction_nodes,
             });
         }
-        let r = op(
-            &mut tx.view(&self.tree),
-            &self.quotas,
-            &exists,
-            &mut changes,
-        )?;
+        let r = op(&mut tx.view(&self.tree), &self.quotas, &mut changes)?;
         tx.changes.extend(changes);
         Ok(r)
     }

@@ -7,9 +7,7 @@
 //! where C xenstored would log, the server records a [`Notice`].
 //!
 //! Departures from C xenstored 4.17: the path-max quota applies to unprivileged callers only
-//! (as from Xen 4.18); identical queued watch events are not coalesced; entries in permission
-//! lists naming domains that do not exist, or no longer do, are removed where C xenstored
-//! keeps and ignores them (same access, but GET_PERMS omits them). No persistence;
+//! (as from Xen 4.18); identical queued watch events are not coalesced. No persistence;
 //! XS_CONTROL, GET/SET_FEATURE and GET/SET_QUOTA answer ENOSYS.
 
 mod domains;
@@ -136,6 +134,10 @@ pub struct Server {
     next_conn: u64,
     next_tx: u32,
     introduced: BTreeSet<DomId>,
+    /// The domains besides dom0 C xenstored would hold a `struct domain` for: the
+    /// introduced ones and the existing ones a permission list named. With the owners of
+    /// nodes, these are what [`Server::check_domains`] asks the host about.
+    domains: BTreeSet<DomId>,
     targets: HashMap<DomId, DomId>,
     /// Permissions of `@introduceDomain` and `@releaseDomain`.
     special_perms: HashMap<&'static str, Perms>,
@@ -162,6 +164,7 @@ impl Server {
             next_conn: 0,
             next_tx: 0,
             introduced: BTreeSet::new(),
+            domains: BTreeSet::new(),
             targets: HashMap::new(),
             special_perms: SPECIAL_PATHS
                 .iter()

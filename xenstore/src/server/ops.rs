@@ -349,13 +349,15 @@ pub(crate) fn remove_subtree(
     }
 }
 
+/// SET_PERMS on a node, with a list the server has already checked and marked
+/// ([`Server::admit_perms`](super::Server)): the caller must own the node, and an
+/// unprivileged one may not change the owner.
 pub(crate) fn set_perms(
     store: &mut dyn Store,
     caller: &Caller,
     quotas: &Quotas,
     path: &str,
     perms: Perms,
-    domain_exists: &dyn Fn(DomId) -> bool,
     changes: &mut Vec<Change>,
 ) -> Result<(), Refusal> {
     let node = match store.node(path) {
@@ -369,45 +371,16 @@ pub(crate) fn set_perms(
             path: path.to_owned(),
         });
     }
-    if !caller.privileged {
-        if perms.owner() != node.perms.owner() {
-            return Err(Refusal::ChangeOwner {
-                domid: caller.domid,
-                path: path.to_owned(),
-            });
-        }
-        if perms.entries().len() > quotas.permissions {
-            return Err(Refusal::Quota {
-                kind: QuotaKind::Permissions,
-                limit: quotas.permissions,
-            });
-        }
+    if !caller.privileged && perms.owner() != node.perms.owner() {
+        return Err(Refusal::ChangeOwner {
+            domid: caller.domid,
+            path: path.to_owned(),
+        });
     }
-    if !domain_exists(perms.owner()) {
-        return Err(Refusal::NoDomain(perms.owner()));
-    }
-    let perms = existing_entries(perms, domain_exists);
     let mut updated = node.clone();
     updated.perms = perms.clone();
     check_size(caller, quotas, &updated)?;
     store.put(path, updated);
     changes.push(change(store, path, false, vec![node.perms, perms]));
     Ok(())
-}
-
-/// `perms` without the entries (after the owner's) that name domains which do not exist.
-///
-/// C xenstored keeps such entries but ignores them for good (XS_PERM_IGNORE); dropping them
-/// has the same effect on access: a domain created later under that domid gains nothing.
-/// Departure: GET_PERMS no longer lists them.
-pub(crate) fn existing_entries(mut perms: Perms, domain_exists: &dyn Fn(DomId) -> bool) -> Perms {
-    let missing: Vec<DomId> = perms.entries()[1..]
-        .iter()
-        .map(|p| p.domid)
-        .filter(|d| !domain_exists(*d))
-        .collect();
-    for domid in missing {
-        perms.forget(domid);
-    }
-    perms
 }

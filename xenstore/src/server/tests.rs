@@ -650,7 +650,8 @@ fn a_special_node_owner_may_change_it() {
 #[test]
 fn release_deletes_the_domains_nodes_and_forgets_it() {
     // Before: the released domain's nodes and its entries in permission lists stayed, so a
-    // new domain 5 inherited both.
+    // new domain 5 inherited both. Its entries in other lists stay listed but are ignored,
+    // as C xenstored 4.17 does (XS_PERM_IGNORE).
     let mut h = Harness::new();
     let d0 = h.server.connect(0, true);
     let g = h.guest(d0, 5);
@@ -676,7 +677,7 @@ fn release_deletes_the_domains_nodes_and_forgets_it() {
         ["/local/domain/5/data/x/below w ", "@releaseDomain r "]
     );
     let perms = |h: &mut Harness, path: &str| h.send(d0, Request::GetPerms { path: path.into() });
-    assert_eq!(perms(&mut h, "/shared"), Ok(b"n0\0r6\0".to_vec()));
+    assert_eq!(perms(&mut h, "/shared"), Ok(b"n0\0r5\0r6\0".to_vec()));
     assert_eq!(h.server.take_effects(), [Effect::Released(5)]);
 
     // A new domain 5 gets nothing of the old one's.
@@ -703,6 +704,132 @@ fn entries_for_missing_domains_grant_nothing_later() {
     h.dead.lock().unwrap().remove(&40);
     let g = h.guest(d0, 40);
     assert_eq!(h.read(g, "/n"), Err(XsErrno::Eacces));
+}
+
+/// GET_PERMS of `path` as dom0, entries separated by spaces.
+fn listed(h: &mut Harness, d0: ConnId, path: &str) -> String {
+    let reply = h.send(d0, Request::GetPerms { path: path.into() }).unwrap();
+    String::from_utf8(reply)
+        .unwrap()
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+#[test]
+fn a_dead_domains_entries_stay_listed_and_grant_nothing() {
+    // C xenstored 4.17 keeps entries naming a domain that ended; GET_PERMS lists them, and
+    // perm_for_conn skips them (domain_adjust_node_perms marks them XS_PERM_IGNORE), also for
+    // a new domain reusing the domid (chk_domain_generation). Before: the entries were
+    // removed, so GET_PERMS no longer listed them.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    h.write(d0, "/shared", "s").unwrap();
+    h.set_perms(d0, "/shared", &["n0", "r5", "b6"]).unwrap();
+    // An explicit "none" for domain 5 under a readable default.
+    h.write(d0, "/open", "o").unwrap();
+    h.set_perms(d0, "/open", &["r0", "n5"]).unwrap();
+    h.set_perms(d0, "@introduceDomain", &["n5"]).unwrap();
+    assert_eq!(h.read(g, "/shared"), Ok(b"s".to_vec()));
+    assert_eq!(h.read(g, "/open"), Err(XsErrno::Eacces));
+
+    // The host destroys domain 5; xenstored notices (VIRQ_DOM_EXC).
+    h.dead.lock().unwrap().insert(5);
+    h.server.check_domains();
+    assert_eq!(h.server.domid_of(g), None);
+    assert_eq!(listed(&mut h, d0, "/shared"), "n0 r5 b6");
+    assert_eq!(listed(&mut h, d0, "/open"), "r0 n5");
+    // A node created now inherits the list, ignored entry included.
+    h.write(d0, "/shared/child", "c").unwrap();
+    assert_eq!(listed(&mut h, d0, "/shared/child"), "n0 r5 b6");
+    // Rewriting a node keeps its entries ignored.
+    h.write(d0, "/shared", "t").unwrap();
+
+    // A new domain 5 gains nothing through the old entries; skipping an ignored entry
+    // leaves the owner's letter as its access, as perm_for_conn does.
+    h.dead.lock().unwrap().remove(&5);
+    let g = h.guest(d0, 5);
+    h.introduce(d0, 5).unwrap();
+    assert_eq!(h.read(g, "/shared"), Err(XsErrno::Eacces));
+    assert_eq!(h.read(g, "/shared/child"), Err(XsErrno::Eacces));
+    assert_eq!(h.read(g, "/open"), Ok(b"o".to_vec()));
+    assert_eq!(listed(&mut h, d0, "/shared"), "n0 r5 b6");
+    // The special list it owned went to dom0 (remove_domid_from_perm).
+    assert_eq!(
+        h.set_perms(g, "@introduceDomain", &["n5"]),
+        Err(XsErrno::Eacces)
+    );
+    // Entries set after the new domain exists are its own.
+    h.set_perms(d0, "/shared", &["n0", "r5", "b6"]).unwrap();
+    assert_eq!(h.read(g, "/shared"), Ok(b"t".to_vec()));
+}
+
+#[test]
+fn a_transaction_cannot_revive_a_dead_domains_entry() {
+    // A list written inside a transaction before the domain ended is ignored too once the
+    // transaction commits, and marking the committed tree makes no conflict.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    h.guest(d0, 5);
+    h.write(d0, "/shared", "s").unwrap();
+    h.set_perms(d0, "/shared", &["n0", "r5"]).unwrap();
+    let tx = start(&mut h, d0);
+    let write = Request::Write {
+        path: "/t".into(),
+        value: "x".into(),
+    };
+    h.send_tx(d0, tx, write).unwrap();
+    let set = Request::SetPerms {
+        path: "/t".into(),
+        perms: Perms::new(vec!["n0".parse().unwrap(), "r5".parse().unwrap()]).unwrap(),
+    };
+    h.send_tx(d0, tx, set).unwrap();
+    h.send_tx(
+        d0,
+        tx,
+        Request::Read {
+            path: "/shared".into(),
+        },
+    )
+    .unwrap();
+
+    h.dead.lock().unwrap().insert(5);
+    h.server.check_domains();
+    h.dead.lock().unwrap().remove(&5);
+    let g = h.guest(d0, 5);
+    let end = Request::TransactionEnd { commit: true };
+    assert_eq!(h.send_tx(d0, tx, end), ok());
+    assert_eq!(listed(&mut h, d0, "/t"), "n0 r5");
+    assert_eq!(h.read(g, "/t"), Err(XsErrno::Eacces));
+    assert_eq!(h.read(g, "/shared"), Err(XsErrno::Eacces));
+}
+
+#[test]
+fn set_perms_naming_a_domain_that_never_existed() {
+    // do_set_perms in 4.17: domain_alloc_permrefs marks entries for domains the hypervisor
+    // does not know XS_PERM_IGNORE and the list is accepted; an owner that does not exist
+    // is ENOENT, checked before the node is looked at. Before: the entry was dropped, and
+    // the owner was checked after the caller's right to the node.
+    let mut h = Harness::new();
+    let d0 = h.server.connect(0, true);
+    let g = h.guest(d0, 5);
+    h.write(d0, "/n", "v").unwrap();
+    assert_eq!(h.set_perms(d0, "/n", &["n0", "r500", "r5"]), ok());
+    assert_eq!(listed(&mut h, d0, "/n"), "n0 r500 r5");
+    assert_eq!(h.read(g, "/n"), Ok(b"v".to_vec()));
+    assert_eq!(h.set_perms(d0, "/n", &["n500"]), Err(XsErrno::Enoent));
+    assert_eq!(h.set_perms(g, "/n", &["n500"]), Err(XsErrno::Enoent));
+    assert_eq!(h.set_perms(g, "/missing", &["n500"]), Err(XsErrno::Enoent));
+    assert_eq!(h.set_perms(g, "/n", &["n5"]), Err(XsErrno::Eacces));
+    assert_eq!(
+        h.set_perms(d0, "@releaseDomain", &["n500"]),
+        Err(XsErrno::Enoent)
+    );
+    assert_eq!(h.set_perms(d0, "@releaseDomain", &["n0", "r500"]), ok());
+    // A never-existing domain named in a list is not one check_domains ends.
+    h.server.check_domains();
+    assert_eq!(listed(&mut h, d0, "/n"), "n0 r500 r5");
 }
 
 #[test]

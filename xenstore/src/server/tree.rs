@@ -101,6 +101,20 @@ impl Tree {
         self.nodes.iter()
     }
 
+    /// Domains that own at least one node.
+    pub fn owners(&self) -> impl Iterator<Item = DomId> + '_ {
+        self.owned.iter().filter(|(_, n)| **n > 0).map(|(d, _)| *d)
+    }
+
+    /// Marks every entry naming `domid` after a node's owner as ignored (XS_PERM_IGNORE),
+    /// in place: the nodes keep their generations, as C xenstored's marking changes no
+    /// generation and so makes no transaction conflict.
+    pub fn ignore_domain(&mut self, domid: DomId) {
+        for node in self.nodes.values_mut() {
+            node.perms.ignore_where(|d| d == domid);
+        }
+    }
+
     fn count(&mut self, domid: DomId, delta: isize) {
         let n = self.owned.entry(domid).or_insert(0);
         *n = n.saturating_add_signed(delta);
@@ -153,5 +167,19 @@ mod tests {
         t.remove("/a");
         assert_eq!(t.owned_by(4), 0);
         assert!(t.get("/a").is_none());
+        assert_eq!(t.owners().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn ignoring_a_domain_keeps_generations() {
+        let mut t = Tree::new();
+        let perms: Vec<_> = ["n0", "r5"].iter().map(|p| p.parse().unwrap()).collect();
+        t.put("/a", Node::new(vec![], Perms::new(perms).unwrap()));
+        let before = t.get("/a").unwrap().clone();
+        t.ignore_domain(5);
+        let after = t.get("/a").unwrap();
+        assert_eq!(after.generation, before.generation);
+        assert!(after.perms.is_ignored(1));
+        assert_eq!(after.perms.entries(), before.perms.entries());
     }
 }

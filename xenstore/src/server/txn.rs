@@ -56,6 +56,17 @@ impl Transaction {
         Some(self.changes)
     }
 
+    /// Marks entries naming `domid` as ignored in the nodes this transaction wrote and in
+    /// the lists its pending events are checked against, as the committed tree's are when
+    /// the domain ends.
+    pub fn ignore_domain(&mut self, domid: DomId) {
+        let overlay = self.overlay.values_mut().flatten().map(|n| &mut n.perms);
+        let events = self.changes.iter_mut().flat_map(|c| c.perms.iter_mut());
+        for perms in overlay.chain(events) {
+            perms.ignore_where(|d| d == domid);
+        }
+    }
+
     /// The view through which requests inside the transaction work.
     pub fn view<'a>(&'a mut self, tree: &'a Tree) -> TxView<'a> {
         TxView { tree, tx: self }
