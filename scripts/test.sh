@@ -32,6 +32,9 @@ step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
+# The end-to-end tests run the daemon as a process: build every binary first (cargo test
+# builds only the binaries of packages that have integration tests).
+cargo build --workspace --bins
 cargo test --workspace
 
 step "shell scripts"

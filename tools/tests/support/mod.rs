@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod daemon;
 pub mod workers;
 pub mod xenstored;
 
@@ -56,16 +57,20 @@ impl Host {
         &mut self,
         config: BackendConfig,
     ) -> (DomId, DiskPaths, ScriptedBackend) {
-        let domid = self
-            .toolstack
-            .create_guest("guest", GUEST_PAGES, GRANT_FRAMES)
-            .unwrap();
+        let domid = self.new_guest();
         let paths = self
             .toolstack
             .add_disk(domid, &DiskSpec::xvda("/dev/null"))
             .unwrap();
         let backend = ScriptedBackend::start(&self.run, domid, &paths, config);
         (domid, paths, backend)
+    }
+
+    /// A new guest with room for 4 queues of order-4 rings and large requests.
+    pub fn new_guest(&mut self) -> DomId {
+        self.toolstack
+            .create_guest("guest", GUEST_PAGES, GRANT_FRAMES)
+            .unwrap()
     }
 
     pub fn options(&self, domid: DomId) -> Options {

@@ -103,11 +103,7 @@ pub fn attach(
     disk: &Disk<'_>,
     tune: impl FnOnce(&mut Options),
 ) -> (Blkfront, DiskPaths, DeviceId) {
-    let domid = domid.unwrap_or_else(|| {
-        host.toolstack
-            .create_guest("guest", super::GUEST_PAGES, super::GRANT_FRAMES)
-            .unwrap()
-    });
+    let domid = domid.unwrap_or_else(|| host.new_guest());
     let mut spec = DiskSpec::xvda(&disk.storage.display().to_string());
     spec.devid = disk.devid;
     spec.writable = disk.writable;
