@@ -150,6 +150,21 @@ fn every_page_can_be_ended_once_the_back_end_disconnects() {
 }
 
 #[test]
+fn a_daemon_that_stops_unmaps_them_too() {
+    let mut host = Host::start("persistent-shutdown");
+    let mut served = Served::start(&host, 2, EngineKind::Threads);
+    let file = storage_file(&host, "disk.img", 8 * MIB);
+    let disk = persistent_disk(&file);
+    let (mut front, _, _) = attach(&mut host, &mut served, None, &disk, |_| {});
+    front.write(0, &pattern(8 * 4096, 3)).unwrap();
+    assert!(front.backend_mapped_pages().unwrap() >= 8);
+    // The VBD stays Connected for the next daemon, which maps pages again as it needs them.
+    served.shutdown();
+    assert_eq!(front.backend_mapped_pages().unwrap(), 0, "no map left");
+    assert!(front.end_persistent_grants().unwrap() >= 8);
+}
+
+#[test]
 fn a_front_end_that_does_not_offer_them_gets_grant_copy() {
     let mut host = Host::start("persistent-off");
     let mut served = Served::start(&host, 1, EngineKind::Threads);
