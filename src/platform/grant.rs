@@ -1,5 +1,6 @@
 //! Grant access: copying into and out of a guest's granted pages, and mapping them.
 
+use super::shared_mem::{copy_from_shared, copy_to_shared};
 use super::{gntst, DomId, GrantRef, PAGE_SIZE};
 use std::io;
 use std::ptr::NonNull;
@@ -190,13 +191,62 @@ impl<'a> CopyOp<'a> {
 ///
 /// The memory is shared with an untrusted guest that may change it at any time: it is exposed
 /// only as a raw pointer, for the ring crate's volatile accessors.
-pub trait GrantMapping: Send {
+pub trait GrantMapping: Send + 'static {
     /// Start of the mapped range; valid for `pages() * PAGE_SIZE` bytes while `self` lives.
     fn as_ptr(&self) -> NonNull<u8>;
     /// Number of pages mapped.
     fn pages(&self) -> usize;
     /// Whether the pages are mapped writable.
     fn is_writable(&self) -> bool;
+
+    /// Copies the mapped bytes at `offset` into `dst`. The guest may write them meanwhile:
+    /// each byte is read once, as whatever it held (volatile copies, never a plain `memcpy`).
+    fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), MappedRangeError> {
+        check_range(self, offset, dst.len(), false)?;
+        // SAFETY: `offset + dst.len()` lies inside the mapping (checked above), which is
+        // valid for reads while `self` lives; only raw pointers reach the shared bytes.
+        unsafe { copy_from_shared(self.as_ptr().as_ptr().add(offset), dst) };
+        Ok(())
+    }
+
+    /// Copies `src` into the mapped bytes at `offset`, with volatile stores (see `read_at`).
+    fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), MappedRangeError> {
+        check_range(self, offset, src.len(), true)?;
+        // SAFETY: the range lies inside a writable mapping (checked above), valid while
+        // `self` lives; only raw pointers reach the shared bytes.
+        unsafe { copy_to_shared(src, self.as_ptr().as_ptr().add(offset)) };
+        Ok(())
+    }
+}
+
+/// Refuses a range outside the mapping, or a write to a read-only one.
+fn check_range<M: GrantMapping + ?Sized>(
+    mapping: &M,
+    offset: usize,
+    len: usize,
+    write: bool,
+) -> Result<(), MappedRangeError> {
+    let size = mapping.pages() * PAGE_SIZE;
+    if offset.checked_add(len).map_or(true, |end| end > size) {
+        return Err(MappedRangeError::Outside { offset, len, size });
+    }
+    if write && !mapping.is_writable() {
+        return Err(MappedRangeError::ReadOnly);
+    }
+    Ok(())
+}
+
+/// Why bytes of a mapping could not be copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MappedRangeError {
+    #[error("{len} bytes at offset {offset} leave the {size}-byte mapping")]
+    Outside {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
+    #[error("the mapping is read-only")]
+    ReadOnly,
 }
 
 /// Access to guests' granted pages, as a back end has it through `/dev/xen/gntdev`.

@@ -8,10 +8,13 @@
 mod evtchn;
 mod grant;
 pub mod linux;
+pub(crate) mod shared_mem;
 pub mod sim;
 
 pub use evtchn::{wait_readable, EventChannel, EvtchnError};
-pub use grant::{CopyOp, GrantAccess, GrantError, GrantMapping, GuestRange, LocalBuf};
+pub use grant::{
+    CopyOp, GrantAccess, GrantError, GrantMapping, GuestRange, LocalBuf, MappedRangeError,
+};
 
 use std::fmt;
 

@@ -26,6 +26,9 @@ pub struct Connect {
     /// `discard-enable` and the storage's support: discards are otherwise refused
     /// (EOPNOTSUPP), as blkback does when it did not advertise `feature-discard`.
     pub discard: bool,
+    /// We wrote `feature-persistent=1` (see `xenbus::keys::PERSISTENT_GRANTS`): persistent
+    /// grants are used when the front end offered them too (`rings.persistent`).
+    pub persistent: bool,
 }
 
 /// From the xenbus thread to a worker.

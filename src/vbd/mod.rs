@@ -6,6 +6,7 @@
 //! it, and reports back ([`Report`]).
 
 pub mod control;
+mod persistent;
 mod plan;
 mod pool;
 mod queue;
@@ -14,4 +15,5 @@ pub mod timer;
 mod worker;
 
 pub use control::{Command, Connect, Dispatch, Report, ReportSink};
+pub use persistent::MAX_PERSISTENT_GRANTS;
 pub use pool::{StartError, Workers};

@@ -13,11 +13,12 @@ use blkif::abi::SECTOR_SIZE;
 use blkif::{DataSegment, IndirectPage, Limits, RequestKind, SharedRing, Status};
 
 use super::control::Connect;
+use super::persistent::{move_data, PersistentGrants};
 use super::plan::{Plan, Work};
 use super::queue::Queue;
 use crate::limiter::{self, Admitted};
 use crate::platform::{
-    CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, Port,
+    CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, LocalBuf, Port,
 };
 use crate::storage::{
     open_engine, BufPool, Completion, Engine, EngineKind, IoBuf, Op, OrderGate, RequestError,
@@ -94,6 +95,8 @@ pub struct Served<M: GrantMapping> {
     pub id: DeviceId,
     frontend: DomId,
     queues: Vec<Queue<M>>,
+    /// Each queue's persistent grants, by queue index; empty when they are not in use.
+    persistent: Vec<PersistentGrants>,
     engine: Box<dyn Engine + Send>,
     discard: bool,
     limiter: limiter::Vbd,
@@ -153,10 +156,16 @@ impl<M: GrantMapping> Served<M> {
                 return Err(format!("opening the storage engine: {e}"));
             }
         };
+        // Both ends must have written feature-persistent=1.
+        let persistent = match connect.persistent && rings.persistent {
+            true => queues.iter().map(|_| PersistentGrants::default()).collect(),
+            false => Vec::new(),
+        };
         Ok(Served {
             id: connect.id,
             frontend: connect.frontend_id,
             queues,
+            persistent,
             engine,
             discard: connect.discard,
             limiter: limiter::Vbd::new(&connect.qos, now),
@@ -447,18 +456,17 @@ impl<M: GrantMapping> Served<M> {
         }
     }
 
-    /// A write's buffers, filled from the guest's pages by grant copy.
-    fn write_op<G: GrantAccess>(&self, ctx: &mut Context<G>, slot: u32) -> Result<Op, Status> {
+    /// A write's buffers, filled from the guest's pages.
+    fn write_op<G: GrantAccess>(&mut self, ctx: &mut Context<G>, slot: u32) -> Result<Op, Status> {
         let entry = &self.slots[slot as usize];
         let mut bufs = buffers(ctx, &entry.segments);
-        let mut ops: Vec<CopyOp<'_>> = bufs
-            .iter_mut()
-            .zip(&entry.segments)
-            .map(|(buf, seg)| CopyOp::from_guest(self.range(seg), buf.as_mut_slice()))
-            .collect();
-        let failed = ctx.grants.copy(&mut ops);
-        drop(ops);
-        if failed > 0 {
+        let moves = entry
+            .segments
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(seg, buf)| (seg, LocalBuf::FromGuest(buf.as_mut_slice())));
+        let persistent = self.persistent.get_mut(entry.queue);
+        if !move_data(&mut ctx.grants, persistent, self.frontend, moves) {
             for buf in bufs {
                 ctx.pool.put(buf);
             }
@@ -471,26 +479,22 @@ impl<M: GrantMapping> Served<M> {
     }
 
     /// Copies a completed read into the guest's pages.
-    fn copy_out<G: GrantAccess>(&self, ctx: &mut Context<G>, slot: u32, bufs: &[IoBuf]) -> Status {
+    fn copy_out<G: GrantAccess>(
+        &mut self,
+        ctx: &mut Context<G>,
+        slot: u32,
+        bufs: &[IoBuf],
+    ) -> Status {
         let entry = &self.slots[slot as usize];
-        let mut ops: Vec<CopyOp<'_>> = bufs
+        let moves = entry
+            .segments
             .iter()
-            .zip(&entry.segments)
-            .map(|(buf, seg)| CopyOp::to_guest(buf.as_slice(), self.range(seg)))
-            .collect();
-        if ctx.grants.copy(&mut ops) > 0 {
-            Status::Error
-        } else {
-            Status::Okay
-        }
-    }
-
-    fn range(&self, seg: &DataSegment) -> GuestRange {
-        GuestRange {
-            domid: self.frontend,
-            gref: GrantRef(seg.gref()),
-            // Below a page by validation.
-            offset: seg.offset() as u16,
+            .zip(bufs)
+            .map(|(seg, buf)| (seg, LocalBuf::ToGuest(buf.as_slice())));
+        let persistent = self.persistent.get_mut(entry.queue);
+        match move_data(&mut ctx.grants, persistent, self.frontend, moves) {
+            true => Status::Okay,
+            false => Status::Error,
         }
     }
 }

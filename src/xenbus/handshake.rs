@@ -7,7 +7,7 @@
 use super::backing::Backing;
 use super::device::DeviceConfig;
 use super::frontend::{FrontendError, FrontendRings, Limits};
-use super::keys::{connect_keys, probe_keys};
+use super::keys::{connect_keys, probe_keys, PERSISTENT_GRANTS};
 use super::state::XenbusState;
 
 /// What happened to this VBD.
@@ -290,11 +290,10 @@ impl Handshake {
             }
         }
         if self.rings == Rings::Up && self.state == XenbusState::InitWait {
-            // Persistent grants are not offered until the pipeline implements them.
             actions.push(Action::WriteKeys(connect_keys(
                 &self.device,
                 &backing,
-                false,
+                PERSISTENT_GRANTS,
             )));
             self.switch(XenbusState::Connected, actions);
         }

@@ -9,6 +9,11 @@ use super::frontend::Limits;
 /// `feature-max-indirect-segments`, as Linux's MAX_INDIRECT_SEGMENTS.
 pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
 
+/// Whether we write `feature-persistent=1` at connect: the pipeline keeps data pages mapped
+/// (up to `vbd::MAX_PERSISTENT_GRANTS` per ring) when the front end offers them too. Whoever
+/// builds a `vbd::Connect` passes this as its `persistent`.
+pub const PERSISTENT_GRANTS: bool = true;
+
 /// `info` bits (blkif.h VDISK_*).
 pub const VDISK_CDROM: u32 = 1;
 pub const VDISK_READONLY: u32 = 4;

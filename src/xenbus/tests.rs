@@ -73,6 +73,11 @@ fn connected() -> Handshake {
     );
     let actions = h.handle(Event::RingsConnected);
     assert!(is_connect_keys(&actions[0]), "{actions:?}");
+    // The pipeline keeps persistent grants: offered at connect.
+    assert!(
+        matches!(&actions[0], Action::WriteKeys(keys) if keys.contains(&("feature-persistent", "1".into()))),
+        "{actions:?}"
+    );
     assert_eq!(actions[1], Action::SwitchState(XenbusState::Connected));
     assert_eq!(h.state(), XenbusState::Connected);
     h

@@ -162,8 +162,8 @@ impl GrantAccess for SimGrants {
         if refs.is_empty() || refs.len() > MAX_MAP_COUNT {
             return Err(GrantError::BadMapCount { count: refs.len() });
         }
-        // Maps are rare (a ring at connect): also the time to forget domains destroyed since
-        // this handle last opened one.
+        // Maps are rarer than copies (rings at connect, a persistent grant once per page):
+        // also the time to forget domains destroyed since this handle last opened one.
         self.evict_destroyed();
         let granter = self.domain(domid)?;
         let mut frames = Vec::with_capacity(refs.len());

@@ -123,6 +123,18 @@ impl Blkfront {
         self.pages.persistent_pages()
     }
 
+    /// Pages the back end maps at this moment; with nothing in flight, its persistent grants.
+    pub fn backend_mapped_pages(&self) -> Result<usize, Error> {
+        self.pages.backend_mapped()
+    }
+
+    /// Ends access to every page kept granted for persistent grants (once the back end has
+    /// disconnected, as Linux's `blkif_free`); returns how many. Fails on a page the back
+    /// end still maps, which stays granted.
+    pub fn end_persistent_grants(&mut self) -> Result<usize, Error> {
+        self.pages.end_persistent()
+    }
+
     /// Operations submitted and not yet taken back with [`complete`](Self::complete).
     pub fn in_flight(&self) -> usize {
         self.queues.iter().map(Queue::in_flight).sum::<usize>() + self.done.len()

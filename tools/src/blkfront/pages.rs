@@ -159,6 +159,36 @@ impl GuestPages {
         self.pool.iter().filter(|p| p.granted).count()
     }
 
+    /// Pages of the pool the back end maps at this moment (the grantee's flags, as
+    /// `gnttab_query_foreign_access` reads them).
+    pub(crate) fn backend_mapped(&self) -> Result<usize, Error> {
+        let mut mapped = 0;
+        for page in self.pool.iter().filter(|p| p.granted) {
+            mapped += usize::from(self.guest.in_use(page.gref).map_err(Error::EndAccess)?);
+        }
+        Ok(mapped)
+    }
+
+    /// Ends access to every still-granted page of the pool, as Linux's `blkif_free` does
+    /// with its persistent grants; returns how many. A page the back end still maps stays
+    /// granted, and the first such one is the error.
+    pub(crate) fn end_persistent(&mut self) -> Result<usize, Error> {
+        let mut ended = 0;
+        let mut first_error = None;
+        for page in self.pool.iter_mut().filter(|p| p.granted) {
+            match self.guest.end_access(page.gref) {
+                Ok(()) => {
+                    page.granted = false;
+                    ended += 1;
+                }
+                Err(err) => {
+                    first_error.get_or_insert(Error::EndAccess(err));
+                }
+            }
+        }
+        first_error.map_or(Ok(ended), Err)
+    }
+
     /// Copies `data` into a page at `offset`.
     pub(crate) fn write(&self, frame: u32, offset: usize, data: &[u8]) -> Result<(), Error> {
         self.guest.write(frame, offset, data).map_err(Error::Sim)

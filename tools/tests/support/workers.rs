@@ -81,6 +81,8 @@ pub struct Disk<'a> {
     pub writable: bool,
     pub qos: &'a [(&'a str, &'a str)],
     pub devid: u16,
+    /// We write `feature-persistent=1` and use persistent grants if the front end offers them.
+    pub persistent: bool,
 }
 
 impl<'a> Disk<'a> {
@@ -90,6 +92,7 @@ impl<'a> Disk<'a> {
             writable: true,
             qos: &[],
             devid: 51712,
+            persistent: false,
         }
     }
 }
@@ -145,6 +148,7 @@ pub fn attach(
         storage: Arc::clone(&storage),
         qos,
         discard: storage.discard(),
+        persistent: disk.persistent,
     });
     assert_eq!(served.report(), Report::Connected(id));
     let device = DeviceConfig {
@@ -166,7 +170,7 @@ pub fn attach(
             secure: false,
         }),
     };
-    let mut keys = connect_keys(&device, &summary, false);
+    let mut keys = connect_keys(&device, &summary, disk.persistent);
     keys.push(("state", "4".into()));
     write_keys(host.toolstack.xenstore(), &paths.backend, &keys);
     let front = front.join().unwrap().expect("the front end connects");
