@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use blkif::abi::{Segment, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE};
 use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
-use blkif::{RawDirect, RawIndirect, RawRequest, Response};
+use blkif::{RawDirect, RawDiscard, RawIndirect, RawRequest, Response};
 use support::workers::{attach, storage_file, Disk, Served};
 use support::{eventually, pattern, Host};
+use tokenback::platform::sim::EndAccessError;
 use tokenback::platform::{DomId, GrantRef};
 use tokenback::storage::EngineKind;
 use tokenback::vbd::Report;
@@ -180,6 +181,16 @@ fn indirect(indirect_op: u8, id: u64, nr_segments: u16, gref: u32) -> RawRequest
         id,
         sector_number: 0,
         indirect_grefs: [gref; 8],
+    })
+}
+
+fn discard(id: u64, sector: u64, nr_sectors: u64, flag: u8) -> RawRequest {
+    RawRequest::Discard(RawDiscard {
+        flag,
+        handle: 51712,
+        id,
+        sector_number: sector,
+        nr_sectors,
     })
 }
 
@@ -463,10 +474,31 @@ fn malformed_requests_fail_alone() {
             BLKIF_RSP_OKAY,
         ),
         (
+            "a discard crossing the disk's end",
+            discard(23, SECTORS - 8, 16, 0),
+            BLKIF_RSP_ERROR,
+        ),
+        (
+            "a discard at sector 2^55 - 1 (its bytes overflow)",
+            discard(24, u64::MAX / 512, 1, 0),
+            BLKIF_RSP_ERROR,
+        ),
+        (
+            "a discard whose sectors overflow",
+            discard(25, 8, u64::MAX, 0),
+            BLKIF_RSP_ERROR,
+        ),
+        (
+            "a secure discard, not offered",
+            discard(26, 0, 8, 1),
+            BLKIF_RSP_EOPNOTSUPP,
+        ),
+        (
             "a good read of the last sector",
             read(22, SECTORS - 1, 1, &[(g, 3, 3)]),
             BLKIF_RSP_OKAY,
         ),
+        ("a good discard", discard(27, 0, 8, 0), BLKIF_RSP_OKAY),
     ];
     expect(&mut raw, &cases);
     bed.progress("after malformed requests");
@@ -502,7 +534,9 @@ fn regrant_when_free(raw: &Raw<'_>, gref: GrantRef, to: DomId, frame: u32) -> In
     loop {
         match raw.regrant(gref, to, frame) {
             Ok(()) => return Instant::now(),
-            Err(Error::EndAccess(_)) if Instant::now() < deadline => thread::yield_now(),
+            Err(Error::EndAccess(EndAccessError::InUse { .. })) if Instant::now() < deadline => {
+                thread::yield_now()
+            }
             Err(e) => panic!("re-granting ref {}: {e}", gref.0),
         }
     }
@@ -721,7 +755,7 @@ fn with_id(request: RawRequest, id: u64) -> RawRequest {
     match request {
         RawRequest::Direct(r) => RawRequest::Direct(RawDirect { id, ..r }),
         RawRequest::Indirect(r) => RawRequest::Indirect(RawIndirect { id, ..r }),
-        RawRequest::Discard(r) => RawRequest::Discard(blkif::RawDiscard { id, ..r }),
+        RawRequest::Discard(r) => RawRequest::Discard(RawDiscard { id, ..r }),
         RawRequest::Other { operation, .. } => RawRequest::Other { operation, id },
     }
 }
