@@ -77,6 +77,12 @@ impl FrontRing {
         self.size
     }
 
+    /// The shared memory, for a front end that breaks the rules on purpose (tests of a back
+    /// end against a hostile guest): it can overwrite any index or slot through it.
+    pub fn memory(&self) -> &SharedRing {
+        self.slots.mem()
+    }
+
     /// Requests produced (published or not) whose responses we have not consumed.
     pub fn outstanding(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)

@@ -1,8 +1,12 @@
 //! What a validated ring request asks of the pipeline: its kind of work, where on the disk, the
 //! segments that carry its data, how the order gate treats it and what the limiter charges.
+//!
+//! Validation bounds a request in sectors only; its byte range is computed here, checked, so
+//! that a sector near `u64::MAX` is refused (BLKIF_RSP_ERROR) instead of overflowing later.
 
 use blkif::abi::SECTOR_SIZE;
 use blkif::{DataSegment, Direction, RequestKind};
+use thiserror::Error;
 
 use crate::limiter;
 use crate::storage::Class;
@@ -18,27 +22,46 @@ pub enum Work {
         barrier: bool,
         data: bool,
     },
-    /// Discard `nr_sectors` from the request's sector.
+    /// Discard `len` bytes from the request's offset.
     Discard {
-        nr_sectors: u64,
+        len: u64,
         secure: bool,
     },
 }
 
-/// A request planned: its work, first sector and, for reads and writes, its segments (in
+/// Why a request cannot be planned; it is answered BLKIF_RSP_ERROR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PlanError {
+    /// An indirect request handed to [`Plan::direct`].
+    #[error("an indirect request has no inline segments")]
+    Indirect,
+    /// The byte range does not fit in 64 bits.
+    #[error("{nr_sectors} sectors from sector {sector} pass 2^64 bytes")]
+    ByteOverflow { sector: u64, nr_sectors: u64 },
+}
+
+/// A request planned: its work, where it starts and, for reads and writes, its segments (in
 /// `segments`, kept by the caller to reuse their storage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub work: Work,
-    pub sector: u64,
+    /// Byte offset on the disk; `offset + bytes` (or a discard's `len`) fits in a u64.
+    pub offset: u64,
     /// Bytes of data the segments carry.
     pub bytes: u64,
 }
 
 impl Plan {
+    /// A plan to overwrite: reads nothing.
+    pub const PLACEHOLDER: Plan = Plan {
+        work: Work::Read,
+        offset: 0,
+        bytes: 0,
+    };
+
     /// Plans a request whose segments are inline (everything but an indirect request, which
     /// [`Plan::indirect`] plans once its segments are read). Fills `segments`.
-    pub fn direct(kind: &RequestKind, segments: &mut Vec<DataSegment>) -> Option<Plan> {
+    pub fn direct(kind: &RequestKind, segments: &mut Vec<DataSegment>) -> Result<Plan, PlanError> {
         segments.clear();
         let (work, inline) = match kind {
             RequestKind::Read(s) => (Work::Read, s),
@@ -49,36 +72,37 @@ impl Plan {
                 (Work::Flush { barrier, data }, s)
             }
             RequestKind::Discard(d) => {
-                return Some(Plan {
-                    work: Work::Discard {
-                        nr_sectors: d.nr_sectors(),
-                        secure: d.secure(),
-                    },
-                    sector: d.sector_number(),
+                let (offset, len) = byte_range(d.sector_number(), d.nr_sectors())?;
+                let secure = d.secure();
+                return Ok(Plan {
+                    work: Work::Discard { len, secure },
+                    offset,
                     bytes: 0,
-                })
+                });
             }
-            RequestKind::Indirect(_) => return None,
+            RequestKind::Indirect(_) => return Err(PlanError::Indirect),
         };
+        let (offset, bytes) = byte_range(inline.sector_number(), inline.nr_sectors())?;
         segments.extend_from_slice(inline.segments());
-        Some(Plan {
+        Ok(Plan {
             work,
-            sector: inline.sector_number(),
-            bytes: inline.nr_sectors() * SECTOR_SIZE,
+            offset,
+            bytes,
         })
     }
 
     /// Plans an indirect read or write whose `nr_sectors` were read from its indirect pages.
-    pub fn indirect(direction: Direction, sector: u64, nr_sectors: u64) -> Plan {
+    pub fn indirect(direction: Direction, sector: u64, nr_sectors: u64) -> Result<Plan, PlanError> {
         let work = match direction {
             Direction::Read => Work::Read,
             Direction::Write => Work::Write,
         };
-        Plan {
+        let (offset, bytes) = byte_range(sector, nr_sectors)?;
+        Ok(Plan {
             work,
-            sector,
-            bytes: nr_sectors * SECTOR_SIZE,
-        }
+            offset,
+            bytes,
+        })
     }
 
     /// How the order gate treats it.
@@ -96,19 +120,27 @@ impl Plan {
             Work::Read => (limiter::Op::Read, self.bytes),
             Work::Write => (limiter::Op::Write, self.bytes),
             Work::Flush { .. } => (limiter::Op::Flush, self.bytes),
-            Work::Discard { nr_sectors, .. } => {
-                (limiter::Op::Discard, nr_sectors.saturating_mul(SECTOR_SIZE))
-            }
+            Work::Discard { len, .. } => (limiter::Op::Discard, len),
         };
         limiter::Request { id, op, bytes }
     }
 }
 
+/// The byte offset and length of `nr_sectors` from `sector`, if the range ends below 2^64.
+fn byte_range(sector: u64, nr_sectors: u64) -> Result<(u64, u64), PlanError> {
+    let overflow = PlanError::ByteOverflow { sector, nr_sectors };
+    let offset = sector.checked_mul(SECTOR_SIZE).ok_or(overflow)?;
+    let len = nr_sectors.checked_mul(SECTOR_SIZE).ok_or(overflow)?;
+    offset.checked_add(len).ok_or(overflow)?;
+    Ok((offset, len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blkif::abi::{Segment, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER};
-    use blkif::{Limits, RawDirect, RawRequest, Request};
+    use blkif::abi::{Segment, BLKIF_OP_READ, BLKIF_OP_WRITE};
+    use blkif::abi::{BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER};
+    use blkif::{Limits, RawDirect, RawDiscard, RawRequest, Request};
 
     fn direct(operation: u8, sector: u64, segs: &[(u8, u8)]) -> RequestKind {
         let mut seg = [Segment::default(); 11];
@@ -139,7 +171,7 @@ mod tests {
         let kind = direct(BLKIF_OP_WRITE, 100, &[(1, 7), (0, 0)]);
         let plan = Plan::direct(&kind, &mut segments).unwrap();
         assert_eq!(plan.work, Work::Write);
-        assert_eq!((plan.sector, plan.bytes), (100, 8 * 512));
+        assert_eq!((plan.offset, plan.bytes), (100 * 512, 8 * 512));
         assert_eq!(segments.len(), 2);
         assert_eq!(plan.class(), Class::Plain);
         let charged = plan.limiter_request(9);
@@ -175,5 +207,54 @@ mod tests {
         assert_eq!(barrier.class(), Class::Barrier);
         assert_eq!(barrier.limiter_request(0).op, limiter::Op::Flush);
         assert_eq!(barrier.limiter_request(0).bytes, 4096);
+    }
+
+    /// Regression: `sector * 512` overflowed (a panic in debug builds, a wrapped offset in
+    /// release builds) for a sector near `u64::MAX`, which validation lets through because the
+    /// range fits in sectors.
+    #[test]
+    fn a_byte_range_past_two_to_the_64_is_refused_not_wrapped() {
+        let mut segments = Vec::new();
+        for sector in [u64::MAX - 8, u64::MAX / 512 + 1, u64::MAX / 512 - 3] {
+            let kind = direct(BLKIF_OP_READ, sector, &[(0, 7)]);
+            assert_eq!(
+                Plan::direct(&kind, &mut segments),
+                Err(PlanError::ByteOverflow {
+                    sector,
+                    nr_sectors: 8
+                }),
+                "read at sector {sector}"
+            );
+        }
+        // A page that ends below 2^64 bytes still plans.
+        let last = u64::MAX / 512 - 8;
+        let plan = Plan::direct(&direct(BLKIF_OP_READ, last, &[(0, 7)]), &mut segments);
+        assert_eq!(plan.unwrap().offset, last * 512);
+
+        let discard = RawRequest::Discard(RawDiscard {
+            flag: 0,
+            handle: 0,
+            id: 2,
+            sector_number: u64::MAX / 512,
+            nr_sectors: 1,
+        });
+        let discard = *Request::validate(&discard, &Limits::DIRECT_ONLY)
+            .unwrap()
+            .kind();
+        assert!(matches!(
+            Plan::direct(&discard, &mut segments),
+            Err(PlanError::ByteOverflow { .. })
+        ));
+        assert_eq!(
+            Plan::indirect(Direction::Write, u64::MAX / 512, 1),
+            Err(PlanError::ByteOverflow {
+                sector: u64::MAX / 512,
+                nr_sectors: 1
+            })
+        );
+        assert_eq!(
+            Plan::indirect(Direction::Write, 8, 16).map(|p| (p.offset, p.bytes)),
+            Ok((4096, 8192))
+        );
     }
 }

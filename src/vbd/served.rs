@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use blkif::abi::SECTOR_SIZE;
 use blkif::{DataSegment, IndirectPage, Limits, RequestKind, SharedRing, Status};
 
 use super::control::Connect;
@@ -353,7 +352,7 @@ impl<M: GrantMapping> Served<M> {
     /// The first storage stage of a request the gate let through.
     fn start<G: GrantAccess>(&mut self, ctx: &mut Context<G>, slot: u32, now: u64) {
         let entry = &self.slots[slot as usize];
-        let offset = entry.plan.sector * SECTOR_SIZE;
+        let offset = entry.plan.offset;
         let (stage, op) = match entry.plan.work {
             Work::Read => (Stage::Data, self.read_op(ctx, slot)),
             Work::Write => match self.write_op(ctx, slot) {
@@ -362,11 +361,10 @@ impl<M: GrantMapping> Served<M> {
             },
             Work::Flush { data: true, .. } => (Stage::PreFlush, Op::Flush),
             Work::Flush { data: false, .. } => (Stage::PostFlush, Op::Flush),
-            Work::Discard { nr_sectors, secure } => {
+            Work::Discard { len, secure } => {
                 if !self.discard || secure {
                     return self.finish(slot, Status::NotSupported, now);
                 }
-                let len = nr_sectors.saturating_mul(SECTOR_SIZE);
                 (Stage::Data, Op::Discard { offset, len })
             }
         };
@@ -451,7 +449,7 @@ impl<M: GrantMapping> Served<M> {
     fn read_op<G>(&self, ctx: &mut Context<G>, slot: u32) -> Op {
         let entry = &self.slots[slot as usize];
         Op::Read {
-            offset: entry.plan.sector * SECTOR_SIZE,
+            offset: entry.plan.offset,
             bufs: buffers(ctx, &entry.segments),
         }
     }
@@ -473,7 +471,7 @@ impl<M: GrantMapping> Served<M> {
             return Err(Status::Error);
         }
         Ok(Op::Write {
-            offset: entry.plan.sector * SECTOR_SIZE,
+            offset: entry.plan.offset,
             bufs,
         })
     }
@@ -515,7 +513,7 @@ fn accept<G: GrantAccess>(
             slots.push(Slot {
                 queue,
                 request,
-                plan: Plan::indirect(blkif::Direction::Read, 0, 0),
+                plan: Plan::PLACEHOLDER,
                 segments: Vec::new(),
                 stage: Stage::Free,
             });
@@ -525,11 +523,12 @@ fn accept<G: GrantAccess>(
     let entry = &mut slots[slot as usize];
     let planned = match request.kind() {
         RequestKind::Indirect(indirect) => {
-            read_indirect(ctx, frontend, indirect, &mut entry.segments).map(|sectors| {
+            read_indirect(ctx, frontend, indirect, &mut entry.segments).and_then(|sectors| {
                 Plan::indirect(indirect.direction(), indirect.sector_number(), sectors)
+                    .map_err(|_| Status::Error)
             })
         }
-        kind => Plan::direct(kind, &mut entry.segments).ok_or(Status::Error),
+        kind => Plan::direct(kind, &mut entry.segments).map_err(|_| Status::Error),
     };
     match planned {
         Ok(plan) => {

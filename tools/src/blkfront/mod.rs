@@ -33,6 +33,8 @@
 //!   (re-read `sectors`; ignored when that key is missing or not a number); Closing or
 //!   Closed makes the front end go Closed and refuse new requests. When the toolstack has
 //!   removed our `state` node, switching state does nothing, as in Linux.
+//! - [`Blkfront::raw`] drives a queue by hand, breaking the rules on purpose ([`Raw`]): for
+//!   tests of a back end against a hostile guest.
 //!
 //! # Limits
 //!
@@ -50,6 +52,7 @@ mod error;
 mod layout;
 mod pages;
 mod queue;
+mod raw;
 mod request;
 mod stale;
 mod xenbus;
@@ -59,6 +62,7 @@ pub use connect::Options;
 pub use disk::{DiscardInfo, DiskInfo, FlushMode};
 pub use error::{Error, ResponseError};
 pub use layout::Span;
+pub use raw::{Raw, RawPage};
 pub use request::Op;
 pub use xenbus::XenbusState;
 

@@ -98,6 +98,11 @@ impl Queue {
         &self.ring_refs
     }
 
+    /// The ring itself and our port, for [`Raw`](super::Raw) requests that bypass the shadow.
+    pub(crate) fn raw_parts(&mut self) -> (&mut FrontRing, Port) {
+        (&mut self.ring, self.port)
+    }
+
     /// RING_SIZE.
     pub(crate) fn ring_size(&self) -> usize {
         self.shadow.len()
