@@ -2,3 +2,4 @@
 
 pub mod blkfront;
 pub mod toolstack;
+pub mod workload;
