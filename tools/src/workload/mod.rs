@@ -124,125 +124,166 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<(), WorkloadError> {
     let disk_bytes = front.disk().sectors * SECTOR_SIZE;
-    let bs = workload.block_size;
-    let count = disk_bytes / bs as u64;
-    if bs == 0 || bs as u64 % SECTOR_SIZE != 0 || count == 0 {
-        return Err(WorkloadError::BlockSize {
-            block_size: bs,
-            disk_bytes,
-        });
+    let mut runner = Runner::new(workload.clone(), disk_bytes, stats)?;
+    runner.run_for(front, workload.duration, stats, stop)
+}
+
+/// A workload run in parts, e.g. across a reconnect of its disk: what each block holds and
+/// the samples carry over from part to part.
+pub struct Runner {
+    workload: Workload,
+    blocks: Blocks,
+    next_generation: u32,
+    sampler: Sampler,
+}
+
+impl Runner {
+    /// A run of `workload` on a disk of `disk_bytes` (zeroed), its clock started now.
+    pub fn new(workload: Workload, disk_bytes: u64, stats: &Stats) -> Result<Self, WorkloadError> {
+        let bs = workload.block_size;
+        let count = disk_bytes / bs.max(1) as u64;
+        if bs == 0 || bs as u64 % SECTOR_SIZE != 0 || count == 0 {
+            return Err(WorkloadError::BlockSize {
+                block_size: bs,
+                disk_bytes,
+            });
+        }
+        Ok(Runner {
+            blocks: Blocks::new(usize::try_from(count).unwrap_or(usize::MAX), workload.seed),
+            workload,
+            next_generation: 1,
+            sampler: Sampler::new(Instant::now(), stats),
+        })
     }
-    let mut blocks = Blocks::new(usize::try_from(count).unwrap_or(usize::MAX), workload.seed);
-    let mut in_flight: HashMap<Tag, InFlight> = HashMap::new();
-    let mut next_generation = 1u32;
-    let start = Instant::now();
-    let deadline = start + workload.duration;
-    let mut sampler = Sampler::new(start, stats);
-    loop {
-        let running = Instant::now() < deadline && !stop.load(Ordering::Relaxed);
-        while running && in_flight.len() < workload.queue_depth.max(1) {
-            let Some(block) = blocks.take(workload.mode.random()) else {
-                break;
-            };
-            let write = match workload.mode {
-                Mode::Read | Mode::RandRead => false,
-                Mode::Write | Mode::RandWrite => true,
-                Mode::RandRw => blocks.coin(),
-            };
-            let sector = block as u64 * bs as u64 / SECTOR_SIZE;
-            let (op, writes) = if write {
-                let generation = next_generation;
-                next_generation = next_generation.wrapping_add(1).max(1);
-                let mut data = vec![0; bs];
-                pattern::fill(&mut data, block as u64 * bs as u64, generation);
-                (Op::Write { sector, data }, Some(generation))
-            } else {
-                (Op::Read { sector, len: bs }, None)
-            };
-            let tag = front.stage(op)?;
-            let started = Instant::now();
-            in_flight.insert(
-                tag,
-                InFlight {
-                    block,
-                    writes,
-                    started,
-                },
-            );
-        }
-        if in_flight.is_empty() {
-            sampler.tick(Instant::now());
-            return Ok(());
-        }
-        for done in front.complete()? {
-            let Some(op) = in_flight.remove(&done.tag) else {
-                continue;
-            };
-            let offset = op.block as u64 * bs as u64;
-            let latency = op.started.elapsed();
-            blocks.release(op.block);
-            if done.status != BLKIF_RSP_OKAY {
-                return Err(WorkloadError::Io {
-                    op: if done.operation == BLKIF_OP_WRITE {
-                        "write"
-                    } else {
-                        "read"
-                    },
-                    offset,
-                    len: bs,
-                    status: done.status,
-                });
+
+    /// Runs on `front` for `duration` or until `stop` is set; returns once every operation
+    /// has completed.
+    pub fn run_for(
+        &mut self,
+        front: &mut Blkfront,
+        duration: Duration,
+        stats: &Stats,
+        stop: &AtomicBool,
+    ) -> Result<(), WorkloadError> {
+        let bs = self.workload.block_size;
+        let mut in_flight: HashMap<Tag, InFlight> = HashMap::new();
+        let deadline = Instant::now() + duration;
+        loop {
+            let running = Instant::now() < deadline && !stop.load(Ordering::Relaxed);
+            while running && in_flight.len() < self.workload.queue_depth.max(1) {
+                let Some((tag, op)) = self.submit(front)? else {
+                    break;
+                };
+                in_flight.insert(tag, op);
             }
-            match op.writes {
-                Some(generation) => {
-                    blocks.set_generation(op.block, generation);
-                    stats.record_write(bs as u64, latency);
+            if in_flight.is_empty() {
+                self.sampler.tick(Instant::now(), stats);
+                return Ok(());
+            }
+            for done in front.complete()? {
+                let Some(op) = in_flight.remove(&done.tag) else {
+                    continue;
+                };
+                let offset = op.block as u64 * bs as u64;
+                let latency = op.started.elapsed();
+                self.blocks.release(op.block);
+                if done.status != BLKIF_RSP_OKAY {
+                    return Err(WorkloadError::Io {
+                        op: if done.operation == BLKIF_OP_WRITE {
+                            "write"
+                        } else {
+                            "read"
+                        },
+                        offset,
+                        len: bs,
+                        status: done.status,
+                    });
                 }
-                None => {
-                    if workload.verify {
-                        let generation = blocks.generation(op.block);
-                        let data = done.data.unwrap_or_default();
-                        if let Some(byte) = pattern::mismatch(&data, offset, generation) {
-                            return Err(WorkloadError::Verify {
-                                offset,
-                                byte,
-                                generation,
-                            });
-                        }
+                match op.writes {
+                    Some(generation) => {
+                        self.blocks.set_generation(op.block, generation);
+                        stats.record_write(bs as u64, latency);
                     }
-                    stats.record_read(bs as u64, workload.verify, latency);
+                    None => {
+                        if self.workload.verify {
+                            let generation = self.blocks.generation(op.block);
+                            let data = done.data.unwrap_or_default();
+                            if let Some(byte) = pattern::mismatch(&data, offset, generation) {
+                                return Err(WorkloadError::Verify {
+                                    offset,
+                                    byte,
+                                    generation,
+                                });
+                            }
+                        }
+                        stats.record_read(bs as u64, self.workload.verify, latency);
+                    }
                 }
             }
+            self.sampler.tick(Instant::now(), stats);
         }
-        sampler.tick(Instant::now());
+    }
+
+    /// Stages the next operation on an idle block, if there is one.
+    fn submit(&mut self, front: &mut Blkfront) -> Result<Option<(Tag, InFlight)>, WorkloadError> {
+        let bs = self.workload.block_size;
+        let Some(block) = self.blocks.take(self.workload.mode.random()) else {
+            return Ok(None);
+        };
+        let write = match self.workload.mode {
+            Mode::Read | Mode::RandRead => false,
+            Mode::Write | Mode::RandWrite => true,
+            Mode::RandRw => self.blocks.coin(),
+        };
+        let offset = block as u64 * bs as u64;
+        let sector = offset / SECTOR_SIZE;
+        let (op, writes) = if write {
+            let generation = self.next_generation;
+            self.next_generation = self.next_generation.wrapping_add(1).max(1);
+            let mut data = vec![0; bs];
+            pattern::fill(&mut data, offset, generation);
+            (Op::Write { sector, data }, Some(generation))
+        } else {
+            (Op::Read { sector, len: bs }, None)
+        };
+        let tag = front
+            .stage(op)
+            .inspect_err(|_| self.blocks.release(block))?;
+        let started = Instant::now();
+        Ok(Some((
+            tag,
+            InFlight {
+                block,
+                writes,
+                started,
+            },
+        )))
     }
 }
 
 /// Pushes one sample per whole second of the run.
-struct Sampler<'a> {
+struct Sampler {
     start: Instant,
-    stats: &'a Stats,
     second: u32,
     last: Snapshot,
 }
 
-impl<'a> Sampler<'a> {
-    fn new(start: Instant, stats: &'a Stats) -> Self {
+impl Sampler {
+    fn new(start: Instant, stats: &Stats) -> Self {
         Sampler {
             start,
-            stats,
             second: 0,
             last: stats.snapshot(),
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant, stats: &Stats) {
         let elapsed = now.duration_since(self.start);
         if elapsed < Duration::from_secs(u64::from(self.second) + 1) {
             return;
         }
-        let now = self.stats.snapshot();
-        self.stats.push_sample(Sample {
+        let now = stats.snapshot();
+        stats.push_sample(Sample {
             second: self.second,
             ops: now.ops() - self.last.ops(),
             bytes: now.bytes() - self.last.bytes(),
