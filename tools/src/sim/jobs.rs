@@ -144,5 +144,15 @@ fn reopen(setup: &JobSetup) -> Result<(), SimError> {
     let mut xs =
         Client::connect(Endpoint::Socket(socket)).map_err(|e| SimError::Xenstore(e.to_string()))?;
     xs.write(TxId::NONE, &frontend, b"1")
-        .map_err(|e| SimError::Xenstore(e.to_string()))
+        .map_err(|e| SimError::Xenstore(e.to_string()))?;
+    // Blkfront connects from the back end's InitWait; Closed would end its handshake.
+    let state = format!("{}/state", setup.backend);
+    let deadline = std::time::Instant::now() + setup.options.timeout;
+    while xs.read(TxId::NONE, &state).ok().as_deref() != Some(b"2") {
+        if std::time::Instant::now() > deadline {
+            return Err(SimError::NoInitWait(setup.backend.clone()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
