@@ -1,15 +1,15 @@
 //! The handshake (Linux's `talk_to_blkback` and `blkfront_connect`) and its options.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blkif::{Protocol, MAX_RING_ORDER};
-use tokenback::platform::sim::{GuestDomain, RunDir, SimEventChannel};
+use tokenback::platform::sim::{RunDir, SimEventChannel};
 use tokenback::platform::DomId;
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::Endpoint;
 
+use super::allocator::GuestAllocator;
 use super::disk::DiskInfo;
 use super::error::Error;
 use super::pages::GuestPages;
@@ -38,6 +38,9 @@ pub struct Options {
     pub persistent: bool,
     /// Bound on every wait for the back end.
     pub timeout: Duration,
+    /// The guest's page and grant-ref allocator, shared with its other front ends; `None`
+    /// opens one of our own (right only for a guest's sole user of memory and grants).
+    pub allocator: Option<GuestAllocator>,
 }
 
 impl Options {
@@ -53,6 +56,7 @@ impl Options {
             max_indirect_segments: 32,
             persistent: true,
             timeout: Duration::from_secs(30),
+            allocator: None,
         }
     }
 }
@@ -61,7 +65,10 @@ impl Blkfront {
     /// Runs the handshake to Connected (see the module docs).
     pub fn connect(opts: Options) -> Result<Self, Error> {
         let deadline = Instant::now() + opts.timeout;
-        let guest = Arc::new(GuestDomain::open(&opts.run, opts.domid).map_err(Error::Sim)?);
+        let allocator = match &opts.allocator {
+            Some(shared) => shared.clone(),
+            None => GuestAllocator::open(&opts.run, opts.domid)?,
+        };
         let socket = opts.run.domain_xenstored_socket(opts.domid);
         let xs = Client::connect(Endpoint::Socket(socket.clone())).map_err(|source| {
             Error::Xenstore {
@@ -96,7 +103,7 @@ impl Blkfront {
         let nr_queues = backend_queues.min(u64::from(opts.max_queues)).max(1) as usize;
 
         let backend = DomId(backend_id);
-        let mut pages = GuestPages::new(guest, backend);
+        let mut pages = GuestPages::new(allocator, backend);
         let mut evtchn = SimEventChannel::open(&opts.run, opts.domid).map_err(Error::Sim)?;
         let queues = (0..nr_queues)
             .map(|i| Queue::new(i, &mut pages, order, opts.protocol, &mut evtchn, backend))

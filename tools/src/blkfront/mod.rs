@@ -7,7 +7,8 @@
 //! - [`Blkfront::connect`] requires our own `state` to be Initialising (else
 //!   [`Error::NotInitialising`]: another front end has used the device), waits for the back
 //!   end's InitWait (or Connected), reads `max-ring-page-order` and `multi-queue-max-queues`,
-//!   allocates 2^order contiguous ring pages per queue, grants them, allocates an unbound
+//!   allocates 2^order contiguous ring pages per queue (from the guest's
+//!   [`GuestAllocator`], shared by its front ends through [`Options::allocator`]), grants them, allocates an unbound
 //!   event-channel port per queue, writes the ring keys in one transaction and goes
 //!   Initialised; when the back end is Connected it reads the disk's keys ([`DiskInfo`]) and
 //!   goes Connected.
@@ -45,6 +46,7 @@
 //! sectors, one [`Span`] per page, as the segments of a Linux bio may be.
 //! No suspend/resume.
 
+mod allocator;
 mod completion;
 mod connect;
 mod disk;
@@ -57,6 +59,7 @@ mod request;
 mod stale;
 mod xenbus;
 
+pub use allocator::GuestAllocator;
 pub use completion::{Completion, Tag};
 pub use connect::Options;
 pub use disk::{DiscardInfo, DiskInfo, FlushMode};

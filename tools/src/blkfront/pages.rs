@@ -1,8 +1,6 @@
 //! The guest pages blkfront hands to its back end: ring pages, and a pool of granted data
 //! and indirect pages that are reused as Linux blkfront reuses its `struct grant` list.
-//!
-//! Frames come from the guest's memory file (page `p` at byte `p * 4096`), grant refs from
-//! its grant table, skipping the refs Linux reserves (0..8, `GNTTAB_NR_RESERVED_ENTRIES`).
+//! Frames and grant refs come from the guest's shared [`GuestAllocator`].
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
@@ -11,10 +9,8 @@ use std::sync::Arc;
 use tokenback::platform::sim::{EndAccessError, GuestDomain};
 use tokenback::platform::{DomId, GrantRef, PAGE_SIZE};
 
+use super::allocator::GuestAllocator;
 use super::error::Error;
-
-/// Grant refs a Linux guest never hands out.
-const RESERVED_GREFS: u32 = 8;
 
 /// A page of guest memory with a grant ref of its own; granted to the back end or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,25 +20,23 @@ pub(crate) struct GrantedPage {
     granted: bool,
 }
 
-/// Page and grant-ref allocation for one guest, and the pool of data pages.
+/// One front end's pages, allocated from its guest's allocator, and its pool of data pages.
 #[derive(Debug)]
 pub(crate) struct GuestPages {
     guest: Arc<GuestDomain>,
+    allocator: GuestAllocator,
     backend: DomId,
-    next_frame: u32,
-    next_gref: u32,
     /// Pages not in use by a request: still-granted (persistent) ones at the front, so
     /// that they are reused first, as Linux does.
     pool: VecDeque<GrantedPage>,
 }
 
 impl GuestPages {
-    pub(crate) fn new(guest: Arc<GuestDomain>, backend: DomId) -> Self {
+    pub(crate) fn new(allocator: GuestAllocator, backend: DomId) -> Self {
         GuestPages {
-            guest,
+            guest: Arc::clone(allocator.guest()),
+            allocator,
             backend,
-            next_frame: 0,
-            next_gref: RESERVED_GREFS,
             pool: VecDeque::new(),
         }
     }
@@ -51,45 +45,21 @@ impl GuestPages {
         &self.guest
     }
 
-    /// `count` contiguous fresh frames (a multi-page ring must be contiguous in our address
-    /// space, as Linux's `xenbus_setup_ring` allocates it).
-    fn frames(&mut self, count: u32) -> Result<u32, Error> {
-        let first = self.next_frame;
-        let end = first
-            .checked_add(count)
-            .filter(|&end| usize::try_from(end).is_ok_and(|end| end <= self.guest.pages()));
-        let end = end.ok_or(Error::OutOfGuestMemory {
-            pages: self.guest.pages(),
-        })?;
-        self.next_frame = end;
-        Ok(first)
-    }
-
-    fn gref(&mut self) -> Result<GrantRef, Error> {
-        let gref = self.next_gref;
-        if usize::try_from(gref).map_or(true, |g| g >= self.guest.grant_entries()) {
-            return Err(Error::OutOfGrantRefs {
-                entries: self.guest.grant_entries(),
-            });
-        }
-        self.next_gref += 1;
-        Ok(GrantRef(gref))
-    }
-
     /// Allocates 2^order zeroed contiguous pages, grants each to the back end writable, and
     /// returns their refs in order with the address of the first page.
     pub(crate) fn ring(&mut self, order: u8) -> Result<(Vec<GrantRef>, NonNull<u8>), Error> {
         let count = 1u32 << order;
-        let first = self.frames(count)?;
+        // Contiguous, as Linux's `xenbus_setup_ring` allocates a multi-page ring.
+        let first = self.allocator.frames(count)?;
         let mut refs = Vec::with_capacity(count as usize);
         for frame in first..first + count {
-            let gref = self.gref()?;
+            let gref = self.allocator.gref()?;
             self.guest
                 .grant(gref, self.backend, frame, false)
                 .map_err(Error::Sim)?;
             refs.push(gref);
         }
-        // In bounds: `frames` checked first + count <= pages.
+        // In bounds: the allocator checked first + count <= pages.
         let base = self
             .guest
             .memory_ptr()
@@ -107,8 +77,8 @@ impl GuestPages {
         let mut page = match self.pool.pop_front() {
             Some(page) => page,
             None => GrantedPage {
-                frame: self.frames(1)?,
-                gref: self.gref()?,
+                frame: self.allocator.frames(1)?,
+                gref: self.allocator.gref()?,
                 granted: false,
             },
         };

@@ -1,0 +1,103 @@
+//! tokenbackd as a separate process on the simulated host, its log in the run directory,
+//! stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SimError;
+
+/// How long tokenbackd may take to drain and exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The running daemon; killed on drop if not stopped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `exe --sim DIR --workers N --io-engine ENGINE`, its stderr in `tokenbackd.log`.
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        workers: u16,
+        io_engine: &str,
+    ) -> Result<Daemon, SimError> {
+        let log = dir.join("tokenbackd.log");
+        let child = Command::new(exe)
+            .arg("--sim")
+            .arg(dir)
+            .args(["--workers", &workers.to_string(), "--io-engine", io_engine])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .map_err(|source| SimError::Spawn {
+                path: exe.to_owned(),
+                source,
+            })?;
+        Ok(Daemon {
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// An error if the daemon has exited.
+    pub fn check_alive(&mut self) -> Result<(), SimError> {
+        let child = self.child.as_mut().ok_or(SimError::Stopped)?;
+        match child.try_wait()? {
+            None => Ok(()),
+            Some(status) => Err(self.died(status)),
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; an error unless it exits 0.
+    pub fn stop(mut self) -> Result<(), SimError> {
+        let mut child = self.child.take().ok_or(SimError::Stopped)?;
+        if let Some(status) = child.try_wait()? {
+            return Err(self.died(status));
+        }
+        let pid = libc::pid_t::try_from(child.id()).map_err(|_| SimError::Stopped)?;
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped (so not reused).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(self.died(status))
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SimError::StopTimeout(self.log.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn died(&self, status: ExitStatus) -> SimError {
+        SimError::DaemonDied {
+            status,
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
