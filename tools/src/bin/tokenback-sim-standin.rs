@@ -188,6 +188,8 @@ fn connect(
         storage: Arc::clone(&storage),
         qos,
         discard: storage.discard(),
+        // Not advertised below.
+        persistent: false,
     });
     wait_report(reports, Report::Connected(id))?;
     let device = DeviceConfig {
