@@ -1,8 +1,8 @@
 //! The xenbus driver: the thread that owns xenstore for tokenbackd. It watches the backend
 //! tree, runs one [`Handshake`](super::Handshake) per VBD (reference xenbus-vbd.md; Linux
 //! drivers/block/xen-blkback/xenbus.c), carries out what they ask, and hands connected VBDs
-//! to the workers through [`Dispatch`]. It sleeps in one mio poll on three things: xenstore
-//! (watch events), the workers' reports (a waker) and stop (another waker).
+//! to the workers through [`Dispatch`]. It sleeps in one mio poll on xenstore (watch events)
+//! and its waker, which the workers' reports and stop share (mio allows one waker a poll).
 //!
 //! The xenstore client is the blocking one: every request is a short round trip to a local
 //! xenstored, and the handshakes' actions are carried out one after another in any case.
@@ -15,6 +15,7 @@ mod watch;
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,8 +34,7 @@ use crate::vbd::{Dispatch, Report};
 pub use self::qos::QOS_ERROR;
 
 const XENSTORE: Token = Token(0);
-const REPORTS: Token = Token(1);
-const STOP: Token = Token(2);
+const WAKER: Token = Token(1);
 
 /// What the driver serves and how to reach xenstored.
 #[derive(Debug, Clone)]
@@ -63,8 +63,9 @@ pub struct Driver {
     config: DriverConfig,
     store: Store,
     poll: Poll,
-    reports_waker: Arc<Waker>,
-    stop_waker: Arc<Waker>,
+    waker: Arc<Waker>,
+    /// Set before the waker is woken to stop the thread.
+    stop: Arc<AtomicBool>,
     log: Logger,
 }
 
@@ -76,22 +77,21 @@ impl Driver {
         let fd = store.as_fd().as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), XENSTORE, Interest::READABLE)?;
-        let reports_waker = Arc::new(Waker::new(poll.registry(), REPORTS)?);
-        let stop_waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let log = log.new(slog::o!("tree" => config.tree.root().to_owned()));
         Ok(Driver {
             config,
             store,
             poll,
-            reports_waker,
-            stop_waker,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
             log,
         })
     }
 
     /// The waker the workers' ReportSink must use (reports are drained when it fires).
     pub fn waker(&self) -> Arc<Waker> {
-        Arc::clone(&self.reports_waker)
+        Arc::clone(&self.waker)
     }
 
     /// Runs the driver on its own thread until stopped.
@@ -101,7 +101,10 @@ impl Driver {
         dispatch: D,
     ) -> Result<Running<D>, DriverError> {
         let root = self.config.tree.root().to_owned();
-        let stop = Arc::clone(&self.stop_waker);
+        let stop = Stop {
+            flag: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.waker),
+        };
         let limits = Limits {
             max_ring_page_order: blkif::MAX_RING_ORDER,
             max_queues: self.config.max_queues.max(1),
@@ -114,10 +117,16 @@ impl Driver {
     }
 }
 
+/// How the thread is told to stop.
+struct Stop {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
 /// The driver's thread.
 pub struct Running<D> {
     root: String,
-    stop: Arc<Waker>,
+    stop: Stop,
     thread: JoinHandle<Result<D, DriverError>>,
 }
 
@@ -135,8 +144,10 @@ impl<D> Running<D> {
     /// Stops the thread, joins it, and gives the dispatch back so the caller can shut the
     /// workers down (leaving VBDs connected). Returns the thread's error if it died.
     pub fn stop(self) -> Result<D, DriverError> {
+        // Release: pairs with the thread's Acquire load after its wake-up.
+        self.stop.flag.store(true, Ordering::Release);
         // A thread that already ended has its result waiting: the wake is then moot.
-        let _ = self.stop.wake();
+        let _ = self.stop.waker.wake();
         self.thread.join().map_err(|_| DriverError::Panicked)?
     }
 }
@@ -180,7 +191,7 @@ impl<D: Dispatch> Loop<D> {
                 other => other?,
             }
             // Stop wins over anything else that woke us: VBD states are left as they are.
-            if events.iter().any(|e| e.token() == STOP) {
+            if self.driver.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod driver;
 pub mod workers;
 pub mod xenstored;
 
