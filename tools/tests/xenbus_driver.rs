@@ -222,6 +222,37 @@ fn a_destroyed_guest_is_released_and_the_others_are_still_served() {
     );
 
     round_trip(&mut front_b, &file_b, 0, 8192, 5);
+
+    // @releaseDomain alone does it: the front end's nodes made dom0's, so that xenstored
+    // deletes none of them when the domain dies, and the directories left in place (the
+    // toolstack has not cleaned up yet). Nothing is written there.
+    let file_d = storage_file(&host, "d.img", 4 * MIB);
+    let (front_d, paths_d, id_d) = attach(&mut host, &file_d, &[], |_| {});
+    let xs = host.toolstack.xenstore();
+    let dom0s = Perms::new(vec![
+        Perm {
+            access: Access::None,
+            domid: 0,
+        },
+        Perm {
+            access: Access::Both,
+            domid: id_d.frontend_id.0,
+        },
+    ])
+    .unwrap();
+    let mut nodes = vec![paths_d.frontend.clone()];
+    let keys = xs.directory(TxId::NONE, &paths_d.frontend).unwrap();
+    nodes.extend(keys.iter().map(|k| format!("{}/{k}", paths_d.frontend)));
+    for node in &nodes {
+        xs.set_perms(TxId::NONE, node, &dom0s).unwrap();
+    }
+    host.run.destroy_domain(id_d.frontend_id).unwrap();
+    drop(front_d);
+    eventually("guest D's VBD disconnected", || {
+        daemon.calls().contains(&Call::Disconnect(id_d))
+    });
+    assert_eq!(state(&mut host, &paths_d.backend).as_deref(), Some("4"));
+    assert_eq!(state(&mut host, &paths_d.frontend).as_deref(), Some("4"));
     let file_c = storage_file(&host, "c.img", 4 * MIB);
     let (mut front_c, _, _) = attach(&mut host, &file_c, &[], |_| {});
     round_trip(&mut front_c, &file_c, 3, 512, 6);
