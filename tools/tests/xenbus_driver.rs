@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use blkif::Protocol;
-use support::driver::{create_guest, Call, Daemon};
+use support::driver::{Call, Daemon};
 use support::workers::storage_file;
 use support::{eventually, pattern, Host, EVENTUALLY};
 use tokenback::limiter::VbdConfig;
@@ -75,7 +75,7 @@ fn attach(
     qos: &[(&str, &str)],
     tune: impl FnOnce(&mut Options),
 ) -> (Blkfront, DiskPaths, DeviceId) {
-    let domid = create_guest(host);
+    let domid = host.new_guest();
     attach_to(host, domid, storage, qos, tune)
 }
 
@@ -265,7 +265,7 @@ fn bad_toolstack_keys_or_missing_storage_fail_only_their_vbd() {
     let daemon = Daemon::start(&host);
 
     // A foreign tool's directory with a mode that is neither r nor w.
-    let domid = create_guest(&mut host);
+    let domid = host.new_guest();
     let bad = format!("/local/domain/0/backend/vbd/{}/{XVDA}", domid.0);
     let keys = [
         (
@@ -297,7 +297,7 @@ fn bad_toolstack_keys_or_missing_storage_fail_only_their_vbd() {
     await_state(&mut host, &bad, "5");
 
     // Storage that does not exist: the VBD fails when the hotplug script is done.
-    let missing = create_guest(&mut host);
+    let missing = host.new_guest();
     let spec = DiskSpec::xvda("/nonexistent/disk.img");
     let paths = host.toolstack.add_disk(missing, &spec).unwrap();
     let front = start_front(&host, missing, |_| {});
@@ -340,7 +340,7 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
 
     // Good keys: in force, and a stale qos-error goes.
     let file = storage_file(&host, "paced.img", 4 * MIB);
-    let domid = create_guest(&mut host);
+    let domid = host.new_guest();
     let paths = host
         .toolstack
         .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
@@ -376,7 +376,7 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
 
     // Keys in a directory the guest may write: refused whole.
     let file = storage_file(&host, "open.img", 4 * MIB);
-    let domid = create_guest(&mut host);
+    let domid = host.new_guest();
     let paths = host
         .toolstack
         .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
@@ -431,7 +431,7 @@ fn every_protocol_ring_order_and_queue_count_connects_and_moves_data() {
     let mut host = Host::start("driver-layouts");
     let _daemon = Daemon::start(&host);
     let file = storage_file(&host, "disk.img", 8 * MIB);
-    let domid = create_guest(&mut host);
+    let domid = host.new_guest();
     let mut seed = 0u8;
     for protocol in [Protocol::Native, Protocol::X86_32, Protocol::X86_64] {
         for order in 0..=4u8 {

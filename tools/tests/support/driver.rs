@@ -98,10 +98,3 @@ impl Drop for Daemon {
         }
     }
 }
-
-/// A guest with room for 4 queues of 16 ring pages.
-pub fn create_guest(host: &mut Host) -> DomId {
-    host.toolstack
-        .create_guest("guest", super::GUEST_PAGES, super::GRANT_FRAMES)
-        .unwrap()
-}

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod daemon;
 pub mod driver;
 pub mod workers;
 pub mod xenstored;
@@ -52,15 +53,19 @@ impl Host {
         }
     }
 
+    /// A guest with room for 4 queues of 16 ring pages.
+    pub fn new_guest(&mut self) -> DomId {
+        self.toolstack
+            .create_guest("guest", GUEST_PAGES, GRANT_FRAMES)
+            .unwrap()
+    }
+
     /// A guest with one disk (xvda) whose back end `backend` serves.
     pub fn guest_with_disk(
         &mut self,
         config: BackendConfig,
     ) -> (DomId, DiskPaths, ScriptedBackend) {
-        let domid = self
-            .toolstack
-            .create_guest("guest", GUEST_PAGES, GRANT_FRAMES)
-            .unwrap();
+        let domid = self.new_guest();
         let paths = self
             .toolstack
             .add_disk(domid, &DiskSpec::xvda("/dev/null"))

@@ -1,0 +1,157 @@
+//! A tokenbackd process serving a simulated host, its log kept in the run directory.
+//!
+//! tokenbackd belongs to the root package, so its path is not among this crate's
+//! `CARGO_BIN_EXE_*`: it is looked up beside the test binary's directory, where
+//! `cargo test --workspace` (the README's test command) builds it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenback::platform::sim::RunDir;
+
+use super::EVENTUALLY;
+
+/// The daemon; killed on drop if still running.
+pub struct Tokenbackd {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// target/<profile>/tokenbackd, beside target/<profile>/deps/ where test binaries live.
+pub fn tokenbackd_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("tokenbackd");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bin tokenbackd` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+impl Tokenbackd {
+    /// Starts `tokenbackd --sim <run dir>` with `args`.
+    pub fn start(run: &RunDir, args: &[&str]) -> Tokenbackd {
+        let log = run.root().join("tokenbackd.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(tokenbackd_path())
+            .arg("--sim")
+            .arg(run.root())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Tokenbackd {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.child.as_ref().expect("running").id()).unwrap()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` and waits for the exit.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tokenbackd did not exit on signal {signal}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tokenbackd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Plays libxl and the `block-tokenback` hotplug script for a disk the toolstack added:
+/// waits for the back end's InitWait (libxl waits for exactly 2, and tokenbackd must get there
+/// before `physical-device-path` exists), then writes the QoS keys, `physical-device-path` and
+/// `hotplug-status`, in that order, as DESIGN's "What the hotplug script writes" says.
+pub fn hotplug(
+    host: &mut super::Host,
+    paths: &tokenback_tools::toolstack::DiskPaths,
+    storage: &std::path::Path,
+    qos: &[(&str, &str)],
+) {
+    let state = format!("{}/state", paths.backend);
+    super::eventually("the back end in InitWait", || {
+        host.read(&state).as_deref() == Some("2")
+    });
+    let xs = host.toolstack.xenstore();
+    let tx = xenstore_wire::client::TxId::NONE;
+    for (key, value) in qos {
+        xs.write(tx, &format!("{}/{key}", paths.backend), value.as_bytes())
+            .unwrap();
+    }
+    let path = storage.display().to_string();
+    xs.write(
+        tx,
+        &format!("{}/physical-device-path", paths.backend),
+        path.as_bytes(),
+    )
+    .unwrap();
+    xs.write(
+        tx,
+        &format!("{}/hotplug-status", paths.backend),
+        b"connected",
+    )
+    .unwrap();
+}
+
+/// A guest on `host` with one disk on `storage` (devid 51712 unless `tune` says otherwise),
+/// served by the tokenbackd running there: the toolstack adds the disk, the hotplug script is
+/// played with `qos`, and the front end connects.
+pub fn attach(
+    host: &mut super::Host,
+    storage: &std::path::Path,
+    qos: &[(&str, &str)],
+    tune: impl FnOnce(&mut tokenback_tools::blkfront::Options),
+) -> (
+    tokenback_tools::blkfront::Blkfront,
+    tokenback_tools::toolstack::DiskPaths,
+) {
+    let domid = host.new_guest();
+    let mut opts = host.options(domid);
+    tune(&mut opts);
+    let mut spec = tokenback_tools::toolstack::DiskSpec::xvda(&storage.display().to_string());
+    spec.devid = opts.devid;
+    let paths = host.toolstack.add_disk(domid, &spec).unwrap();
+    let front = std::thread::spawn(move || tokenback_tools::blkfront::Blkfront::connect(opts));
+    hotplug(host, &paths, storage, qos);
+    let front = front.join().unwrap().expect("the front end connects");
+    (front, paths)
+}
