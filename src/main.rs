@@ -1,6 +1,190 @@
-//! tokenbackd: the block backend daemon (not yet able to serve; see README).
+//! tokenbackd: the block backend daemon. It watches the backend tree in xenstore, runs each
+//! VBD's handshake (src/xenbus) and serves connected VBDs on its workers (src/vbd), gating
+//! every request through the VBD's token buckets.
 
-fn main() {
-    eprintln!("tokenbackd: the daemon is not built yet; see README.md");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use slog::{error, info, Logger};
+use tokenback::logging::LogArgs;
+use tokenback::platform::linux::{LinuxPlatform, EVTCHN_PATH, GNTDEV_PATH};
+use tokenback::platform::sim::{RunDir, SimPlatform};
+use tokenback::platform::{DomId, Platform};
+use tokenback::stop_signals::StopSignals;
+use tokenback::storage::EngineKind;
+use tokenback::vbd::{ReportSink, Workers};
+use tokenback::xenbus::driver::{Driver, DriverConfig};
+use tokenback::xenbus::{check_kernel_blkback, BackendTree, BackendType};
+use xenstore_wire::client::Endpoint;
+
+/// Userspace Xen block backend with token-bucket QoS per virtual disk.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokenbackd",
+    version,
+    after_help = "\
+On a Xen host tokenbackd serves every VBD under /local/domain/<domid>/backend/<type> once the
+hotplug script has written physical-device-path, with the QoS keys of its backend directory
+(tokens-refill, tokens-max, iops-*, bps-*; see docs/qos.md). On Xen 4.17 the kernel's
+xen-blkback serves backend/vbd too and must be unloaded first; from Xen 4.19 --backend-type
+vbd3 serves backendtype=tap disks beside it.
+
+Without Xen, --sim DIR serves the simulated Xen host in DIR (tokenback-sim creates one).
+
+SIGTERM or SIGINT: stop taking requests, finish those in flight, leave every VBD connected
+for the next tokenbackd, exit 0."
+)]
+struct Args {
+    /// Serve the simulated Xen host whose run directory is DIR instead of Xen
+    #[arg(long, value_name = "DIR")]
+    sim: Option<PathBuf>,
+    /// xenstored's socket or device (default: as libxenstore finds it: $XENSTORED_PATH,
+    /// /run/xenstored/socket, /dev/xen/xenbus)
+    #[arg(long, value_name = "PATH", conflicts_with = "sim")]
+    xenstore: Option<PathBuf>,
+    /// The backend tree to serve: vbd (xl's script= disks) or vbd3 (backendtype=tap, Xen 4.19+)
+    #[arg(long, value_enum, default_value = "vbd")]
+    backend_type: BackendType,
+    /// Our domain id: 0 in dom0, else the driver domain's
+    #[arg(long, value_name = "DOMID", default_value_t = 0)]
+    domid: u16,
+    /// Worker threads serving VBDs
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Most queues (rings) a front end may use per VBD, advertised as
+    /// multi-queue-max-queues [default: the number of CPUs, as Linux blkback]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_queues: Option<u32>,
+    /// How storage I/O is done: io_uring (falling back to threads when the kernel refuses
+    /// it), a thread pool, or null (no storage: benchmarks only)
+    #[arg(long, value_enum, default_value = "uring")]
+    io_engine: EngineKind,
+    /// Print the manual page (roff) and exit
+    #[arg(long, hide = true)]
+    man_page: bool,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Where we serve: the platform handles and the xenstore endpoint.
+enum Host {
+    Sim(SimPlatform, Endpoint),
+    Xen(Endpoint),
+}
+
+impl Args {
+    fn host(&self) -> Result<Host, String> {
+        if let Some(dir) = &self.sim {
+            let run = RunDir::open(dir).map_err(|e| {
+                format!(
+                    "{} is not a simulated host's run directory: {e}",
+                    dir.display()
+                )
+            })?;
+            let endpoint = Endpoint::Socket(run.xenstored_socket());
+            return Ok(Host::Sim(
+                SimPlatform::new(run, DomId(self.domid)),
+                endpoint,
+            ));
+        }
+        let devices = [GNTDEV_PATH, EVTCHN_PATH];
+        if let Some(missing) = devices.iter().find(|d| !Path::new(d).exists()) {
+            return Err(format!(
+                "no Xen here: {missing} does not exist (tokenbackd needs a Xen dom0 or driver \
+                 domain with the xen-gntdev and xen-evtchn modules loaded). To try tokenback \
+                 without Xen, run `tokenback-sim demo`; to serve a simulated host, \
+                 `tokenbackd --sim DIR`"
+            ));
+        }
+        if self.backend_type == BackendType::Vbd {
+            check_kernel_blkback(Path::new("/sys")).map_err(|e| e.to_string())?;
+        }
+        let endpoint = match &self.xenstore {
+            Some(path) => Endpoint::for_path(path),
+            None => Endpoint::discover().map_err(|e| {
+                format!("cannot find xenstored ({e}); give its socket or device with --xenstore")
+            })?,
+        };
+        Ok(Host::Xen(endpoint))
+    }
+}
+
+/// Runs the workers and the xenbus driver until a stop signal, then drains and stops.
+fn serve<P: Platform>(
+    platform: P,
+    endpoint: Endpoint,
+    args: &Args,
+    signals: &StopSignals,
+    log: &Logger,
+) -> Result<(), String>
+where
+    P::Grants: 'static,
+    P::Events: 'static,
+{
+    let tree = BackendTree::new(DomId(args.domid), args.backend_type);
+    let config = DriverConfig {
+        endpoint,
+        tree,
+        max_queues: args
+            .max_queues
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+    };
+    let driver = Driver::new(config, log.clone()).map_err(|e| format!("xenstore: {e}"))?;
+    let reports = ReportSink::new(driver.waker());
+    let workers = Workers::start(
+        &platform,
+        args.workers.into(),
+        args.io_engine,
+        reports.0,
+        log,
+    )
+    .map_err(|e| e.to_string())?;
+    let running = driver
+        .spawn(reports.1, workers)
+        .map_err(|e| e.to_string())?;
+    info!(log, "serving"; "tree" => running.root(), "workers" => args.workers,
+        "io_engine" => ?args.io_engine);
+    let sig = signals.wait();
+    info!(log, "stopping: finishing the requests in flight"; "signal" => sig);
+    let workers = running.stop().map_err(|e| format!("xenbus thread: {e}"))?;
+    workers.shutdown();
+    info!(log, "stopped; every VBD left connected");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors and --help itself, with exit codes 2 and 0.
+    let args = Args::parse();
+    if args.man_page {
+        let man = clap_mangen::Man::new(Args::command());
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tokenbackd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Before any thread starts (the logger's writer is one).
+    let signals = match StopSignals::block() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("tokenbackd: cannot block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logging = args.log.logger("tokenbackd");
+    let log = &logging.logger;
+    let result = args.host().and_then(|host| match host {
+        Host::Sim(platform, endpoint) => serve(platform, endpoint, &args, &signals, log),
+        Host::Xen(endpoint) => serve(LinuxPlatform, endpoint, &args, &signals, log),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!(log, "{message}");
+            ExitCode::FAILURE
+        }
+    }
 }

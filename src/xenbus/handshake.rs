@@ -27,6 +27,9 @@ pub enum Event {
     RingsFailed(String),
     /// The worker answered every in-flight request and unmapped (after `Action::Disconnect`).
     Drained,
+    /// The front end broke a ring: the worker drained and dropped the VBD by itself, so
+    /// nothing is left to disconnect.
+    Broken(String),
     /// The backend's `online` key.
     Online(bool),
     /// The storage's size changed.
@@ -132,7 +135,9 @@ impl Handshake {
     /// Reacts to one event.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
-        if self.removed || (self.gone && event != Event::Drained) {
+        // Once gone, only the worker's last word about the rings matters.
+        let last_word = matches!(event, Event::Drained | Event::Broken(_));
+        if self.removed || (self.gone && !last_word) {
             return actions;
         }
         match event {
@@ -190,6 +195,15 @@ impl Handshake {
                     }
                 }
             }
+            Event::Broken(reason) => match self.rings {
+                Rings::Connecting | Rings::Up => {
+                    self.rings = Rings::Down;
+                    self.fatal(format!("front end broke its ring: {reason}"), &mut actions);
+                }
+                // Being torn down already: the worker is done with it, as Drained says.
+                Rings::Draining => actions.extend(self.handle(Event::Drained)),
+                Rings::Down | Rings::Reading => {}
+            },
             Event::Online(online) => {
                 self.online = online;
                 if !online && self.state == XenbusState::Closed && self.rings == Rings::Down {

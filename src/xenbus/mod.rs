@@ -6,6 +6,7 @@
 
 pub mod backing;
 pub mod device;
+pub mod driver;
 pub mod frontend;
 pub mod handshake;
 pub mod kernel_blkback;

@@ -266,6 +266,31 @@ fn online_zero_after_closed_removes() {
 }
 
 #[test]
+fn a_broken_ring_is_fatal_without_a_disconnect() {
+    // The worker already dropped the VBD: Fatal and Closing, nothing to drain.
+    let mut h = connected();
+    assert_eq!(
+        h.handle(Event::Broken("req_prod overran the ring".into())),
+        [
+            Action::Fatal("front end broke its ring: req_prod overran the ring".into()),
+            Action::SwitchState(XenbusState::Closing),
+        ]
+    );
+    // The front end's Closed then closes at once.
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Closed)),
+        [Action::SwitchState(XenbusState::Closed)]
+    );
+    // Broken while being drained stands for Drained: a gone VBD is removed.
+    let mut h = connected();
+    assert_eq!(h.handle(Event::Gone), [Action::Disconnect]);
+    assert_eq!(h.handle(Event::Broken("late".into())), [Action::Remove]);
+    // A stale report about rings not up changes nothing.
+    let mut h = new();
+    assert_eq!(h.handle(Event::Broken("stale".into())), []);
+}
+
+#[test]
 fn gone_tears_down_without_writing_anything() {
     // Connected: drain first, then remove; nothing else is written.
     let mut h = connected();
@@ -335,6 +360,7 @@ mod sequences {
             Just(Event::RingsConnected),
             Just(Event::RingsFailed("bad ref".into())),
             Just(Event::Drained),
+            Just(Event::Broken("overrun".into())),
             any::<bool>().prop_map(Event::Online),
             (1u64..4).prop_map(|n| Event::Resized(Backing {
                 size_bytes: n << 20,
@@ -362,6 +388,11 @@ mod sequences {
                     Event::RingsConnected if rings_out && !disconnecting => rings_up = true,
                     Event::RingsFailed(_) if rings_out && !rings_up && !disconnecting => {
                         rings_out = false
+                    }
+                    Event::Broken(_) if rings_out => {
+                        disconnecting = false;
+                        rings_out = false;
+                        rings_up = false;
                     }
                     Event::Drained if disconnecting => {
                         disconnecting = false;

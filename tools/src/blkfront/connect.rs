@@ -61,7 +61,34 @@ impl Options {
     }
 }
 
+/// The device's xenstore directories, through the guest's own connection.
+fn open_xenbus(opts: &Options) -> Result<(Xenbus, u16), Error> {
+    let socket = opts.run.domain_xenstored_socket(opts.domid);
+    let xs =
+        Client::connect(Endpoint::Socket(socket.clone())).map_err(|source| Error::Xenstore {
+            op: "connect to",
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let frontend = format!("/local/domain/{}/device/vbd/{}", opts.domid.0, opts.devid);
+    Xenbus::open(xs, frontend)
+}
+
 impl Blkfront {
+    /// Probes a closed disk again, as Linux blkfront does when the device comes back after a
+    /// close: our state back to Initialising, the back end's answer to it (InitWait, from
+    /// Closed) awaited, then the handshake of [`Blkfront::connect`].
+    pub fn reconnect(opts: Options) -> Result<Self, Error> {
+        let deadline = Instant::now() + opts.timeout;
+        let (mut xenbus, _) = open_xenbus(&opts)?;
+        xenbus.switch_state(XenbusState::Initialising)?;
+        xenbus.wait_backend(deadline, "the back end's InitWait after a close", |s| {
+            s != XenbusState::Closed
+        })?;
+        drop(xenbus);
+        Self::connect(opts)
+    }
+
     /// Runs the handshake to Connected (see the module docs).
     pub fn connect(opts: Options) -> Result<Self, Error> {
         let deadline = Instant::now() + opts.timeout;
@@ -69,16 +96,7 @@ impl Blkfront {
             Some(shared) => shared.clone(),
             None => GuestAllocator::open(&opts.run, opts.domid)?,
         };
-        let socket = opts.run.domain_xenstored_socket(opts.domid);
-        let xs = Client::connect(Endpoint::Socket(socket.clone())).map_err(|source| {
-            Error::Xenstore {
-                op: "connect to",
-                path: socket.display().to_string(),
-                source,
-            }
-        })?;
-        let frontend = format!("/local/domain/{}/device/vbd/{}", opts.domid.0, opts.devid);
-        let (mut xenbus, backend_id) = Xenbus::open(xs, frontend)?;
+        let (mut xenbus, backend_id) = open_xenbus(&opts)?;
         // Linux starts the handshake only from Initialising (`blkback_changed`): a device
         // that another front end took further is not ours to set up.
         let own = xenbus.own_state()?;

@@ -9,8 +9,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use blkif::abi::SECTOR_SIZE;
-use xenstore_wire::client::blocking::Client;
-use xenstore_wire::client::{Endpoint, TxId};
 
 use super::spec::DiskSpec;
 use super::{retune, SimError};
@@ -121,8 +119,8 @@ fn body(setup: &JobSetup, stats: &Stats, limit: &Mutex<String>) -> Result<(), Si
     front
         .close()
         .map_err(|e| SimError::Connect(setup.name.clone(), e))?;
-    reopen(setup)?;
-    let mut front = connect(&setup.options)?;
+    let mut front = Blkfront::reconnect(setup.options.clone())
+        .map_err(|e| SimError::Connect(setup.name.clone(), e))?;
     runner
         .run_for(&mut front, setup.duration - change.at, stats, stop)
         .map_err(job_err(setup))
@@ -130,29 +128,4 @@ fn body(setup: &JobSetup, stats: &Stats, limit: &Mutex<String>) -> Result<(), Si
 
 fn job_err(setup: &JobSetup) -> impl Fn(crate::workload::WorkloadError) -> SimError + '_ {
     |e| SimError::Workload(setup.name.clone(), e)
-}
-
-/// The front end goes Initialising again (Linux blkfront on a fresh probe); the back end,
-/// Closed, answers with InitWait.
-fn reopen(setup: &JobSetup) -> Result<(), SimError> {
-    let run = &setup.options.run;
-    let socket = run.domain_xenstored_socket(setup.options.domid);
-    let frontend = format!(
-        "/local/domain/{}/device/vbd/{}/state",
-        setup.options.domid.0, setup.options.devid
-    );
-    let mut xs =
-        Client::connect(Endpoint::Socket(socket)).map_err(|e| SimError::Xenstore(e.to_string()))?;
-    xs.write(TxId::NONE, &frontend, b"1")
-        .map_err(|e| SimError::Xenstore(e.to_string()))?;
-    // Blkfront connects from the back end's InitWait; Closed would end its handshake.
-    let state = format!("{}/state", setup.backend);
-    let deadline = std::time::Instant::now() + setup.options.timeout;
-    while xs.read(TxId::NONE, &state).ok().as_deref() != Some(b"2") {
-        if std::time::Instant::now() > deadline {
-            return Err(SimError::NoInitWait(setup.backend.clone()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }

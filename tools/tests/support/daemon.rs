@@ -97,37 +97,26 @@ impl Drop for Tokenbackd {
     }
 }
 
-/// Plays libxl and the `block-tokenback` hotplug script for a disk the toolstack added:
-/// waits for the back end's InitWait (libxl waits for exactly 2, and tokenbackd must get there
-/// before `physical-device-path` exists), then writes the QoS keys, `physical-device-path` and
-/// `hotplug-status`, in that order, as DESIGN's "What the hotplug script writes" says.
+/// Plays the `block-tokenback` hotplug script for a disk the toolstack added, as libxl runs
+/// it: once the back end is in InitWait, the QoS keys, `physical-device-path`, then
+/// `hotplug-status`.
 pub fn hotplug(
     host: &mut super::Host,
     paths: &tokenback_tools::toolstack::DiskPaths,
     storage: &std::path::Path,
     qos: &[(&str, &str)],
 ) {
-    let state = format!("{}/state", paths.backend);
-    super::eventually("the back end in InitWait", || {
-        host.read(&state).as_deref() == Some("2")
-    });
-    let xs = host.toolstack.xenstore();
-    let tx = xenstore_wire::client::TxId::NONE;
-    for (key, value) in qos {
-        xs.write(tx, &format!("{}/{key}", paths.backend), value.as_bytes())
-            .unwrap();
-    }
-    let path = storage.display().to_string();
-    xs.write(
-        tx,
-        &format!("{}/physical-device-path", paths.backend),
-        path.as_bytes(),
-    )
-    .unwrap();
-    xs.write(
-        tx,
-        &format!("{}/hotplug-status", paths.backend),
-        b"connected",
+    let qos: Vec<(String, String)> = qos
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let deadline = Instant::now() + EVENTUALLY;
+    tokenback_tools::sim::hotplug::add(
+        host.toolstack.xenstore(),
+        &paths.backend,
+        &qos,
+        storage,
+        deadline,
     )
     .unwrap();
 }

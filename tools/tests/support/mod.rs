@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod driver;
 pub mod workers;
 pub mod xenstored;
 
@@ -109,6 +110,26 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what} never happened");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Writes then reads back `len` bytes at `sector` through `front`, and checks that `storage`
+/// (a file or block device) holds them.
+pub fn round_trip(front: &mut Blkfront, storage: &Path, sector: u64, len: usize, seed: u8) {
+    use std::os::unix::fs::FileExt;
+    let data = pattern(len, seed);
+    front.write(sector, &data).unwrap();
+    let mut back = vec![0; len];
+    front.read(sector, &mut back).unwrap();
+    assert!(back == data, "{len} bytes at sector {sector} read back");
+    let mut stored = vec![0; len];
+    std::fs::File::open(storage)
+        .unwrap()
+        .read_exact_at(&mut stored, sector * 512)
+        .unwrap();
+    assert!(
+        stored == data,
+        "{len} bytes at sector {sector} in the storage"
+    );
 }
 
 /// Bytes that differ from sector to sector and from run to run of `seed`.

@@ -49,6 +49,14 @@ impl Client {
         })
     }
 
+    /// The connection's descriptor, for an owner that sleeps in its own poll: register it
+    /// for reading, and when it fires take events with `next_event(Some(Duration::ZERO))`
+    /// until there are none (requests may have queued some meanwhile). A reconnect replaces
+    /// it, so such an owner sets a reconnect window of 0.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
     /// How long to wait for xenstored to come back when the connection breaks (0: don't).
     pub fn set_reconnect_window(&mut self, window: Duration) {
         self.reconnect_window = window;

@@ -1,0 +1,149 @@
+//! A VBD's QoS keys (docs/qos.md), read from its backend directory at connect. DESIGN "Where
+//! QoS lives in xenstore": the toolstack makes that directory the backend's and readable, not
+//! writable, by the guest; a key set a guest could have written is refused whole, as is one
+//! that does not parse. A refusal is published in `qos-error` beside the keys and the VBD is
+//! served without limits; a good set removes a stale `qos-error`.
+
+use xenstore_wire::perms::Perms;
+
+use super::store::{Store, StoreError};
+use crate::limiter::{ConfigError, LimitConfig, VbdConfig};
+use crate::platform::DomId;
+
+/// Where a refusal is published, relative to the backend directory.
+pub const QOS_ERROR: &str = "qos-error";
+
+/// Why a VBD's QoS keys are not honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{node} is writable by the guest (domain {guest})")]
+    GuestWritable { node: String, guest: u16 },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// The QoS in force for a VBD, and why keys were refused if they were.
+pub struct Qos {
+    pub config: VbdConfig,
+    pub refused: Option<Refusal>,
+}
+
+fn is_qos_key(name: &str) -> bool {
+    LimitConfig::KEYS.contains(&name) || VbdConfig::EXTRA_KEYS.contains(&name)
+}
+
+fn guest_writable(perms: &Perms, guest: DomId) -> bool {
+    perms.access_for(guest.0, None).can_write()
+}
+
+/// Reads the QoS keys of `dir`, whose guest is `guest`, and publishes the verdict.
+pub fn read(store: &mut Store, dir: &str, guest: DomId) -> Result<Qos, StoreError> {
+    let qos = match judge(store, dir, guest)? {
+        Ok(config) => {
+            store.remove(&format!("{dir}/{QOS_ERROR}"))?;
+            Qos {
+                config,
+                refused: None,
+            }
+        }
+        Err(refusal) => {
+            store.write_keys(dir, &[(QOS_ERROR, refusal.to_string())])?;
+            Qos {
+                config: VbdConfig::default(),
+                refused: Some(refusal),
+            }
+        }
+    };
+    Ok(qos)
+}
+
+fn judge(
+    store: &mut Store,
+    dir: &str,
+    guest: DomId,
+) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+    // The directory first: if the guest may create keys there, none can be trusted.
+    let mut nodes = vec![dir.to_owned()];
+    let names: Vec<String> = store
+        .list(dir)?
+        .into_iter()
+        .filter(|n| is_qos_key(n))
+        .collect();
+    nodes.extend(names.iter().map(|name| format!("{dir}/{name}")));
+    for node in nodes {
+        if store
+            .perms(&node)?
+            .is_some_and(|p| guest_writable(&p, guest))
+        {
+            return Ok(Err(Refusal::GuestWritable {
+                node,
+                guest: guest.0,
+            }));
+        }
+    }
+    let mut pairs = Vec::with_capacity(names.len());
+    for name in names {
+        // Removed since the listing: as if never there.
+        if let Some(value) = store.read(&format!("{dir}/{name}"))? {
+            pairs.push((name, value));
+        }
+    }
+    Ok(
+        VbdConfig::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(Refusal::from),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xenstore_wire::perms::{Access, Perm};
+
+    fn perms(entries: &[(u16, Access)]) -> Perms {
+        Perms::new(
+            entries
+                .iter()
+                .map(|&(domid, access)| Perm { access, domid })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_what_the_guest_could_write_is_refused() {
+        let guest = DomId(5);
+        // libxl's backend directory: dom0's, the guest may read.
+        assert!(!guest_writable(
+            &perms(&[(0, Access::None), (5, Access::Read)]),
+            guest
+        ));
+        // Owned by the guest, or a write entry for it, or everyone may write.
+        assert!(guest_writable(&perms(&[(5, Access::None)]), guest));
+        assert!(guest_writable(
+            &perms(&[(0, Access::None), (5, Access::Both)]),
+            guest
+        ));
+        assert!(guest_writable(&perms(&[(0, Access::Write)]), guest));
+        // Another guest's write entry is not this guest's.
+        assert!(!guest_writable(
+            &perms(&[(0, Access::None), (6, Access::Write)]),
+            guest
+        ));
+    }
+
+    #[test]
+    fn qos_keys_are_those_of_docs_qos() {
+        for key in [
+            "tokens-refill",
+            "tokens-max",
+            "iops-total",
+            "bps-write-max-length",
+            "group",
+        ] {
+            assert!(is_qos_key(key), "{key}");
+        }
+        for key in ["state", "mode", "physical-device-path", QOS_ERROR] {
+            assert!(!is_qos_key(key), "{key}");
+        }
+    }
+}

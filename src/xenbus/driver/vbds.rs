@@ -1,0 +1,325 @@
+//! The VBDs the driver knows, each with its handshake, and the carrying out of the actions
+//! those handshakes return: written to xenstore, opened, handed to the workers. Answers
+//! (storage opened, front-end keys read) go back to the handshake after the batch that asked
+//! for them, so that actions are always carried out in the order they were returned.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use slog::{debug, error, info, o, warn, Logger};
+
+use super::qos;
+use super::storage::Storage;
+use super::store::{Store, StoreError};
+use super::watch::frontend_token;
+use crate::platform::DomId;
+use crate::storage;
+use crate::vbd::{Connect, Dispatch, Report};
+use crate::xenbus::keys;
+use crate::xenbus::{
+    error_value, is_online, read_device, read_frontend_rings, Action, BackendTree, DeviceId, Event,
+    Handshake, Limits, OpenStorage, XenbusState,
+};
+
+/// The errno of a failure published in an `error` node: the toolstack's keys are invalid.
+const EINVAL: i32 = libc::EINVAL;
+/// Any other failure of the handshake.
+const EIO: i32 = libc::EIO;
+
+struct Vbd {
+    handshake: Handshake,
+    /// Opened once `physical-device-path` was read; handed to the worker at connect.
+    storage: Option<Arc<storage::Backing>>,
+    log: Logger,
+}
+
+impl Vbd {
+    fn frontend_state(&self) -> String {
+        format!("{}/state", self.handshake.device().frontend)
+    }
+}
+
+/// Every VBD being served or set up, and the workers they go to.
+pub struct Vbds<D> {
+    tree: BackendTree,
+    limits: Limits,
+    dispatch: D,
+    vbds: HashMap<DeviceId, Vbd>,
+    log: Logger,
+}
+
+fn id_log(log: &Logger, id: DeviceId) -> Logger {
+    log.new(o!("domid" => id.frontend_id.0, "devid" => id.devid))
+}
+
+impl<D: Dispatch> Vbds<D> {
+    pub fn new(tree: BackendTree, limits: Limits, dispatch: D, log: Logger) -> Self {
+        Vbds {
+            tree,
+            limits,
+            dispatch,
+            vbds: HashMap::new(),
+            log,
+        }
+    }
+
+    /// The workers, for the caller to shut down.
+    pub fn into_dispatch(self) -> D {
+        self.dispatch
+    }
+
+    /// Lists the whole tree: probes new VBDs, tears down those whose directory is gone.
+    pub fn rescan(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        let root = self.tree.root().to_owned();
+        let mut present = BTreeSet::new();
+        for guest in store.list(&root)? {
+            for devid in store.list(&format!("{root}/{guest}"))? {
+                // Names that are no ids (a stray node) are nobody's VBD.
+                if let Some((id, "")) = self.tree.parse(&format!("{root}/{guest}/{devid}")) {
+                    present.insert(id);
+                }
+            }
+        }
+        let gone: Vec<DeviceId> = (self.vbds.keys())
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.deliver(store, id, Event::Gone)?;
+        }
+        for id in present {
+            if !self.vbds.contains_key(&id) {
+                self.probe(store, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A key (or, for "", the directory) of VBD `id`'s backend directory changed.
+    pub fn backend_changed(
+        &mut self,
+        store: &mut Store,
+        id: DeviceId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        if !self.vbds.contains_key(&id) {
+            return self.probe(store, id);
+        }
+        let dir = self.tree.device_dir(id);
+        let event = match key {
+            "" if !store.exists(&dir)? => Event::Gone,
+            "physical-device-path" => match store.read(&format!("{dir}/{key}"))? {
+                Some(path) => Event::PhysicalDevicePath(path),
+                None => return Ok(()),
+            },
+            "online" => Event::Online(is_online(store.read(&format!("{dir}/{key}"))?.as_deref())),
+            // Ours, the toolstack's, the hotplug script's and QoS keys (read at connect).
+            _ => return Ok(()),
+        };
+        self.deliver(store, id, event)
+    }
+
+    /// The front end's `state` of VBD `id` may have changed.
+    pub fn frontend_changed(&mut self, store: &mut Store, id: DeviceId) -> Result<(), StoreError> {
+        let Some(vbd) = self.vbds.get(&id) else {
+            return Ok(());
+        };
+        let path = vbd.frontend_state();
+        // Absent (the front end's directory went) reads as Unknown: the VBD is gone.
+        let state = XenbusState::from_key(store.read(&path)?.as_deref());
+        self.deliver(store, id, Event::FrontendState(state))
+    }
+
+    /// Some domain was released: every VBD of a front end whose domain is gone is torn down.
+    pub fn domains_released(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        let frontends: BTreeSet<DomId> = self.vbds.keys().map(|id| id.frontend_id).collect();
+        for domid in frontends {
+            if store.domain_exists(domid.0)? {
+                continue;
+            }
+            info!(self.log, "front end's domain released"; "domid" => domid.0);
+            let ids: Vec<DeviceId> = (self.vbds.keys())
+                .filter(|id| id.frontend_id == domid)
+                .copied()
+                .collect();
+            for id in ids {
+                self.deliver(store, id, Event::Gone)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a worker said about a VBD.
+    pub fn report(&mut self, store: &mut Store, report: Report) -> Result<(), StoreError> {
+        let (id, event) = match report {
+            Report::Connected(id) => (id, Event::RingsConnected),
+            Report::ConnectFailed(id, reason) => (id, Event::RingsFailed(reason)),
+            Report::Broken(id, reason) => (id, Event::Broken(reason)),
+            Report::Drained(id) => (id, Event::Drained),
+        };
+        self.deliver(store, id, event)
+    }
+
+    /// A backend directory we do not serve yet. As Linux's `xenbus_probe_node`, only one whose
+    /// `state` is Initialising is taken: the toolstack just created it. Any other was served
+    /// and closed (waiting for the toolstack to remove it) or is being removed.
+    fn probe(&mut self, store: &mut Store, id: DeviceId) -> Result<(), StoreError> {
+        let dir = self.tree.device_dir(id);
+        let state = XenbusState::from_key(store.read(&format!("{dir}/state"))?.as_deref());
+        if state != XenbusState::Initialising {
+            return Ok(());
+        }
+        let log = id_log(&self.log, id);
+        let device = match store.read_keys(&dir, |read| read_device(read))? {
+            Ok(device) => device,
+            Err(e) => {
+                // Linux's xenbus_dev_fatal: the error node, then Closing, so that the
+                // toolstack sees the failure and the directory is not probed again.
+                error!(log, "bad toolstack keys"; "error" => %e);
+                store.write(
+                    &self.tree.error_node(id),
+                    &error_value(EINVAL, &e.to_string()),
+                )?;
+                let closing = XenbusState::Closing.value().to_string();
+                store.write_keys(&dir, &[("state", closing)])?;
+                return Ok(());
+            }
+        };
+        info!(log, "new VBD"; "frontend" => &device.frontend, "writable" => device.writable);
+        let (handshake, actions) = Handshake::new(device, self.limits);
+        let vbd = Vbd {
+            handshake,
+            storage: None,
+            log,
+        };
+        // Its first event is the front end's state as it is now.
+        store.watch(&vbd.frontend_state(), &frontend_token(id))?;
+        self.vbds.insert(id, vbd);
+        self.run(store, id, actions)?;
+        // The hotplug script may have run already (it waits for InitWait, which a previous
+        // daemon may have written); the toolstack may be detaching.
+        self.backend_changed(store, id, "physical-device-path")?;
+        self.backend_changed(store, id, "online")
+    }
+
+    fn deliver(&mut self, store: &mut Store, id: DeviceId, event: Event) -> Result<(), StoreError> {
+        let Some(vbd) = self.vbds.get_mut(&id) else {
+            return Ok(());
+        };
+        debug!(vbd.log, "event"; "event" => ?event);
+        let actions = vbd.handshake.handle(event);
+        self.run(store, id, actions)
+    }
+
+    /// Carries out `actions`, then the handshake's reactions to their answers, in order.
+    fn run(
+        &mut self,
+        store: &mut Store,
+        id: DeviceId,
+        actions: Vec<Action>,
+    ) -> Result<(), StoreError> {
+        let mut answers = VecDeque::new();
+        let mut actions = actions;
+        loop {
+            for action in actions {
+                match self.carry(store, id, action) {
+                    Ok(Some(answer)) => answers.push_back(answer),
+                    Ok(None) => {}
+                    Err(e) if e.is_lost() => return Err(e),
+                    // One request refused: the VBD goes on; what is missing shows in xenstore.
+                    Err(e) => warn!(self.log, "xenstore refused"; "error" => %e,
+                        "domid" => id.frontend_id.0, "devid" => id.devid),
+                }
+            }
+            let Some(answer) = answers.pop_front() else {
+                return Ok(());
+            };
+            let Some(vbd) = self.vbds.get_mut(&id) else {
+                return Ok(());
+            };
+            debug!(vbd.log, "event"; "event" => ?answer);
+            actions = vbd.handshake.handle(answer);
+        }
+    }
+
+    /// Carries out one action; the event that answers it, if it has one.
+    fn carry(
+        &mut self,
+        store: &mut Store,
+        id: DeviceId,
+        action: Action,
+    ) -> Result<Option<Event>, StoreError> {
+        let dir = self.tree.device_dir(id);
+        let Some(vbd) = self.vbds.get_mut(&id) else {
+            return Ok(None);
+        };
+        match action {
+            Action::WriteKeys(keys) => {
+                store.write_keys(&dir, &keys)?;
+            }
+            Action::SwitchState(state) => {
+                info!(vbd.log, "state"; "state" => state.value());
+                store.write_keys(&dir, &[("state", state.value().to_string())])?;
+            }
+            Action::OpenStorage(path) => {
+                let writable = vbd.handshake.device().writable;
+                return Ok(Some(match Storage.open(Path::new(&path), writable) {
+                    Ok((opened, summary)) => {
+                        info!(vbd.log, "storage open"; "path" => &path,
+                            "sectors" => summary.sectors(), "read_only" => summary.read_only);
+                        vbd.storage = Some(opened);
+                        Event::StorageOpened(summary)
+                    }
+                    Err(e) => Event::StorageFailed(e.to_string()),
+                }));
+            }
+            Action::ReadFrontendKeys => {
+                let frontend = vbd.handshake.device().frontend.clone();
+                let limits = vbd.handshake.limits();
+                let rings = store.read_keys(&frontend, |read| read_frontend_rings(limits, read))?;
+                return Ok(Some(Event::FrontendKeys(rings)));
+            }
+            Action::ConnectRings(rings) => {
+                let Some(storage) = vbd.storage.clone() else {
+                    // The handshake hands rings over only once storage is open.
+                    return Ok(Some(Event::RingsFailed("no storage open".into())));
+                };
+                let device = vbd.handshake.device();
+                let frontend_id = device.frontend_id;
+                let discard = device.discard_enable && storage.discard();
+                let qos = qos::read(store, &dir, frontend_id)?;
+                if let Some(refusal) = &qos.refused {
+                    warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
+                }
+                info!(vbd.log, "connecting"; "queues" => rings.queues.len(),
+                    "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
+                    "qos" => ?qos.config);
+                self.dispatch.connect(Connect {
+                    id,
+                    frontend_id,
+                    rings,
+                    storage,
+                    qos: qos.config,
+                    discard,
+                    persistent: keys::PERSISTENT_GRANTS,
+                });
+            }
+            Action::Disconnect => {
+                info!(vbd.log, "disconnecting");
+                self.dispatch.disconnect(id);
+            }
+            Action::Fatal(reason) => {
+                error!(vbd.log, "VBD failed"; "reason" => &reason);
+                store.write(&self.tree.error_node(id), &error_value(EIO, &reason))?;
+            }
+            Action::Remove => {
+                info!(vbd.log, "removed");
+                let path = vbd.frontend_state();
+                self.vbds.remove(&id);
+                store.unwatch(&path, &frontend_token(id))?;
+            }
+        }
+        Ok(None)
+    }
+}

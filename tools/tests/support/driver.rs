@@ -1,0 +1,100 @@
+//! tokenback's xenbus driver and workers serving a simulated host in this process, as
+//! tokenbackd runs them, with every call the driver makes on the workers recorded.
+
+use std::sync::{Arc, Mutex};
+
+use tokenback::limiter::VbdConfig;
+use tokenback::platform::sim::SimPlatform;
+use tokenback::platform::DomId;
+use tokenback::storage::EngineKind;
+use tokenback::vbd::{Connect, Dispatch, ReportSink, Workers};
+use tokenback::xenbus::driver::{Driver, DriverConfig, Running};
+use tokenback::xenbus::{BackendTree, BackendType, DeviceId};
+use xenstore_wire::client::Endpoint;
+
+use super::Host;
+
+/// A call the driver made on the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Connect(DeviceId, Box<VbdConfig>),
+    Disconnect(DeviceId),
+}
+
+/// The workers, with every call recorded.
+pub struct Recorded {
+    pub workers: Workers,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Dispatch for Recorded {
+    fn connect(&mut self, connect: Connect) {
+        let call = Call::Connect(connect.id, Box::new(connect.qos.clone()));
+        self.calls.lock().unwrap().push(call);
+        self.workers.connect(connect);
+    }
+
+    fn disconnect(&mut self, id: DeviceId) {
+        self.calls.lock().unwrap().push(Call::Disconnect(id));
+        self.workers.disconnect(id);
+    }
+}
+
+/// The driver and its workers; stopped (VBDs left connected) on drop.
+pub struct Daemon {
+    running: Option<Running<Recorded>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Daemon {
+    /// Serves `backend/vbd` of dom0 with two workers, advertising 4 queues.
+    pub fn start(host: &Host) -> Daemon {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let config = DriverConfig {
+            endpoint: Endpoint::Socket(host.run.xenstored_socket()),
+            tree: BackendTree::new(DomId(0), BackendType::Vbd),
+            max_queues: 4,
+        };
+        let driver = Driver::new(config, log.clone()).unwrap();
+        let (sink, reports) = ReportSink::new(driver.waker());
+        let platform = SimPlatform::new(host.run.clone(), DomId(0));
+        let workers = Workers::start(&platform, 2, EngineKind::Threads, sink, &log).unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Recorded {
+            workers,
+            calls: Arc::clone(&calls),
+        };
+        let running = driver.spawn(reports, recorded).unwrap();
+        assert_eq!(running.root(), "/local/domain/0/backend/vbd");
+        Daemon {
+            running: Some(running),
+            calls,
+        }
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Whether the driver's thread ended by itself.
+    pub fn is_finished(&self) -> bool {
+        self.running.as_ref().is_some_and(Running::is_finished)
+    }
+
+    /// Stops the driver, asserting it ran without error, and hands back the workers.
+    pub fn stop(&mut self) -> Workers {
+        let running = self.running.take().expect("running");
+        running.stop().expect("the driver stops cleanly").workers
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            if let Ok(recorded) = running.stop() {
+                recorded.workers.shutdown();
+            }
+        }
+    }
+}

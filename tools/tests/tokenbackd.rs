@@ -1,0 +1,410 @@
+//! tokenbackd as users run it: a separate process serving the simulated host, found by its
+//! xenstore watches alone. The toolstack adds disks as libxl does, the test plays the hotplug
+//! script, and simulated blkfronts do verified I/O: the handshake in every protocol and ring
+//! shape, close and reopen, data on a file and a loop device with both I/O engines, SIGTERM
+//! with I/O in flight, a destroyed guest, and the seed QoS keys pacing a guest.
+#![allow(clippy::tests_outside_test_module)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use blkif::Protocol;
+use support::daemon::{attach, hotplug, Tokenbackd};
+use support::{eventually, pattern, round_trip, Host};
+use tokenback_tools::blkfront::{Blkfront, Op, Tag};
+use tokenback_tools::toolstack::DiskSpec;
+
+const MIB: u64 = 1 << 20;
+
+/// A sparse file of `bytes` in the host's run directory.
+fn storage_file(host: &Host, name: &str, bytes: u64) -> PathBuf {
+    let path = host.run.root().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    path
+}
+
+#[test]
+fn serves_every_protocol_ring_order_and_queue_count() {
+    let mut host = Host::start("tokenbackd-shapes");
+    let mut daemon = Tokenbackd::start(&host.run, &["--workers", "2", "--max-queues", "4"]);
+    let shapes = [
+        (Protocol::Native, 0, 1),
+        (Protocol::X86_32, 1, 2),
+        (Protocol::X86_64, 2, 3),
+        (Protocol::Native, 3, 4),
+        (Protocol::X86_32, 4, 4),
+        (Protocol::X86_64, 4, 1),
+    ];
+    for (i, (protocol, order, queues)) in shapes.into_iter().enumerate() {
+        let file = storage_file(&host, &format!("disk{i}.img"), 16 * MIB);
+        let (mut front, paths) = attach(&mut host, &file, &[], |o| {
+            o.protocol = protocol;
+            o.max_ring_page_order = order;
+            o.max_queues = queues;
+        });
+        assert_eq!(front.queues(), queues as usize, "{protocol:?}");
+        assert_eq!(
+            host.read(&format!("{}/sectors", paths.backend)).as_deref(),
+            Some("32768")
+        );
+        round_trip(&mut front, &file, 8, 4096, 1);
+        // 32 pages from a page boundary: blkfront's default indirect maximum.
+        round_trip(&mut front, &file, 1000, 32 * 4096, 2);
+        front.close().unwrap();
+        eventually("the back end Closed", || {
+            host.read(&format!("{}/state", paths.backend)).as_deref() == Some("6")
+        });
+    }
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
+
+#[test]
+fn stays_in_initwait_until_the_hotplug_script_names_the_storage() {
+    let mut host = Host::start("tokenbackd-initwait");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let domid = host.new_guest();
+    let paths = host
+        .toolstack
+        .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
+        .unwrap();
+    let state = format!("{}/state", paths.backend);
+    eventually("InitWait", || host.read(&state).as_deref() == Some("2"));
+    // Probe-phase features are there, connect-phase ones not yet.
+    assert!(host
+        .read(&format!("{}/feature-max-indirect-segments", paths.backend))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host.read(&state).as_deref(), Some("2"));
+    assert_eq!(host.read(&format!("{}/sectors", paths.backend)), None);
+    let opts = host.options(domid);
+    let front = std::thread::spawn(move || Blkfront::connect(opts));
+    hotplug(&mut host, &paths, &file, &[]);
+    let front = front.join().unwrap().unwrap();
+    assert_eq!(front.disk().sectors, 8192);
+    assert_eq!(host.read(&state).as_deref(), Some("4"));
+}
+
+#[test]
+fn a_front_end_that_closes_and_reopens_is_served_again() {
+    let mut host = Host::start("tokenbackd-reopen");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, paths) = attach(&mut host, &file, &[], |_| {});
+    round_trip(&mut front, &file, 0, 4096, 3);
+    let domid = front_domid(&paths.frontend);
+    front.close().unwrap();
+    let state = format!("{}/state", paths.backend);
+    eventually("Closed", || host.read(&state).as_deref() == Some("6"));
+    let mut front = Blkfront::reconnect(host.options(domid)).expect("reconnects");
+    round_trip(&mut front, &file, 64, 8192, 4);
+    assert_eq!(host.read(&state).as_deref(), Some("4"));
+}
+
+fn front_domid(frontend: &str) -> tokenback::platform::DomId {
+    let id = frontend.split('/').nth(3).unwrap();
+    tokenback::platform::DomId(id.parse().unwrap())
+}
+
+/// Every size from one sector to the indirect maximum, at random offsets, with FUA and
+/// flushes between, verified by reads and in the storage.
+fn integrity(host: &mut Host, storage: &Path) {
+    let (mut front, _) = attach(host, storage, &[], |o| {
+        o.max_indirect_segments = 256;
+        o.max_ring_page_order = 1;
+    });
+    let sectors = front.disk().sectors;
+    let mut seed = 0x9e37_79b9_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut len = 512;
+    while len <= 256 * 4096 {
+        let mut sector = next() % (sectors - (len as u64 / 512));
+        if len == 256 * 4096 {
+            // The indirect maximum is 256 whole pages: from a page boundary.
+            sector &= !7;
+        }
+        let data = pattern(len, next() as u8);
+        if next() % 2 == 0 {
+            front.write_fua(sector, &data).unwrap();
+        } else {
+            front.write(sector, &data).unwrap();
+            front.flush().unwrap();
+        }
+        let mut back = vec![0; len];
+        front.read(sector, &mut back).unwrap();
+        assert!(
+            back == data,
+            "{len} bytes at {sector} on {}",
+            storage.display()
+        );
+        len = if len < 8192 { len + 512 } else { len * 2 };
+    }
+    front.close().unwrap();
+}
+
+#[test]
+fn data_survives_on_a_file_with_both_io_engines() {
+    for engine in ["uring", "threads"] {
+        let mut host = Host::start("tokenbackd-file");
+        let _daemon = Tokenbackd::start(&host.run, &["--io-engine", engine]);
+        let file = storage_file(&host, "disk.img", 64 * MIB);
+        integrity(&mut host, &file);
+    }
+}
+
+/// A loop device over a file, detached on drop.
+struct LoopDevice(PathBuf);
+
+impl LoopDevice {
+    fn attach(file: &Path) -> LoopDevice {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(file)
+            .output()
+            .expect("losetup (util-linux) runs");
+        assert!(
+            out.status.success(),
+            "this machine has loop devices: losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopDevice(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn data_survives_on_a_loop_device_with_both_io_engines() {
+    for engine in ["uring", "threads"] {
+        let mut host = Host::start("tokenbackd-loop");
+        let _daemon = Tokenbackd::start(&host.run, &["--io-engine", engine]);
+        // The loop device's backing file lives outside tmpfs so that O_DIRECT works.
+        let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("loop-{engine}-{}.img", std::process::id()));
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(64 * MIB)
+            .unwrap();
+        let device = LoopDevice::attach(&file);
+        integrity(&mut host, &device.0);
+        drop(device);
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
+#[test]
+fn sigterm_with_io_in_flight_loses_no_acknowledged_write_and_leaves_vbds_connected() {
+    let mut host = Host::start("tokenbackd-sigterm");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 16 * MIB);
+    let (mut front, paths) = attach(&mut host, &file, &[], |o| o.max_ring_page_order = 2);
+    let mut acked = Vec::new();
+    let mut pending: Vec<(Tag, u64)> = Vec::new();
+    let started = Instant::now();
+    let mut next = 0u64;
+    let mut stopped = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        while pending.len() < 32 {
+            let block = next % 4096;
+            let data = pattern(4096, block as u8 ^ 0x5a);
+            match front.submit(Op::Write {
+                sector: block * 8,
+                data,
+            }) {
+                Ok(tag) => pending.push((tag, block)),
+                Err(_) => break,
+            }
+            next += 1;
+        }
+        if next > 2000 && stopped.is_none() {
+            stopped = Some(daemon.stop_with(libc::SIGTERM));
+        }
+        front
+            .handle_backend_events(Duration::from_millis(50))
+            .unwrap();
+        for done in front.complete().unwrap() {
+            let i = pending.iter().position(|(t, _)| *t == done.tag).unwrap();
+            let (_, block) = pending.swap_remove(i);
+            if done.into_result().is_ok() {
+                acked.push(block);
+            }
+        }
+        if stopped.is_some() && pending.is_empty() {
+            break;
+        }
+    }
+    let status = stopped.expect("the daemon was stopped");
+    assert!(status.success(), "tokenbackd exits 0 on SIGTERM: {status}");
+    assert!(acked.len() >= 2000, "{} writes acknowledged", acked.len());
+    // Every acknowledged write is in the file (the patterns of one block are all alike).
+    let data = std::fs::read(&file).unwrap();
+    for block in acked {
+        let at = block as usize * 4096;
+        assert!(
+            data[at..at + 4096] == pattern(4096, block as u8 ^ 0x5a)[..],
+            "acknowledged block {block} is in the file"
+        );
+    }
+    assert_eq!(
+        host.read(&format!("{}/state", paths.backend)).as_deref(),
+        Some("4"),
+        "the VBD stays Connected for the next tokenbackd"
+    );
+    assert!(
+        daemon.log().contains("every VBD left connected"),
+        "{}",
+        daemon.log()
+    );
+}
+
+const RUN_DIR: &str = "TOKENBACKD_TEST_RUN_DIR";
+const DOMID: &str = "TOKENBACKD_TEST_DOMID";
+
+/// A guest whose blkfront runs in a process of its own (this test binary again, running the
+/// ignored test `guest_process`), killed with SIGKILL on drop.
+struct GuestProcess(std::process::Child);
+
+impl GuestProcess {
+    /// Starts it once the disk is added; returns when it has connected and done I/O.
+    fn start(host: &mut Host, storage: &Path) -> (GuestProcess, tokenback::platform::DomId) {
+        let domid = host.new_guest();
+        let paths = host
+            .toolstack
+            .add_disk(domid, &DiskSpec::xvda(&storage.display().to_string()))
+            .unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "guest_process", "--nocapture"])
+            .env(RUN_DIR, host.run.root())
+            .env(DOMID, domid.0.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        hotplug(host, &paths, storage, &[]);
+        let stdout = child.stdout.take().unwrap();
+        let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map(Result::unwrap)
+            .any(|line| line == "guest: busy");
+        assert!(ready, "the guest process connected and did I/O");
+        (GuestProcess(child), domid)
+    }
+
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// The guest's side of the test below: connects, then keeps 16 reads in flight until killed.
+#[test]
+#[ignore = "the guest process of a_killed_guest_is_torn_down_without_leaks_and_the_others_keep_working"]
+fn guest_process() {
+    let run = tokenback::platform::sim::RunDir::open(Path::new(&std::env::var(RUN_DIR).unwrap()))
+        .unwrap();
+    let domid = tokenback::platform::DomId(std::env::var(DOMID).unwrap().parse().unwrap());
+    let mut opts = tokenback_tools::blkfront::Options::new(run, domid, 51712);
+    opts.timeout = support::EVENTUALLY;
+    let mut front = Blkfront::connect(opts).unwrap();
+    let mut buf = vec![0; 4096];
+    front.read(0, &mut buf).unwrap();
+    println!("guest: busy");
+    let mut n = 0;
+    loop {
+        while front.in_flight() < 16 {
+            n += 1;
+            front
+                .submit(Op::Read {
+                    sector: (n % 1024) * 8,
+                    len: 4096,
+                })
+                .unwrap();
+        }
+        front
+            .handle_backend_events(Duration::from_millis(10))
+            .unwrap();
+        front.complete().unwrap();
+    }
+}
+
+/// How many of `what` (fd, task) the process has.
+fn count(pid: libc::pid_t, what: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{what}"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_killed_guest_is_torn_down_without_leaks_and_the_others_keep_working() {
+    let mut host = Host::start("tokenbackd-kill");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let kept_file = storage_file(&host, "kept.img", 8 * MIB);
+    let gone_file = storage_file(&host, "gone.img", 8 * MIB);
+    let (mut kept, _) = attach(&mut host, &kept_file, &[], |_| {});
+    round_trip(&mut kept, &kept_file, 0, 4096, 1);
+    // Counted after the first guest's life: what a first teardown creates once (a
+    // connection, a cache) is not a leak; what each guest's life leaves behind is.
+    let mut baseline = None;
+    for round in 0..4u8 {
+        let (guest, domid) = GuestProcess::start(&mut host, &gone_file);
+        // kill -9 with reads in flight: no Closing, no Closed; then the toolstack destroys
+        // the domain and only @releaseDomain tells the daemon.
+        guest.kill();
+        host.toolstack.destroy_guest(domid).unwrap();
+        let now = || (count(daemon.pid(), "fd"), count(daemon.pid(), "task"));
+        match baseline {
+            None => {
+                std::thread::sleep(Duration::from_millis(500));
+                baseline = Some(now());
+            }
+            Some((fds, tasks)) => eventually(
+                "the dead guest's mappings, files and threads are released",
+                || {
+                    let (f, t) = now();
+                    f <= fds && t <= tasks
+                },
+            ),
+        }
+        round_trip(&mut kept, &kept_file, 16 * u64::from(round), 8192, round);
+    }
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
+
+#[test]
+fn tokens_refill_paces_a_guest() {
+    let mut host = Host::start("tokenbackd-pace");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 8 * MIB);
+    // The seed keys: 200 tokens a second (one per request), a bucket of 20.
+    let (mut front, _) = attach(
+        &mut host,
+        &file,
+        &[("tokens-refill", "200"), ("tokens-max", "20")],
+        |_| {},
+    );
+    let mut buf = vec![0; 4096];
+    let started = Instant::now();
+    for i in 0..220 {
+        front.read(i * 8, &mut buf).unwrap();
+    }
+    let elapsed = started.elapsed();
+    // 200 requests beyond the first 20 at 200 a second: 1 s; generous either way.
+    assert!(
+        elapsed >= Duration::from_millis(700),
+        "220 reads took {elapsed:?}: not paced"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}: stuck");
+}
