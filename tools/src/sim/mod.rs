@@ -269,9 +269,11 @@ fn watch(
         }
         daemon.check_alive()?;
         second += 1;
+        // The jobs ended inside this second: a part of a second is not a rate.
+        let whole = Instant::now() >= next;
         for (job, last) in jobs.iter().zip(&mut last) {
             let now = job.stats.snapshot();
-            if live {
+            if live && whole {
                 let line = table::live_line(
                     second,
                     &job.name,
