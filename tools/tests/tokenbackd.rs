@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use blkif::Protocol;
 use support::daemon::{attach, hotplug, Tokenbackd};
 use support::{eventually, pattern, round_trip, Host};
-use tokenback_tools::blkfront::{Blkfront, Op, Tag};
+use tokenback_tools::blkfront::{Blkfront, Op, Span, Tag};
 use tokenback_tools::toolstack::DiskSpec;
 
 const MIB: u64 = 1 << 20;
@@ -113,9 +113,10 @@ fn front_domid(frontend: &str) -> tokenback::platform::DomId {
 }
 
 /// Every size from one sector to the indirect maximum, at random offsets, with FUA and
-/// flushes between, verified by reads and in the storage.
-fn integrity(host: &mut Host, storage: &Path) {
-    let (mut front, _) = attach(host, storage, &[], |o| {
+/// flushes between, then writes with arbitrary sector ranges in each segment, and a discard:
+/// each verified by reads, through a VBD with `qos` in force.
+fn integrity(host: &mut Host, storage: &Path, qos: &[(&str, &str)]) {
+    let (mut front, _) = attach(host, storage, qos, |o| {
         o.max_indirect_segments = 256;
         o.max_ring_page_order = 1;
     });
@@ -150,7 +151,56 @@ fn integrity(host: &mut Host, storage: &Path) {
         );
         len = if len < 8192 { len + 512 } else { len * 2 };
     }
+    // Segments covering arbitrary sector ranges of their pages, as a guest's scattered
+    // buffers give.
+    for round in 0..8u64 {
+        let spans: Vec<Span> = (0..1 + next() % 100)
+            .map(|_| {
+                let first = (next() % 8) as u8;
+                Span::new(first, first + (next() % (8 - u64::from(first))) as u8).unwrap()
+            })
+            .collect();
+        let bytes: usize = spans.iter().map(|s| usize::from(s.sectors()) * 512).sum();
+        let sector = next() % (sectors - bytes as u64 / 512);
+        let data = pattern(bytes, round as u8);
+        let tag = front
+            .submit(Op::WriteSpans {
+                sector,
+                data: data.clone(),
+                spans: spans.clone(),
+            })
+            .unwrap();
+        wait(&mut front, tag).unwrap();
+        let tag = front.submit(Op::ReadSpans { sector, spans }).unwrap();
+        assert!(
+            wait(&mut front, tag).unwrap() == data,
+            "{bytes} bytes in spans at {sector}"
+        );
+    }
+    // A discarded range reads back as zeros (hole punching or BLKDISCARD on a device that
+    // zeroes what it discards, as files and loop devices do).
+    assert!(front.disk().discard.is_some(), "discard is offered");
+    front.write(2048, &pattern(64 * 1024, 9)).unwrap();
+    front.discard(2048, 128, false).unwrap();
+    let mut back = vec![1; 64 * 1024];
+    front.read(2048, &mut back).unwrap();
+    assert!(
+        back.iter().all(|&b| b == 0),
+        "a discarded range reads zeros"
+    );
     front.close().unwrap();
+}
+
+/// The completion of `tag`, waiting for it.
+fn wait(front: &mut Blkfront, tag: Tag) -> Result<Vec<u8>, tokenback_tools::blkfront::Error> {
+    loop {
+        for done in front.complete().unwrap() {
+            if done.tag == tag {
+                return done.into_result();
+            }
+        }
+        front.handle_backend_events(support::EVENTUALLY).unwrap();
+    }
 }
 
 #[test]
@@ -159,7 +209,14 @@ fn data_survives_on_a_file_with_both_io_engines() {
         let mut host = Host::start("tokenbackd-file");
         let _daemon = Tokenbackd::start(&host.run, &["--io-engine", engine]);
         let file = storage_file(&host, "disk.img", 64 * MIB);
-        integrity(&mut host, &file);
+        integrity(&mut host, &file, &[]);
+        // The same through token buckets that are not the bottleneck.
+        let file = storage_file(&host, "paced.img", 64 * MIB);
+        integrity(
+            &mut host,
+            &file,
+            &[("tokens-refill", "100000"), ("tokens-max", "1000")],
+        );
     }
 }
 
@@ -201,7 +258,7 @@ fn data_survives_on_a_loop_device_with_both_io_engines() {
             .set_len(64 * MIB)
             .unwrap();
         let device = LoopDevice::attach(&file);
-        integrity(&mut host, &device.0);
+        integrity(&mut host, &device.0, &[]);
         drop(device);
         std::fs::remove_file(&file).unwrap();
     }
@@ -414,4 +471,69 @@ fn tokens_refill_paces_a_guest() {
         "220 reads took {elapsed:?}: not paced"
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}: stuck");
+}
+
+#[test]
+fn a_read_only_disk_serves_reads_and_refuses_every_write_class_request() {
+    let mut host = Host::start("tokenbackd-ro");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    std::fs::write(&file, pattern(4 * MIB as usize, 3)).unwrap();
+    let domid = host.new_guest();
+    let mut spec = DiskSpec::xvda(&file.display().to_string());
+    spec.writable = false;
+    let paths = host.toolstack.add_disk(domid, &spec).unwrap();
+    let opts = host.options(domid);
+    let front = std::thread::spawn(move || Blkfront::connect(opts));
+    hotplug(&mut host, &paths, &file, &[]);
+    let mut front = front.join().unwrap().unwrap();
+    assert!(front.disk().read_only(), "info says read-only");
+    let mut back = vec![0; 8192];
+    front.read(16, &mut back).unwrap();
+    assert!(back[..] == pattern(4 * MIB as usize, 3)[16 * 512..16 * 512 + 8192]);
+    // Tried: a write, a write with a flush before it, a FUA-barrier write and a discard, sent
+    // raw (blkfront itself refuses them on a read-only disk): each must fail, the file as it was.
+    let mut raw = front.raw(0).unwrap();
+    let page = raw.page().unwrap();
+    raw.write_page(page.frame, 0, &[0xee; 4096]).unwrap();
+    let seg = |op, id| {
+        let mut seg = [blkif::abi::Segment::default(); 11];
+        seg[0] = blkif::abi::Segment::new(page.gref.0, 0, 7);
+        blkif::RawRequest::Direct(blkif::RawDirect {
+            operation: op,
+            nr_segments: 1,
+            handle: 51712,
+            id,
+            sector_number: 0,
+            seg,
+        })
+    };
+    let ops = [
+        blkif::abi::BLKIF_OP_WRITE,
+        blkif::abi::BLKIF_OP_FLUSH_DISKCACHE,
+        blkif::abi::BLKIF_OP_WRITE_BARRIER,
+    ];
+    for (id, op) in ops.into_iter().enumerate() {
+        raw.push(&seg(op, id as u64)).unwrap();
+    }
+    raw.push(&blkif::RawRequest::Discard(blkif::RawDiscard {
+        flag: 0,
+        handle: 51712,
+        id: 3,
+        sector_number: 0,
+        nr_sectors: 8,
+    }))
+    .unwrap();
+    raw.publish().unwrap();
+    let answers = raw.wait_responses(4).unwrap();
+    assert_eq!(answers.len(), 4);
+    for answer in answers {
+        assert_ne!(
+            answer.status,
+            blkif::abi::BLKIF_RSP_OKAY,
+            "write-class request {} on a read-only disk",
+            answer.id
+        );
+    }
+    assert!(std::fs::read(&file).unwrap() == pattern(4 * MIB as usize, 3));
 }
