@@ -537,3 +537,66 @@ fn a_read_only_disk_serves_reads_and_refuses_every_write_class_request() {
     }
     assert!(std::fs::read(&file).unwrap() == pattern(4 * MIB as usize, 3));
 }
+
+/// The CPU time `pid` has used, in clock ticks (utime + stime of /proc/PID/stat).
+fn cpu_ticks(pid: libc::pid_t) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_event_storm_costs_the_daemon_little_and_its_neighbour_nothing_it_notices() {
+    let mut host = Host::start("tokenbackd-storm");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let kept_file = storage_file(&host, "kept.img", 8 * MIB);
+    let storm_file = storage_file(&host, "storm.img", 8 * MIB);
+    let (mut kept, _) = attach(&mut host, &kept_file, &[], |_| {});
+    let (mut storm, _) = attach(&mut host, &storm_file, &[], |_| {});
+    // Tried: notifications as fast as the guest can send them, with nothing in the ring, for
+    // 2 s, while the neighbour does verified I/O.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stormer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut raw = storm.raw(0).unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                raw.notify().unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let ticks = cpu_ticks(daemon.pid());
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        round_trip(
+            &mut kept,
+            &kept_file,
+            (rounds % 512) * 8,
+            4096,
+            rounds as u8,
+        );
+        rounds += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = stormer.join().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (cpu_ticks(daemon.pid()) - ticks) as f64 / hz;
+    assert!(sent > 10_000, "the storm sent {sent} notifications");
+    assert!(
+        rounds > 20,
+        "the neighbour did {rounds} verified round trips"
+    );
+    // Coalesced wake-ups: the daemon spends well under a second of CPU a second on it.
+    let per_notify_us = cpu * 1e6 / sent as f64;
+    assert!(
+        cpu < 1.6 && per_notify_us < 20.0,
+        "{cpu:.2} s of CPU for {sent} notifications ({per_notify_us:.2} us each)"
+    );
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
