@@ -408,3 +408,91 @@ fn tokens_refill_paces_a_guest() {
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}: stuck");
 }
+
+/// Handles the back end's state changes until the front end sees `sectors`.
+fn await_capacity(front: &mut Blkfront, sectors: u64) {
+    eventually(&format!("the front end sees {sectors} sectors"), || {
+        front
+            .handle_backend_events(Duration::from_millis(50))
+            .unwrap();
+        front.disk().sectors == sectors
+    });
+}
+
+/// A raw read of one page at `sector`, past what the front end itself would send: the
+/// status the back end answers.
+fn raw_read_status(front: &mut Blkfront, id: u64, sector: u64) -> i16 {
+    use blkif::abi::{Segment, BLKIF_OP_READ};
+    let mut raw = front.raw(0).unwrap();
+    let page = raw.page().unwrap();
+    let mut seg = [Segment::default(); 11];
+    seg[0] = Segment::new(page.gref.0, 0, 7);
+    let request = blkif::RawRequest::Direct(blkif::RawDirect {
+        operation: BLKIF_OP_READ,
+        nr_segments: 1,
+        handle: 51712,
+        id,
+        sector_number: sector,
+        seg,
+    });
+    raw.push(&request).unwrap();
+    raw.publish().unwrap();
+    let responses = raw.wait_responses(1).unwrap();
+    assert_eq!(responses.len(), 1, "one answer");
+    assert_eq!(responses[0].id, id, "the answer to the raw read");
+    responses[0].status
+}
+
+#[test]
+fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
+    use blkif::abi::{BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
+    let mut host = Host::start("tokenbackd-resize");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, paths) = attach(&mut host, &file, &[], |_| {});
+    let (sectors, state) = (
+        format!("{}/sectors", paths.backend),
+        format!("{}/state", paths.backend),
+    );
+    assert_eq!(front.disk().sectors, 8192);
+    round_trip(&mut front, &file, 8192 - 8, 4096, 1);
+    // Past the old end: refused before the resize.
+    assert_eq!(raw_read_status(&mut front, 1, 8192), BLKIF_RSP_ERROR);
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    eventually("sectors grows", || {
+        host.read(&sectors).as_deref() == Some("16384")
+    });
+    assert_eq!(host.read(&state).as_deref(), Some("4"), "still Connected");
+    await_capacity(&mut front, 16384);
+    // Across the old end, and the last page of the new one.
+    round_trip(&mut front, &file, 8192 - 4, 4096, 2);
+    round_trip(&mut front, &file, 16384 - 8, 4096, 3);
+    assert_eq!(raw_read_status(&mut front, 2, 16384 - 8), BLKIF_RSP_OKAY);
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(2 * MIB)
+        .unwrap();
+    eventually("sectors shrinks", || {
+        host.read(&sectors).as_deref() == Some("4096")
+    });
+    await_capacity(&mut front, 4096);
+    // Past the new end (inside the old one): refused; inside it: served.
+    assert_eq!(raw_read_status(&mut front, 3, 4096), BLKIF_RSP_ERROR);
+    assert_eq!(raw_read_status(&mut front, 4, 8192 - 8), BLKIF_RSP_ERROR);
+    round_trip(&mut front, &file, 4096 - 8, 4096, 4);
+    assert!(
+        daemon.log().contains("storage resized"),
+        "log:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.is_running());
+}
