@@ -14,6 +14,32 @@ pub struct LogArgs {
     /// Log one JSON object a line instead of text (the default under systemd)
     #[arg(long)]
     pub log_json: bool,
+    /// The least severe records written
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
+    pub log_level: Level,
+}
+
+/// How much is logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Level {
+    Error,
+    Warning,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<Level> for slog::Level {
+    fn from(level: Level) -> slog::Level {
+        match level {
+            Level::Error => slog::Level::Error,
+            Level::Warning => slog::Level::Warning,
+            Level::Info => slog::Level::Info,
+            Level::Debug => slog::Level::Debug,
+            Level::Trace => slog::Level::Trace,
+        }
+    }
 }
 
 /// How log records are written.
@@ -44,15 +70,16 @@ impl LogArgs {
         }
     }
 
-    /// A logger writing to stderr in the chosen format.
+    /// A logger writing to stderr in the chosen format, from the chosen level up.
     pub fn logger(&self, bin: &'static str) -> Logging {
-        logger(self.format(), bin)
+        logger(self.format(), self.log_level.into(), bin)
     }
 }
 
-/// A logger writing to stderr in `format`, off the caller's thread (a slow terminal or
-/// journal never stalls the event loop; records beyond the queue are dropped and counted).
-pub fn logger(format: LogFormat, bin: &'static str) -> Logging {
+/// A logger writing records of `level` and above to stderr in `format`, off the caller's
+/// thread (a slow terminal or journal never stalls the event loop; records beyond the queue
+/// are dropped and counted).
+pub fn logger(format: LogFormat, level: slog::Level, bin: &'static str) -> Logging {
     let (drain, guard) = match format {
         LogFormat::Text => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
@@ -67,8 +94,9 @@ pub fn logger(format: LogFormat, bin: &'static str) -> Logging {
             slog_async::Async::new(json).build_with_guard()
         }
     };
+    let drain = slog::LevelFilter::new(drain.fuse(), level).fuse();
     Logging {
-        logger: slog::Logger::root(drain.fuse(), slog::o!("bin" => bin)),
+        logger: slog::Logger::root(drain, slog::o!("bin" => bin)),
         _guard: guard,
     }
 }
@@ -79,7 +107,25 @@ mod tests {
 
     #[test]
     fn log_json_asks_for_json_whatever_the_environment() {
-        let args = LogArgs { log_json: true };
+        let args = LogArgs {
+            log_json: true,
+            ..LogArgs::default()
+        };
         assert_eq!(args.format(), LogFormat::Json);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    #[test]
+    fn log_level_defaults_to_info_and_takes_each_name() {
+        use clap::Parser;
+        assert_eq!(Cli::parse_from(["x"]).log.log_level, Level::Info);
+        let cli = Cli::parse_from(["x", "--log-level", "debug"]);
+        assert_eq!(slog::Level::from(cli.log.log_level), slog::Level::Debug);
+        assert!(Cli::try_parse_from(["x", "--log-level", "loud"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
-//! The tokenback-sim binary: its help, bad arguments, a run against a stand-in daemon
-//! (tokenback's workers behind a small polling xenbus loop), and the demo against the real
-//! tokenbackd.
+//! The tokenback-sim binary: its help, bad arguments, a daemon that is missing or serves
+//! nothing, and runs against the real tokenbackd (built beside it by `cargo build --workspace
+//! --bins`, which the test script runs first): disks of our own and the demo, each disk's
+//! rate following its limit.
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
@@ -82,9 +83,34 @@ fn a_daemon_that_is_missing_or_serves_nothing_fails_clearly() {
     );
 }
 
+/// The run's JSON report, asserting it succeeded and verified everything.
+fn report(args: &[&str]) -> serde_json::Value {
+    let out = sim(args);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], true, "{json}");
+    json
+}
+
+/// The disk named `name` in a report.
+fn disk<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {json}"))
+}
+
+fn number(value: &serde_json::Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("a number: {value}"))
+}
+
 #[test]
-fn a_run_against_the_stand_in_follows_its_limits_and_verifies() {
-    let out = sim(&[
+fn a_run_against_tokenbackd_follows_its_limits_and_verifies() {
+    let json = report(&[
         "run",
         "--disk",
         "size=16M,rw=randrw,bs=4k,qd=8,iops-total=1000",
@@ -93,41 +119,43 @@ fn a_run_against_the_stand_in_follows_its_limits_and_verifies() {
         "--duration",
         "4s",
         "--json",
-        "--tokenbackd",
-        env!("CARGO_BIN_EXE_tokenback-sim-standin"),
     ]);
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert!(json.contains("\"ok\":true"), "{json}");
     // Two disks of one guest (sharing its allocator), both verified.
-    assert!(
-        json.contains("guest1/xvda") && json.contains("guest1/xvdb"),
-        "{json}"
-    );
-    let iops = |key: &str| -> Vec<f64> {
-        json.match_indices(key)
-            .map(|(i, _)| {
-                let rest = &json[i + key.len()..];
-                rest[..rest.find([',', '}']).unwrap()].parse().unwrap()
-            })
-            .collect()
-    };
+    let paced = disk(&json, "guest1/xvda");
+    assert!(number(&paced["verified"]) > 0.0, "{json}");
     // iops-total=1000 over 4 s with a 100-request bucket: generous bounds.
-    let total = iops("\"iops\":");
-    assert!(total[0] > 700.0 && total[0] < 1300.0, "{json}");
-    let before = iops("\"iops_before\":")[0];
-    let after = iops("\"iops_after\":")[0];
+    let iops = number(&paced["iops"]);
+    assert!(iops > 700.0 && iops < 1300.0, "{json}");
+    let retuned = &disk(&json, "guest1/xvdb")["retune"];
+    let (before, after) = (
+        number(&retuned["iops_before"]),
+        number(&retuned["iops_after"]),
+    );
     assert!(before > 1500.0 && before < 2600.0, "{json}");
     assert!(after > 250.0 && after < 600.0, "{json}");
 }
 
 #[test]
-#[ignore = "needs tokenbackd serving VBDs (issue 16)"]
 fn the_demo_against_tokenbackd_follows_each_limit() {
-    let out = sim(&["demo", "--duration", "10s", "--json"]);
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(json.contains("\"ok\":true"), "{json}");
-    assert!(json.contains("\"iops_after\""), "{json}");
+    let json = report(&["demo", "--duration", "8s", "--json"]);
+    let unlimited = disk(&json, "guest1/xvda");
+    assert!(number(&unlimited["iops"]) > 2500.0, "unlimited: {json}");
+    let retuned = &disk(&json, "guest2/xvda")["retune"];
+    let (before, after) = (
+        number(&retuned["iops_before"]),
+        number(&retuned["iops_after"]),
+    );
+    assert!(before > 1500.0 && before < 2600.0, "iops-read=2000: {json}");
+    assert!(after > 350.0 && after < 700.0, "iops-read=500: {json}");
+    let bandwidth = number(&disk(&json, "guest3/xvda")["mib_per_s"]);
+    assert!(
+        bandwidth > 6.0 && bandwidth < 10.0,
+        "bps-total=8 MiB/s: {json}"
+    );
+    for d in json["disks"].as_array().unwrap() {
+        assert!(
+            number(&d["verified"]) > 0.0,
+            "every disk verified reads: {json}"
+        );
+    }
 }

@@ -99,7 +99,7 @@ fn no_decision_is_taken_before_a_retune() {
 
 #[test]
 fn a_worker_always_300_us_late_still_gets_exactly_the_16_mib_burst() {
-    // qos_demo's xvdb: 4 MiB/s with bursts of 16 MiB/s for 2 s, 32 KiB writes, 32 in the ring.
+    // A disk of 4 MiB/s with bursts of 16 MiB/s for 2 s, 32 KiB writes, 32 in the ring.
     let keys = [
         ("bps-write", "4194304"),
         ("bps-write-max", "16777216"),
