@@ -496,3 +496,26 @@ fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
     );
     assert!(daemon.is_running());
 }
+
+#[test]
+fn a_forced_detach_ends_closed_as_the_toolstack_waits_for() {
+    let mut host = Host::start("tokenbackd-force-detach");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, paths) = attach(&mut host, &file, &[], |_| {});
+    round_trip(&mut front, &file, 0, 4096, 1);
+    let started = Instant::now();
+    host.toolstack.force_detach_disk(&paths).unwrap();
+    let state = format!("{}/state", paths.backend);
+    eventually("the back end Closed", || {
+        host.read(&state).as_deref() == Some("6")
+    });
+    // libxl gives up waiting after 10 s; a healthy back end answers long before.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    host.toolstack.remove_disk(&paths).unwrap();
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}

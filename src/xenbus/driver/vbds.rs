@@ -40,6 +40,18 @@ impl Vbd {
     }
 }
 
+/// As Linux's `xenbus_dev_remove`: a VBD removed while its `state` reads Closing ends Closed.
+/// That is a forced detach (`xl block-detach --force`: the toolstack wrote Closing and deleted
+/// the front end's directory at once), and the toolstack waits for Closed before it removes
+/// the backend directory.
+fn closed_if_closing(store: &mut Store, dir: &str) -> Result<(), StoreError> {
+    let state = XenbusState::from_key(store.read(&format!("{dir}/state"))?.as_deref());
+    if state == XenbusState::Closing {
+        store.write_keys(dir, &[("state", XenbusState::Closed.value().to_string())])?;
+    }
+    Ok(())
+}
+
 /// Every VBD being served or set up, and the workers they go to.
 pub struct Vbds<D> {
     tree: BackendTree,
@@ -343,6 +355,7 @@ impl<D: Dispatch> Vbds<D> {
                 let path = vbd.frontend_state();
                 self.vbds.remove(&id);
                 store.unwatch(&path, &frontend_token(id))?;
+                closed_if_closing(store, &dir)?;
             }
         }
         Ok(None)
