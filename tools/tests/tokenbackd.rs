@@ -443,44 +443,42 @@ fn raw_read_status(front: &mut Blkfront, id: u64, sector: u64) -> i16 {
     responses[0].status
 }
 
-#[test]
-fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
+/// Sets the size of a file in bytes.
+fn set_len(file: &Path, bytes: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+}
+
+/// A 4 MiB disk on `storage` grown to 8 MiB and shrunk to 2 MiB by `resize(bytes)`: each time
+/// the front end sees the new `sectors` with the back end still Connected, requests up to the
+/// new end are served and requests past it refused.
+fn resized(host: &mut Host, storage: &Path, resize: impl Fn(u64)) {
     use blkif::abi::{BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
-    let mut host = Host::start("tokenbackd-resize");
-    let mut daemon = Tokenbackd::start(&host.run, &[]);
-    let file = storage_file(&host, "disk.img", 4 * MIB);
-    let (mut front, paths) = attach(&mut host, &file, &[], |_| {});
+    let (mut front, paths) = attach(host, storage, &[], |_| {});
     let (sectors, state) = (
         format!("{}/sectors", paths.backend),
         format!("{}/state", paths.backend),
     );
     assert_eq!(front.disk().sectors, 8192);
-    round_trip(&mut front, &file, 8192 - 8, 4096, 1);
-    // Past the old end: refused before the resize.
+    round_trip(&mut front, storage, 8192 - 8, 4096, 1);
     assert_eq!(raw_read_status(&mut front, 1, 8192), BLKIF_RSP_ERROR);
 
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(8 * MIB)
-        .unwrap();
+    resize(8 * MIB);
     eventually("sectors grows", || {
         host.read(&sectors).as_deref() == Some("16384")
     });
     assert_eq!(host.read(&state).as_deref(), Some("4"), "still Connected");
     await_capacity(&mut front, 16384);
     // Across the old end, and the last page of the new one.
-    round_trip(&mut front, &file, 8192 - 4, 4096, 2);
-    round_trip(&mut front, &file, 16384 - 8, 4096, 3);
+    round_trip(&mut front, storage, 8192 - 4, 4096, 2);
+    round_trip(&mut front, storage, 16384 - 8, 4096, 3);
     assert_eq!(raw_read_status(&mut front, 2, 16384 - 8), BLKIF_RSP_OKAY);
 
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(2 * MIB)
-        .unwrap();
+    resize(2 * MIB);
     eventually("sectors shrinks", || {
         host.read(&sectors).as_deref() == Some("4096")
     });
@@ -488,13 +486,46 @@ fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
     // Past the new end (inside the old one): refused; inside it: served.
     assert_eq!(raw_read_status(&mut front, 3, 4096), BLKIF_RSP_ERROR);
     assert_eq!(raw_read_status(&mut front, 4, 8192 - 8), BLKIF_RSP_ERROR);
-    round_trip(&mut front, &file, 4096 - 8, 4096, 4);
-    assert!(
-        daemon.log().contains("storage resized"),
-        "log:\n{}",
-        daemon.log()
-    );
-    assert!(daemon.is_running());
+    round_trip(&mut front, storage, 4096 - 8, 4096, 4);
+    assert_eq!(host.read(&state).as_deref(), Some("4"), "still Connected");
+}
+
+#[test]
+fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
+    let mut host = Host::start("tokenbackd-resize");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    resized(&mut host, &file, |bytes| set_len(&file, bytes));
+    eventually("the log says so", || {
+        daemon.log().contains("storage resized")
+    });
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
+
+#[test]
+fn a_resized_loop_device_gives_the_front_end_new_sectors_and_bounds() {
+    let mut host = Host::start("tokenbackd-resize-loop");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("loop-resize-{}.img", std::process::id()));
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let device = LoopDevice::attach(&file);
+    resized(&mut host, &device.0, |bytes| {
+        set_len(&file, bytes);
+        // A loop device learns its file's new size when told (an LV's size changes by itself).
+        let status = Command::new("losetup")
+            .arg("--set-capacity")
+            .arg(&device.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "losetup --set-capacity");
+    });
+    drop(device);
+    std::fs::remove_file(&file).unwrap();
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
 }
 
 #[test]
