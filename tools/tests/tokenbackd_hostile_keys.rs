@@ -327,3 +327,43 @@ fn a_state_flipped_faster_than_read_ends_where_it_was_left_and_serves_again() {
     bed.progress("after the reconnect");
     bed.finish();
 }
+
+#[test]
+fn a_connected_front_end_flipping_its_state_ends_closed_unmapped_and_serves_again() {
+    let mut bed = Bed::start("hostile-keys-connected-flips");
+    let file = storage(&bed.host, "flipper.img");
+    let (mut front, paths) = attach(&mut bed.host, &file, &[], |o| o.max_queues = 2);
+    support::round_trip(&mut front, &file, 64, 8192, 1);
+    let domid: u16 = paths.frontend.split('/').nth(3).unwrap().parse().unwrap();
+    // The guest's kernel writes its state behind its blkfront's back, through its own
+    // connection: every state, valid ring keys in place, faster than the daemon reads them.
+    let socket = bed.host.run.domain_xenstored_socket(DomId(domid));
+    let mut xs = Client::connect(Endpoint::Socket(socket)).unwrap();
+    let state = format!("{}/state", paths.frontend);
+    let flips = ["5", "6", "1", "3", "4", "1", "3", "6", "4", "5", "3", "1"];
+    for i in 0..600 {
+        xs.write(TxId::NONE, &state, flips[i % flips.len()].as_bytes())
+            .unwrap();
+    }
+    xs.write(TxId::NONE, &state, b"6").unwrap();
+    let backend_state = format!("{}/state", paths.backend);
+    eventually("the back end ends Closed after the flips", || {
+        bed.host.read(&backend_state).as_deref() == Some("6")
+    });
+    assert_eq!(
+        front.backend_mapped_pages().unwrap(),
+        0,
+        "no data page left mapped"
+    );
+    for queue in 0..front.queues() {
+        let raw = front.raw(queue).unwrap();
+        raw.end_ring()
+            .unwrap_or_else(|e| panic!("queue {queue}'s ring is still mapped: {e}"));
+    }
+    bed.alive("600 state flips of a connected front end");
+    drop(front);
+    let mut front = Blkfront::reconnect(bed.host.options(DomId(domid))).expect("reconnects");
+    support::round_trip(&mut front, &file, 128, 8192, 2);
+    bed.progress("after the reconnect");
+    bed.finish();
+}
