@@ -60,7 +60,7 @@ struct Args {
     /// it), a thread pool, or null (no storage: benchmarks only)
     #[arg(long, value_enum, default_value = "uring")]
     io_engine: EngineKind,
-    /// Print the manual page (roff) and exit
+    /// Print the manual page (roff) and exit; docs/tokenbackd.8 is its output
     #[arg(long, hide = true)]
     man_page: bool,
     #[command(flatten)]
@@ -157,7 +157,8 @@ fn main() -> ExitCode {
     // clap prints usage errors and --help itself, with exit codes 2 and 0.
     let args = Args::parse();
     if args.man_page {
-        let man = clap_mangen::Man::new(Args::command());
+        // Section 8: a system administration daemon (man-pages(7)).
+        let man = clap_mangen::Man::new(Args::command()).section("8");
         return match man.render(&mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -205,6 +205,20 @@ impl Toolstack {
             .map_err(xs_err("detach the disk"))
     }
 
+    /// Detaches a disk as `xl block-detach --force` starts to: as [`detach_disk`], and the
+    /// front end's directory deleted in the same transaction, so the guest has no say.
+    ///
+    /// [`detach_disk`]: Self::detach_disk
+    pub fn force_detach_disk(&mut self, paths: &DiskPaths) -> Result<(), ToolstackError> {
+        self.xs
+            .transaction(|xs, tx| {
+                xs.write(tx, &format!("{}/online", paths.backend), b"0")?;
+                xs.write(tx, &format!("{}/state", paths.backend), b"5")?;
+                xs.rm(tx, &paths.frontend)
+            })
+            .map_err(xs_err("force the disk's detach"))
+    }
+
     /// Removes a disk's directories (after the back end is Closed).
     pub fn remove_disk(&mut self, paths: &DiskPaths) -> Result<(), ToolstackError> {
         self.xs

@@ -7,14 +7,15 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use blkif::abi::{Segment, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE};
 use blkif::abi::{BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY};
 use blkif::{RawDirect, RawDiscard, RawIndirect, RawRequest, Response};
+use support::neighbour::Neighbour;
 use support::workers::{attach, storage_file, Disk, Served};
 use support::{eventually, pattern, Host};
 use tokenback::platform::sim::EndAccessError;
@@ -28,47 +29,6 @@ const MIB: u64 = 1 << 20;
 const NEIGHBOURS: usize = 15;
 /// Every disk's size, in sectors.
 const SECTORS: u64 = 4 * MIB / 512;
-
-/// Transfers a neighbour cycles through: (bytes, first sector's offset in its page).
-const TRANSFERS: [(usize, u64); 4] = [(4096, 0), (512, 5), (3 * 512, 2), (11 * 4096, 0)];
-
-/// One well-behaved guest writing patterns, reading them back and comparing, until told to
-/// stop; it counts the round trips that verified.
-struct Neighbour {
-    verified: Arc<AtomicU64>,
-    thread: JoinHandle<Result<u64, String>>,
-}
-
-impl Neighbour {
-    fn start(mut front: Blkfront, index: usize, stop: Arc<AtomicBool>) -> Neighbour {
-        let verified = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&verified);
-        let thread = thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let (len, offset) = TRANSFERS[i as usize % TRANSFERS.len()];
-                // Whole pages apart, inside the disk.
-                let sector = (i * 97 % (SECTORS / 8 - 12)) * 8 + offset;
-                let data = pattern(len, (i as u8) ^ (index as u8).wrapping_mul(17));
-                let what = format!("neighbour {index}: {len} bytes at sector {sector}");
-                front
-                    .write(sector, &data)
-                    .map_err(|e| format!("{what}: write: {e}"))?;
-                let mut back = vec![0; len];
-                front
-                    .read(sector, &mut back)
-                    .map_err(|e| format!("{what}: read: {e}"))?;
-                if back != data {
-                    return Err(format!("{what}: read back other data"));
-                }
-                i += 1;
-                count.store(i, Ordering::Relaxed);
-            }
-            Ok(i)
-        });
-        Neighbour { verified, thread }
-    }
-}
 
 /// The workers, the neighbours, and whatever hostile guests a test attaches.
 struct Bed {
@@ -88,7 +48,7 @@ impl Bed {
         for index in 0..NEIGHBOURS {
             let file = storage_file(&host, &format!("n{index}.img"), SECTORS * 512);
             let (front, _, _) = attach(&mut host, &mut served, None, &Disk::new(&file), |_| {});
-            neighbours.push(Neighbour::start(front, index, Arc::clone(&stop)));
+            neighbours.push(Neighbour::start(front, index, SECTORS, Arc::clone(&stop)));
         }
         let bed = Bed {
             host,
@@ -117,8 +77,7 @@ impl Bed {
 
     /// Round trips each neighbour has verified so far.
     fn verified(&self) -> Vec<u64> {
-        let count = |n: &Neighbour| n.verified.load(Ordering::Relaxed);
-        self.neighbours.iter().map(count).collect()
+        self.neighbours.iter().map(Neighbour::verified).collect()
     }
 
     /// Waits until every neighbour verified a few more round trips; the neighbours sit on
@@ -127,7 +86,7 @@ impl Bed {
         let before = self.verified();
         eventually(&format!("every neighbour verifies I/O {when}"), || {
             let now = self.verified();
-            let failed = self.neighbours.iter().find(|n| n.thread.is_finished());
+            let failed = self.neighbours.iter().find(|n| n.is_finished());
             assert!(failed.is_none(), "a neighbour stopped {when}");
             now.iter().zip(&before).all(|(now, then)| *now >= then + 3)
         });
@@ -137,8 +96,7 @@ impl Bed {
     fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for (index, n) in self.neighbours.drain(..).enumerate() {
-            let done = n.thread.join().expect("the neighbour's thread");
-            let done = done.unwrap_or_else(|e| panic!("{e}"));
+            let done = n.join().unwrap_or_else(|e| panic!("{e}"));
             assert!(done > 0, "neighbour {index} verified nothing");
         }
     }

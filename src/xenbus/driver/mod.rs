@@ -8,6 +8,7 @@
 //! xenstored, and the handshakes' actions are carried out one after another in any case.
 
 mod qos;
+mod resize;
 mod storage;
 mod store;
 mod vbds;
@@ -19,12 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slog::{info, Logger};
 use xenstore_wire::client::{ClientError, Endpoint};
 
+use self::resize::SizeCheck;
 use self::store::{Store, StoreError};
 use self::vbds::Vbds;
 use self::watch::Fired;
@@ -157,6 +160,7 @@ struct Loop<D> {
     driver: Driver,
     reports: Receiver<Report>,
     vbds: Vbds<D>,
+    sizes: SizeCheck,
 }
 
 impl<D: Dispatch> Loop<D> {
@@ -165,6 +169,7 @@ impl<D: Dispatch> Loop<D> {
             driver,
             reports,
             vbds,
+            sizes: SizeCheck::new(Instant::now()),
         }
     }
 
@@ -186,7 +191,8 @@ impl<D: Dispatch> Loop<D> {
         let mut events = Events::with_capacity(8);
         loop {
             self.drain()?;
-            match self.driver.poll.poll(&mut events, None) {
+            let timeout = self.sizes.timeout(Instant::now());
+            match self.driver.poll.poll(&mut events, Some(timeout)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => other?,
             }
@@ -194,7 +200,16 @@ impl<D: Dispatch> Loop<D> {
             if self.driver.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
+            self.check_sizes()?;
         }
+    }
+
+    /// Resizes the VBDs whose storage changed size, when a check is due.
+    fn check_sizes(&mut self) -> Result<(), DriverError> {
+        if self.sizes.due(Instant::now()) {
+            self.vbds.refresh_sizes(&mut self.driver.store)?;
+        }
+        Ok(())
     }
 
     /// Handles every report and watch event there is. Handling one may queue more (a request
@@ -227,8 +242,6 @@ impl<D: Dispatch> Loop<D> {
             Some(Fired::Release) => self.vbds.domains_released(store),
             None => Ok(()),
         };
-        // Resizing would go here: a watch on the storage's size (or the toolstack's request)
-        // refreshing `storage::Backing::refresh_size` and delivering `Event::Resized`.
         match result {
             Err(e) if !e.is_lost() => {
                 slog::warn!(self.driver.log, "xenstore refused"; "path" => path, "error" => %e);

@@ -21,19 +21,24 @@ impl OpenStorage for Storage {
             Mode::ReadOnly
         };
         let opened = storage::Backing::open(path, mode)?;
-        let summary = Backing {
-            size_bytes: opened.size_bytes(),
-            logical_sector_size: opened.logical_block_size(),
-            physical_sector_size: opened.physical_block_size(),
-            read_only: opened.read_only(),
-            // Flushes of read-only storage have nothing to make durable.
-            flush: !opened.read_only(),
-            discard: opened.discard().then_some(Discard {
-                granularity: opened.logical_block_size(),
-                alignment: 0,
-                secure: false,
-            }),
-        };
+        let summary = summary(&opened);
         Ok((Arc::new(opened), summary))
+    }
+}
+
+/// What the handshake publishes of `opened`, at its size as last read.
+pub fn summary(opened: &storage::Backing) -> Backing {
+    Backing {
+        size_bytes: opened.size_bytes(),
+        logical_sector_size: opened.logical_block_size(),
+        physical_sector_size: opened.physical_block_size(),
+        read_only: opened.read_only(),
+        // Flushes of read-only storage have nothing to make durable.
+        flush: !opened.read_only(),
+        discard: opened.discard().then_some(Discard {
+            granularity: opened.logical_block_size(),
+            alignment: 0,
+            secure: false,
+        }),
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use slog::{debug, error, info, o, warn, Logger};
 
 use super::qos;
-use super::storage::Storage;
+use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
 use crate::platform::DomId;
@@ -38,6 +38,18 @@ impl Vbd {
     fn frontend_state(&self) -> String {
         format!("{}/state", self.handshake.device().frontend)
     }
+}
+
+/// As Linux's `xenbus_dev_remove`: a VBD removed while its `state` reads Closing ends Closed.
+/// That is a forced detach (`xl block-detach --force`: the toolstack wrote Closing and deleted
+/// the front end's directory at once), and the toolstack waits for Closed before it removes
+/// the backend directory.
+fn closed_if_closing(store: &mut Store, dir: &str) -> Result<(), StoreError> {
+    let state = XenbusState::from_key(store.read(&format!("{dir}/state"))?.as_deref());
+    if state == XenbusState::Closing {
+        store.write_keys(dir, &[("state", XenbusState::Closed.value().to_string())])?;
+    }
+    Ok(())
 }
 
 /// Every VBD being served or set up, and the workers they go to.
@@ -146,6 +158,31 @@ impl<D: Dispatch> Vbds<D> {
             for id in ids {
                 self.deliver(store, id, Event::Gone)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Reads the size of every VBD's open storage again; the workers check requests against
+    /// it from now on, and the handshake publishes a changed one (Linux `xen_vbd_resize`).
+    pub fn refresh_sizes(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        let mut resized = Vec::new();
+        for (&id, vbd) in &self.vbds {
+            let Some(storage) = &vbd.storage else {
+                continue;
+            };
+            let before = storage.size_bytes();
+            match storage.refresh_size() {
+                Ok(after) if after != before => {
+                    info!(vbd.log, "storage resized"; "from_bytes" => before, "to_bytes" => after);
+                    resized.push((id, opening::summary(storage)));
+                }
+                Ok(_) => {}
+                // The size as last read stays in force until a read succeeds.
+                Err(e) => warn!(vbd.log, "reading the storage's size"; "error" => %e),
+            }
+        }
+        for (id, summary) in resized {
+            self.deliver(store, id, Event::Resized(summary))?;
         }
         Ok(())
     }
@@ -318,6 +355,7 @@ impl<D: Dispatch> Vbds<D> {
                 let path = vbd.frontend_state();
                 self.vbds.remove(&id);
                 store.unwatch(&path, &frontend_token(id))?;
+                closed_if_closing(store, &dir)?;
             }
         }
         Ok(None)
