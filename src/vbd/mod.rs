@@ -11,6 +11,7 @@ mod plan;
 mod pool;
 mod queue;
 mod served;
+pub mod state_file;
 pub mod timer;
 mod worker;
 
