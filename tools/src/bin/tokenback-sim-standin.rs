@@ -190,6 +190,8 @@ fn connect(
         discard: storage.discard(),
         // Not advertised below.
         persistent: false,
+        // The stand-in does not restart.
+        state: None,
     });
     wait_report(reports, Report::Connected(id))?;
     let device = DeviceConfig {
