@@ -60,6 +60,10 @@ struct Args {
     /// it), a thread pool, or null (no storage: benchmarks only)
     #[arg(long, value_enum, default_value = "uring")]
     io_engine: EngineKind,
+    /// Where each VBD's state file is kept (tmpfs), for the next tokenbackd to resume it
+    /// [default: /run/tokenback, or DIR/state under --sim DIR]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Print the manual page (roff) and exit; docs/tokenbackd.8 is its output
     #[arg(long, hide = true)]
     man_page: bool,
@@ -110,6 +114,21 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The state directory, created if missing (its parent, /run or the run directory, is
+    /// tmpfs already).
+    fn state_dir(&self) -> Result<PathBuf, String> {
+        let dir = match (&self.state_dir, &self.sim) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(sim)) => sim.join("state"),
+            (None, None) => PathBuf::from("/run/tokenback"),
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("creating the state directory {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+}
+
 /// Runs the workers and the xenbus driver until a stop signal, then drains and stops.
 fn serve<P: Platform>(
     platform: P,
@@ -129,6 +148,7 @@ where
         max_queues: args
             .max_queues
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        state_dir: args.state_dir()?,
     };
     let driver = Driver::new(config, log.clone()).map_err(|e| format!("xenstore: {e}"))?;
     let reports = ReportSink::new(driver.waker());

@@ -3,6 +3,7 @@
 //! it was given. Commands go to a worker, reports come back, each over a channel with a
 //! `mio::Waker` so that neither side polls.
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -29,6 +30,18 @@ pub struct Connect {
     /// We wrote `feature-persistent=1` (see `xenbus::keys::PERSISTENT_GRANTS`): persistent
     /// grants are used when the front end offered them too (`rings.persistent`).
     pub persistent: bool,
+    /// The VBD's state file (DESIGN "Restart without guest errors"); `None` keeps none, and
+    /// the VBD cannot outlive its daemon.
+    pub state: Option<StatePlan>,
+}
+
+/// Where a VBD keeps its state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePlan {
+    pub path: PathBuf,
+    /// A previous daemon served the rings and left the file: resume from it instead of
+    /// attaching afresh.
+    pub resume: bool,
 }
 
 /// From the xenbus thread to a worker.

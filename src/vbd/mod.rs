@@ -11,9 +11,10 @@ mod plan;
 mod pool;
 mod queue;
 mod served;
+pub mod state_file;
 pub mod timer;
 mod worker;
 
-pub use control::{Command, Connect, Dispatch, Report, ReportSink};
+pub use control::{Command, Connect, Dispatch, Report, ReportSink, StatePlan};
 pub use persistent::MAX_PERSISTENT_GRANTS;
 pub use pool::{StartError, Workers};

@@ -1,7 +1,7 @@
 //! One queue of a connected VBD: the front end's ring pages mapped into this process, the back
 //! ring over them, and the event channel bound to the front end's port.
 
-use blkif::{BackRing, Limits, Protocol, SharedRing};
+use blkif::{BackRing, Limits, Protocol, RingState, SharedRing};
 
 use crate::platform::{DomId, EventChannel, GrantAccess, GrantMapping, Port};
 use crate::xenbus::QueueRing;
@@ -17,16 +17,17 @@ pub struct Queue<M: GrantMapping> {
 }
 
 impl<M: GrantMapping> Queue<M> {
-    /// Maps the ring pages writable, attaches the back ring and binds the channel. On error
-    /// nothing stays mapped or bound.
+    /// Maps the ring pages writable, attaches the back ring (or resumes it at `resume`, the
+    /// indices a previous daemon saved) and binds the channel. On error nothing stays mapped
+    /// or bound.
     pub fn connect<G, E>(
         grants: &mut G,
         evtchn: &mut E,
         frontend: DomId,
         queue: &QueueRing,
-        order: u8,
-        protocol: Protocol,
+        (order, protocol): (u8, Protocol),
         limits: Limits,
+        resume: Option<RingState>,
     ) -> Result<Self, String>
     where
         G: GrantAccess<Mapping = M>,
@@ -46,8 +47,11 @@ impl<M: GrantMapping> Queue<M> {
         // nothing in this process holds references into it.
         let shared = unsafe { SharedRing::new(mapping.as_ptr(), order) }
             .map_err(|e| format!("ring view: {e}"))?;
-        let ring = BackRing::attach(shared, protocol, limits)
-            .map_err(|e| format!("attaching the ring: {e}"))?;
+        let ring = match resume {
+            None => BackRing::attach(shared, protocol, limits),
+            Some(state) => BackRing::restore(shared, protocol, limits, state),
+        }
+        .map_err(|e| format!("attaching the ring: {e}"))?;
         let port = evtchn
             .bind_interdomain(frontend, queue.port)
             .map_err(|e| format!("binding event channel {}: {e}", queue.port))?;

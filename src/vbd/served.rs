@@ -15,6 +15,7 @@ use super::control::Connect;
 use super::persistent::{move_data, PersistentGrants};
 use super::plan::{Plan, Work};
 use super::queue::Queue;
+use super::state_file::{Saved, SavedRequest, Shape, StateFile};
 use crate::limiter::{self, Admitted};
 use crate::platform::{
     CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, LocalBuf, Port,
@@ -112,7 +113,16 @@ pub struct Served<M: GrantMapping> {
     completions: Vec<Completion>,
     /// When the limiter next admits, for the worker's timer.
     pub next_admission: Option<u64>,
+    /// Where ring indices, bucket levels and unanswered requests are kept across a restart.
+    state: Option<StateFile>,
+    state_path: Option<std::path::PathBuf>,
+    /// When bucket levels were last saved.
+    levels_saved_at: u64,
 }
+
+/// How often bucket levels are saved while serving (they are saved at shutdown too): a
+/// daemon killed outright loses at most this much of their history.
+const LEVELS_EVERY_NS: u64 = 10_000_000;
 
 impl<M: GrantMapping> Served<M> {
     /// Maps and binds every queue and opens the storage engine; on error nothing is left.
@@ -129,6 +139,7 @@ impl<M: GrantMapping> Served<M> {
     {
         let limits = Limits::new(MAX_INDIRECT_SEGMENTS).map_err(|e| e.to_string())?;
         let rings = &connect.rings;
+        let (state, saved) = open_state(&connect, &limits, now)?;
         let mut queues: Vec<Queue<M>> = Vec::with_capacity(rings.queues.len());
         for queue in &rings.queues {
             let connected = Queue::connect(
@@ -136,9 +147,9 @@ impl<M: GrantMapping> Served<M> {
                 evtchn,
                 connect.frontend_id,
                 queue,
-                rings.ring_page_order,
-                rings.protocol,
+                (rings.ring_page_order, rings.protocol),
                 limits,
+                saved.as_ref().map(|s| s.rings[queues.len()]),
             );
             match connected {
                 Ok(q) => queues.push(q),
@@ -160,7 +171,7 @@ impl<M: GrantMapping> Served<M> {
             true => queues.iter().map(|_| PersistentGrants::default()).collect(),
             false => Vec::new(),
         };
-        Ok(Served {
+        let mut served = Served {
             id: connect.id,
             frontend: connect.frontend_id,
             queues,
@@ -178,7 +189,85 @@ impl<M: GrantMapping> Served<M> {
             admitted: Vec::new(),
             completions: Vec::new(),
             next_admission: None,
-        })
+            state,
+            state_path: connect.state.map(|plan| plan.path),
+            levels_saved_at: now,
+        };
+        if let Some(saved) = saved {
+            served.resume(ctx, evtchn, saved, now);
+        }
+        Ok(served)
+    }
+
+    /// Carries on where a previous daemon stopped: its bucket levels, its unanswered requests
+    /// queued again in their old slots, and a notification on every channel (responses it
+    /// wrote may be unpublished, and the front end may have given up waiting for an event).
+    fn resume<G: GrantAccess, E: EventChannel>(
+        &mut self,
+        ctx: &mut Context<G>,
+        evtchn: &mut E,
+        saved: Saved,
+        now: u64,
+    ) {
+        if let Some((balances, ago)) = &saved.balances {
+            self.limiter
+                .restore_balances(balances, now.saturating_sub(*ago), now);
+        }
+        let slots = saved.requests.iter().map(|r| r.slot + 1).max().unwrap_or(0);
+        for slot in 0..slots {
+            self.slots.push(Slot {
+                queue: 0,
+                request: blkif::Request::PLACEHOLDER,
+                plan: Plan::PLACEHOLDER,
+                segments: Vec::new(),
+                stage: Stage::Free,
+            });
+            if !saved.requests.iter().any(|r| r.slot == slot) {
+                self.free.push(slot);
+            }
+        }
+        for SavedRequest {
+            slot,
+            queue,
+            request,
+        } in saved.requests
+        {
+            match plan(
+                &mut self.slots[slot as usize],
+                ctx,
+                self.frontend,
+                queue,
+                request,
+            ) {
+                Ok(()) => {
+                    let plan = self.slots[slot as usize].plan;
+                    self.limiter
+                        .enqueue(plan.limiter_request(u64::from(slot)), now);
+                }
+                Err(status) => self.finish(slot, status, now),
+            }
+        }
+        for queue in &mut self.queues {
+            queue.pushed = true;
+            // A front end that closed its port meanwhile is not ours to report.
+            let _ = evtchn.notify(queue.port);
+        }
+    }
+
+    /// Removes the state file: the VBD is disconnected and nobody will resume it.
+    pub fn remove_state(&mut self) {
+        self.state = None;
+        if let Some(path) = &self.state_path {
+            // Already gone is as good.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn save_levels(&mut self, now: u64) {
+        if let Some(file) = &mut self.state {
+            file.save_balances(&self.limiter.balances(now), now);
+            self.levels_saved_at = now;
+        }
     }
 
     /// Our ports, with the queue each belongs to.
@@ -207,11 +296,14 @@ impl<M: GrantMapping> Served<M> {
         }
         loop {
             let queue = &mut self.queues[q];
+            let mut idx = queue.ring.state().req_cons;
             let mut requests = match queue.ring.requests() {
                 Ok(requests) => requests,
                 Err(e) => return self.close(ctx, Closing::Broken(e.to_string()), now),
             };
             while let Some(taken) = requests.next_into(&mut self.scratch) {
+                let ring_idx = idx;
+                idx = idx.wrapping_add(1);
                 let answer = match taken {
                     Ok(()) => {
                         let request = self.scratch;
@@ -224,6 +316,10 @@ impl<M: GrantMapping> Served<M> {
                             request,
                         ) {
                             Ok(slot) => {
+                                // Kept before it goes anywhere: a restart redoes it.
+                                if let Some(file) = &mut self.state {
+                                    file.record(slot, q, ring_idx, &request);
+                                }
                                 let plan = self.slots[slot as usize].plan;
                                 self.limiter
                                     .enqueue(plan.limiter_request(u64::from(slot)), now);
@@ -238,6 +334,12 @@ impl<M: GrantMapping> Served<M> {
                 if requests.push_response(&answer).is_ok() {
                     queue.pushed = true;
                 }
+            }
+            if let Some(file) = &mut self.state {
+                // Requests answered at once moved both indices.
+                let state = queue.ring.state();
+                file.save_req_cons(q, state.req_cons);
+                file.save_rsp_prod_pvt(q, state.rsp_prod_pvt);
             }
             match queue.ring.final_check_for_requests() {
                 Ok(true) => continue,
@@ -260,6 +362,9 @@ impl<M: GrantMapping> Served<M> {
         self.next_admission = self.limiter.poll_admit_due(now, &mut admitted);
         self.dispatch(ctx, &mut admitted, now);
         self.admitted = admitted;
+        if now.saturating_sub(self.levels_saved_at) >= LEVELS_EVERY_NS {
+            self.save_levels(now);
+        }
     }
 
     /// Handles every completion the engine has, then retries operations it had no room for.
@@ -293,18 +398,28 @@ impl<M: GrantMapping> Served<M> {
     }
 
     /// Winds the VBD down: no more requests are taken; those held by the limiter go at once
-    /// (answered with an error on a broken ring, which cannot carry them), the rest finish.
+    /// (dropped unanswered on a broken ring, which cannot carry them, or at shutdown, where
+    /// the state file keeps them for the next daemon), the rest finish.
     pub fn close<G: GrantAccess>(&mut self, ctx: &mut Context<G>, why: Closing, now: u64) {
         if self.closing.is_some() {
             return;
         }
-        let broken = matches!(why, Closing::Broken(_));
+        let keep_held = match why {
+            Closing::Broken(_) => true,
+            Closing::Shutdown => self.state.is_some(),
+            Closing::Disconnect => false,
+        };
+        if why == Closing::Shutdown {
+            // Levels before the held requests are let go: they are charged again when redone.
+            self.save_levels(now);
+        }
         self.closing = Some(why);
         self.next_admission = None;
         let mut admitted = std::mem::take(&mut self.admitted);
         self.limiter.release_all(now, &mut admitted);
-        if broken {
-            // Nothing can be answered on a broken ring: held requests are dropped unstarted.
+        if keep_held {
+            // Dropped unstarted: nothing can be answered on a broken ring, and at shutdown
+            // their copies in the state file are redone by the next daemon.
             for a in admitted.drain(..) {
                 self.slots[a.request.id as usize].stage = Stage::Free;
                 self.free.push(a.request.id as u32);
@@ -428,6 +543,10 @@ impl<M: GrantMapping> Served<M> {
         let entry = &mut self.slots[slot as usize];
         let stage = std::mem::replace(&mut entry.stage, Stage::Free);
         let queue = &mut self.queues[entry.queue];
+        let rsp_idx = queue.ring.state().rsp_prod_pvt;
+        if let Some(file) = &mut self.state {
+            file.answering(slot, rsp_idx);
+        }
         // A broken ring takes no more answers; the front end is being disconnected.
         if queue
             .ring
@@ -435,6 +554,10 @@ impl<M: GrantMapping> Served<M> {
             .is_ok()
         {
             queue.pushed = true;
+        }
+        if let Some(file) = &mut self.state {
+            file.save_rsp_prod_pvt(entry.queue, queue.ring.state().rsp_prod_pvt);
+            file.clear(slot);
         }
         if stage != Stage::Held {
             let mut released = Vec::new();
@@ -520,7 +643,24 @@ fn accept<G: GrantAccess>(
             (slots.len() - 1) as u32
         }
     };
-    let entry = &mut slots[slot as usize];
+    match plan(&mut slots[slot as usize], ctx, frontend, queue, request) {
+        Ok(()) => Ok(slot),
+        Err(status) => {
+            free.push(slot);
+            Err(status)
+        }
+    }
+}
+
+/// Plans `request` in `entry` (held by the limiter next); an indirect request's segments are
+/// copied out of its indirect pages first. The error is the status to answer it with.
+fn plan<G: GrantAccess>(
+    entry: &mut Slot,
+    ctx: &mut Context<G>,
+    frontend: DomId,
+    queue: usize,
+    request: blkif::Request,
+) -> Result<(), Status> {
     let planned = match request.kind() {
         RequestKind::Indirect(indirect) => {
             read_indirect(ctx, frontend, indirect, &mut entry.segments).and_then(|sectors| {
@@ -530,19 +670,11 @@ fn accept<G: GrantAccess>(
         }
         kind => Plan::direct(kind, &mut entry.segments).map_err(|_| Status::Error),
     };
-    match planned {
-        Ok(plan) => {
-            entry.queue = queue;
-            entry.request = request;
-            entry.plan = plan;
-            entry.stage = Stage::Held;
-            Ok(slot)
-        }
-        Err(status) => {
-            free.push(slot);
-            Err(status)
-        }
-    }
+    entry.queue = queue;
+    entry.request = request;
+    entry.stage = Stage::Held;
+    entry.plan = planned?;
+    Ok(())
 }
 
 /// Copies an indirect request's pages out of the guest and reads its segments from the copy.
@@ -608,6 +740,32 @@ fn status_of(error: &RequestError) -> Status {
         RequestError::DiscardUnsupported => Status::NotSupported,
         e if e.errno() == Some(libc::EOPNOTSUPP) => Status::NotSupported,
         _ => Status::Error,
+    }
+}
+
+/// Creates the VBD's state file, or opens the one to resume from.
+fn open_state(
+    connect: &Connect,
+    limits: &Limits,
+    now: u64,
+) -> Result<(Option<StateFile>, Option<Saved>), String> {
+    let Some(plan) = &connect.state else {
+        return Ok((None, None));
+    };
+    let shape = Shape {
+        queues: connect.rings.queues.len() as u32,
+        ring_page_order: connect.rings.ring_page_order,
+        protocol: connect.rings.protocol,
+    };
+    let refused = |e| format!("state file {}: {e}", plan.path.display());
+    if plan.resume {
+        let (file, saved) = StateFile::open(&plan.path, shape, limits, now).map_err(refused)?;
+        Ok((Some(file), Some(saved)))
+    } else {
+        Ok((
+            Some(StateFile::create(&plan.path, shape).map_err(refused)?),
+            None,
+        ))
     }
 }
 

@@ -220,7 +220,7 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
 
     /// Drops a drained VBD: unbinds, unmaps, and says so.
     fn retire(&mut self, v: usize) {
-        let Some(vbd) = self.vbds[v].take() else {
+        let Some(mut vbd) = self.vbds[v].take() else {
             return;
         };
         let fd = vbd.completion_fd();
@@ -229,6 +229,10 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
             self.ports.remove(&port);
         }
         vbd.unbind(&mut self.evtchn);
+        // Disconnected for good: no daemon will resume it. At shutdown the file stays.
+        if vbd.closing() != Some(&Closing::Shutdown) {
+            vbd.remove_state();
+        }
         let report = match vbd.closing() {
             Some(Closing::Broken(reason)) => {
                 warn!(self.log, "front end broke its ring; disconnected";

@@ -52,6 +52,9 @@ pub enum Action {
     /// Hand the rings and the opened storage to a worker; answer with RingsConnected or
     /// RingsFailed.
     ConnectRings(FrontendRings),
+    /// As ConnectRings, for rings a previous daemon served: the worker resumes them from the
+    /// VBD's state file.
+    ResumeRings(FrontendRings),
     /// Stop taking requests, drain, unmap, unbind; answer with Drained.
     Disconnect,
     /// Log this and publish it in the VBD's `error` node, as Linux's `xenbus_dev_fatal`.
@@ -92,6 +95,8 @@ pub struct Handshake {
     gone: bool,
     /// Remove was asked for: nothing more to do.
     removed: bool,
+    /// Taken up Connected from a previous daemon; the rings are not resumed yet.
+    resuming: bool,
 }
 
 impl Handshake {
@@ -110,12 +115,23 @@ impl Handshake {
             online: true,
             gone: false,
             removed: false,
+            resuming: false,
         };
         let actions = vec![
             Action::WriteKeys(probe_keys(limits)),
             Action::SwitchState(XenbusState::InitWait),
         ];
         (handshake, actions)
+    }
+
+    /// A directory a previous daemon left Connected with its state file: no keys to write
+    /// (they are there), only the storage to open again (on `physical-device-path`), then the
+    /// front end's keys to read and the rings to resume.
+    pub fn reattach(device: DeviceConfig, limits: Limits) -> Self {
+        let (mut handshake, _) = Handshake::new(device, limits);
+        handshake.state = XenbusState::Connected;
+        handshake.resuming = true;
+        handshake
     }
 
     /// Our `state` as last written.
@@ -162,7 +178,7 @@ impl Handshake {
                 }
                 self.rings = Rings::Down;
                 // Keys asked for before a failure or close are stale.
-                if self.state != XenbusState::InitWait {
+                if self.state != XenbusState::InitWait && !self.resuming {
                     return actions;
                 }
                 match result {
@@ -176,6 +192,7 @@ impl Handshake {
             Event::RingsConnected => {
                 if self.rings == Rings::Connecting {
                     self.rings = Rings::Up;
+                    self.resuming = false;
                     self.advance(&mut actions);
                 }
             }
@@ -297,10 +314,17 @@ impl Handshake {
         let Some(backing) = self.backing else {
             return;
         };
+        if self.resuming && self.rings == Rings::Down && self.pending_rings.is_none() {
+            self.rings = Rings::Reading;
+            actions.push(Action::ReadFrontendKeys);
+        }
         if self.rings == Rings::Down {
             if let Some(rings) = self.pending_rings.take() {
                 self.rings = Rings::Connecting;
-                actions.push(Action::ConnectRings(rings));
+                actions.push(match self.resuming {
+                    true => Action::ResumeRings(rings),
+                    false => Action::ConnectRings(rings),
+                });
             }
         }
         if self.rings == Rings::Up && self.state == XenbusState::InitWait {
@@ -333,6 +357,8 @@ impl Handshake {
 
     fn switch(&mut self, state: XenbusState, actions: &mut Vec<Action>) {
         if self.state != state {
+            // Only a VBD that stays Connected is resumed.
+            self.resuming = false;
             self.state = state;
             actions.push(Action::SwitchState(state));
         }

@@ -49,6 +49,11 @@ impl BackendTree {
         }
     }
 
+    /// The backend type served.
+    pub fn kind(&self) -> BackendType {
+        self.kind
+    }
+
     /// The directory to watch: every VBD of every guest is below it.
     pub fn root(&self) -> &str {
         &self.root

@@ -327,6 +327,98 @@ fn resize_writes_new_sectors_and_state() {
     assert_eq!(h.handle(Event::Resized(bigger)), []);
 }
 
+/// A VBD a previous daemon left Connected, taken up again as far as its resumed rings.
+fn reattached() -> Handshake {
+    let mut h = Handshake::reattach(device(), LIMITS);
+    assert_eq!(h.state(), XenbusState::Connected);
+    // The front end is Connected: nothing to do for it, no keys rewritten.
+    assert_eq!(h.handle(Event::FrontendState(XenbusState::Connected)), []);
+    assert_eq!(
+        h.handle(Event::PhysicalDevicePath("/dev/loop0".into())),
+        [Action::OpenStorage("/dev/loop0".into())]
+    );
+    assert_eq!(
+        h.handle(Event::StorageOpened(FILE)),
+        [Action::ReadFrontendKeys]
+    );
+    assert_eq!(
+        h.handle(Event::FrontendKeys(Ok(rings()))),
+        [Action::ResumeRings(rings())]
+    );
+    h
+}
+
+#[test]
+fn reattach_resumes_the_rings_without_writing_anything() {
+    let mut h = reattached();
+    assert_eq!(h.handle(Event::RingsConnected), []);
+    assert_eq!(h.state(), XenbusState::Connected);
+    // From then on it is an ordinary connected VBD: a close drains and closes.
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Closing)),
+        [Action::SwitchState(XenbusState::Closing)]
+    );
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Closed)),
+        [Action::Disconnect]
+    );
+    assert_eq!(
+        h.handle(Event::Drained),
+        [Action::SwitchState(XenbusState::Closed)]
+    );
+    // A front end that connects again gets a fresh connect, not a resume.
+    h.handle(Event::FrontendState(XenbusState::Initialising));
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Initialised)),
+        [Action::ReadFrontendKeys]
+    );
+    assert_eq!(
+        h.handle(Event::FrontendKeys(Ok(rings()))),
+        [Action::ConnectRings(rings())]
+    );
+}
+
+#[test]
+fn a_refused_resume_is_fatal() {
+    let mut h = reattached();
+    assert_eq!(
+        h.handle(Event::RingsFailed("state file: corrupt".into())),
+        [
+            Action::Fatal("mapping rings: state file: corrupt".into()),
+            Action::SwitchState(XenbusState::Closing),
+        ]
+    );
+    let mut h = Handshake::reattach(device(), LIMITS);
+    h.handle(Event::PhysicalDevicePath("/dev/loop0".into()));
+    assert_eq!(
+        h.handle(Event::StorageFailed("gone".into())),
+        [
+            Action::Fatal("opening storage: gone".into()),
+            Action::SwitchState(XenbusState::Closing),
+        ]
+    );
+}
+
+#[test]
+fn a_front_end_closing_during_reattach_is_not_resumed() {
+    let mut h = Handshake::reattach(device(), LIMITS);
+    h.handle(Event::PhysicalDevicePath("/dev/loop0".into()));
+    assert_eq!(
+        h.handle(Event::StorageOpened(FILE)),
+        [Action::ReadFrontendKeys]
+    );
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Closing)),
+        [Action::SwitchState(XenbusState::Closing)]
+    );
+    // The keys read meanwhile are stale.
+    assert_eq!(h.handle(Event::FrontendKeys(Ok(rings()))), []);
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Closed)),
+        [Action::SwitchState(XenbusState::Closed)]
+    );
+}
+
 #[test]
 fn stale_answers_are_ignored() {
     let mut h = connected();

@@ -8,6 +8,7 @@
 //! xenstored, and the handshakes' actions are carried out one after another in any case.
 
 mod qos;
+mod reattach;
 mod resize;
 mod storage;
 mod store;
@@ -16,6 +17,7 @@ mod watch;
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slog::{info, Logger};
 use xenstore_wire::client::{ClientError, Endpoint};
 
+use self::reattach::StateDir;
 use self::resize::SizeCheck;
 use self::store::{Store, StoreError};
 use self::vbds::Vbds;
@@ -46,6 +49,8 @@ pub struct DriverConfig {
     pub tree: BackendTree,
     /// `multi-queue-max-queues` we advertise (at least 1).
     pub max_queues: u32,
+    /// Where VBDs keep their state files (tmpfs): a restarted daemon resumes from them.
+    pub state_dir: PathBuf,
 }
 
 /// Why the driver could not start, or why its thread ended.
@@ -112,7 +117,9 @@ impl Driver {
             max_ring_page_order: blkif::MAX_RING_ORDER,
             max_queues: self.config.max_queues.max(1),
         };
-        let vbds = Vbds::new(self.config.tree.clone(), limits, dispatch, self.log.clone());
+        let states = StateDir::new(&self.config.state_dir, &self.config.tree);
+        let tree = self.config.tree.clone();
+        let vbds = Vbds::new(tree, states, limits, dispatch, self.log.clone());
         let thread = std::thread::Builder::new()
             .name("xenbus".into())
             .spawn(move || Loop::new(self, reports, vbds).run())?;

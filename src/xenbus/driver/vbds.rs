@@ -10,6 +10,7 @@ use std::sync::Arc;
 use slog::{debug, error, info, o, warn, Logger};
 
 use super::qos;
+use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
@@ -19,7 +20,7 @@ use crate::vbd::{Connect, Dispatch, Report};
 use crate::xenbus::keys;
 use crate::xenbus::{
     error_value, is_online, read_device, read_frontend_rings, Action, BackendTree, DeviceId, Event,
-    Handshake, Limits, OpenStorage, XenbusState,
+    FrontendRings, Handshake, Limits, OpenStorage, XenbusState,
 };
 
 /// The errno of a failure published in an `error` node: the toolstack's keys are invalid.
@@ -55,6 +56,7 @@ fn closed_if_closing(store: &mut Store, dir: &str) -> Result<(), StoreError> {
 /// Every VBD being served or set up, and the workers they go to.
 pub struct Vbds<D> {
     tree: BackendTree,
+    states: StateDir,
     limits: Limits,
     dispatch: D,
     vbds: HashMap<DeviceId, Vbd>,
@@ -66,9 +68,16 @@ fn id_log(log: &Logger, id: DeviceId) -> Logger {
 }
 
 impl<D: Dispatch> Vbds<D> {
-    pub fn new(tree: BackendTree, limits: Limits, dispatch: D, log: Logger) -> Self {
+    pub fn new(
+        tree: BackendTree,
+        states: StateDir,
+        limits: Limits,
+        dispatch: D,
+        log: Logger,
+    ) -> Self {
         Vbds {
             tree,
+            states,
             limits,
             dispatch,
             vbds: HashMap::new(),
@@ -198,16 +207,24 @@ impl<D: Dispatch> Vbds<D> {
         self.deliver(store, id, event)
     }
 
-    /// A backend directory we do not serve yet. As Linux's `xenbus_probe_node`, only one whose
-    /// `state` is Initialising is taken: the toolstack just created it. Any other was served
+    /// A backend directory we do not serve yet. As Linux's `xenbus_probe_node`, one whose
+    /// `state` is Initialising is taken: the toolstack just created it; so is one a previous
+    /// tokenbackd left Connected with its state file (see `reattach`). Any other was served
     /// and closed (waiting for the toolstack to remove it) or is being removed.
     fn probe(&mut self, store: &mut Store, id: DeviceId) -> Result<(), StoreError> {
         let dir = self.tree.device_dir(id);
         let state = XenbusState::from_key(store.read(&format!("{dir}/state"))?.as_deref());
-        if state != XenbusState::Initialising {
-            return Ok(());
-        }
         let log = id_log(&self.log, id);
+        let resume = match self.states.take_up(id, state) {
+            TakeUp::New => false,
+            TakeUp::Reattach => true,
+            TakeUp::Foreign => {
+                warn!(log, "left alone: Connected, but no state file of ours";
+                    "state_file" => %self.states.path(id).display());
+                return Ok(());
+            }
+            TakeUp::Ignore => return Ok(()),
+        };
         let device = match store.read_keys(&dir, |read| read_device(read))? {
             Ok(device) => device,
             Err(e) => {
@@ -223,8 +240,12 @@ impl<D: Dispatch> Vbds<D> {
                 return Ok(());
             }
         };
-        info!(log, "new VBD"; "frontend" => &device.frontend, "writable" => device.writable);
-        let (handshake, actions) = Handshake::new(device, self.limits);
+        info!(log, "new VBD"; "frontend" => &device.frontend, "writable" => device.writable,
+            "reattach" => resume);
+        let (handshake, actions) = match resume {
+            true => (Handshake::reattach(device, self.limits), Vec::new()),
+            false => Handshake::new(device, self.limits),
+        };
         let vbd = Vbd {
             handshake,
             storage: None,
@@ -317,31 +338,8 @@ impl<D: Dispatch> Vbds<D> {
                 let rings = store.read_keys(&frontend, |read| read_frontend_rings(limits, read))?;
                 return Ok(Some(Event::FrontendKeys(rings)));
             }
-            Action::ConnectRings(rings) => {
-                let Some(storage) = vbd.storage.clone() else {
-                    // The handshake hands rings over only once storage is open.
-                    return Ok(Some(Event::RingsFailed("no storage open".into())));
-                };
-                let device = vbd.handshake.device();
-                let frontend_id = device.frontend_id;
-                let discard = device.discard_enable && storage.discard();
-                let qos = qos::read(store, &dir, frontend_id)?;
-                if let Some(refusal) = &qos.refused {
-                    warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
-                }
-                info!(vbd.log, "connecting"; "queues" => rings.queues.len(),
-                    "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
-                    "qos" => ?qos.config);
-                self.dispatch.connect(Connect {
-                    id,
-                    frontend_id,
-                    rings,
-                    storage,
-                    qos: qos.config,
-                    discard,
-                    persistent: keys::PERSISTENT_GRANTS,
-                });
-            }
+            Action::ConnectRings(rings) => return self.connect(store, id, rings, false),
+            Action::ResumeRings(rings) => return self.connect(store, id, rings, true),
             Action::Disconnect => {
                 info!(vbd.log, "disconnecting");
                 self.dispatch.disconnect(id);
@@ -358,6 +356,46 @@ impl<D: Dispatch> Vbds<D> {
                 closed_if_closing(store, &dir)?;
             }
         }
+        Ok(None)
+    }
+
+    /// Hands the rings to a worker (`resume`: from the VBD's state file); it answers with a
+    /// report.
+    fn connect(
+        &mut self,
+        store: &mut Store,
+        id: DeviceId,
+        rings: FrontendRings,
+        resume: bool,
+    ) -> Result<Option<Event>, StoreError> {
+        let dir = self.tree.device_dir(id);
+        let Some(vbd) = self.vbds.get_mut(&id) else {
+            return Ok(None);
+        };
+        let Some(storage) = vbd.storage.clone() else {
+            // The handshake hands rings over only once storage is open.
+            return Ok(Some(Event::RingsFailed("no storage open".into())));
+        };
+        let device = vbd.handshake.device();
+        let frontend_id = device.frontend_id;
+        let discard = device.discard_enable && storage.discard();
+        let qos = qos::read(store, &dir, frontend_id)?;
+        if let Some(refusal) = &qos.refused {
+            warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
+        }
+        info!(vbd.log, "connecting"; "queues" => rings.queues.len(), "resume" => resume,
+            "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
+            "qos" => ?qos.config);
+        self.dispatch.connect(Connect {
+            id,
+            frontend_id,
+            rings,
+            storage,
+            qos: qos.config,
+            discard,
+            persistent: keys::PERSISTENT_GRANTS,
+            state: Some(self.states.plan(id, resume)),
+        });
         Ok(None)
     }
 }

@@ -50,10 +50,13 @@ impl Daemon {
     /// Serves `backend/vbd` of dom0 with two workers, advertising 4 queues.
     pub fn start(host: &Host) -> Daemon {
         let log = slog::Logger::root(slog::Discard, slog::o!());
+        let state_dir = host.run.root().join("state");
+        std::fs::create_dir_all(&state_dir).unwrap();
         let config = DriverConfig {
             endpoint: Endpoint::Socket(host.run.xenstored_socket()),
             tree: BackendTree::new(DomId(0), BackendType::Vbd),
             max_queues: 4,
+            state_dir,
         };
         let driver = Driver::new(config, log.clone()).unwrap();
         let (sink, reports) = ReportSink::new(driver.waker());

@@ -149,6 +149,8 @@ pub fn attach(
         qos,
         discard: storage.discard(),
         persistent: disk.persistent,
+        // In-process workers: nothing outlives the test.
+        state: None,
     });
     assert_eq!(served.report(), Report::Connected(id));
     let device = DeviceConfig {

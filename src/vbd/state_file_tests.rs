@@ -1,0 +1,263 @@
+use std::os::unix::fs::FileExt;
+
+use blkif::abi::{Segment, BLKIF_OP_WRITE};
+use blkif::{Limits, Protocol, RawDirect, RawDiscard, RawIndirect, RawRequest, Request, RingState};
+
+use super::*;
+use crate::limiter::{Balance, LimitKind};
+
+const SHAPE: Shape = Shape {
+    queues: 2,
+    ring_page_order: 0,
+    protocol: Protocol::X86_64,
+};
+
+fn limits() -> Limits {
+    Limits::new(crate::xenbus::keys::MAX_INDIRECT_SEGMENTS).unwrap()
+}
+
+fn write(id: u64, sector: u64) -> Request {
+    let mut seg = [Segment::default(); 11];
+    seg[0] = Segment::new(7, 0, 7);
+    seg[1] = Segment::new(8, 2, 3);
+    let raw = RawRequest::Direct(RawDirect {
+        operation: BLKIF_OP_WRITE,
+        nr_segments: 2,
+        handle: 51712,
+        id,
+        sector_number: sector,
+        seg,
+    });
+    Request::validate(&raw, &limits()).unwrap()
+}
+
+fn discard(id: u64) -> Request {
+    let raw = RawRequest::Discard(RawDiscard {
+        flag: 1,
+        handle: 0,
+        id,
+        sector_number: 64,
+        nr_sectors: 128,
+    });
+    Request::validate(&raw, &limits()).unwrap()
+}
+
+fn indirect(id: u64) -> Request {
+    let raw = RawRequest::Indirect(RawIndirect {
+        indirect_op: 0,
+        nr_segments: 200,
+        handle: 3,
+        id,
+        sector_number: 1 << 20,
+        indirect_grefs: [11, 0, 0, 0, 0, 0, 0, 0],
+    });
+    Request::validate(&raw, &limits()).unwrap()
+}
+
+fn open(path: &Path) -> Result<(StateFile, Saved), StateFileError> {
+    StateFile::open(path, SHAPE, &limits(), 5_000_000_000)
+}
+
+#[test]
+fn requests_indices_and_balances_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vbd-1-51712");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    file.save_rsp_prod_pvt(0, 10);
+    file.save_req_cons(0, 10);
+    file.save_rsp_prod_pvt(1, u32::MAX);
+    file.save_req_cons(1, u32::MAX);
+    file.record(3, 0, 10, &write(100, 8));
+    file.record(0, 0, 11, &discard(101));
+    file.record(40, 1, u32::MAX, &indirect(102));
+    let balances = vec![
+        Balance {
+            kind: LimitKind::Tokens,
+            burst: false,
+            level_nano: -1_500_000_000,
+            capacity_nano: 1_000_000_000,
+        },
+        Balance {
+            kind: LimitKind::BpsWrite,
+            burst: true,
+            level_nano: 1 << 70,
+            capacity_nano: 1 << 71,
+        },
+    ];
+    file.save_balances(&balances, 4_000_000_000);
+    drop(file);
+
+    let (_file, mut saved) = open(&path).unwrap();
+    saved.requests.sort_by_key(|r| r.slot);
+    assert_eq!(
+        saved.rings,
+        vec![
+            RingState {
+                req_cons: 12,
+                rsp_prod_pvt: 10
+            },
+            RingState {
+                req_cons: 0,
+                rsp_prod_pvt: u32::MAX
+            },
+        ]
+    );
+    let got: Vec<(u32, usize, Request)> = (saved.requests.iter())
+        .map(|r| (r.slot, r.queue, r.request))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, discard(101)),
+            (3, 0, write(100, 8)),
+            (40, 1, indirect(102))
+        ]
+    );
+    assert_eq!(saved.balances, Some((balances, 1_000_000_000)));
+}
+
+#[test]
+fn answered_requests_are_not_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    file.record(0, 0, 0, &write(1, 0));
+    file.record(1, 0, 1, &write(2, 8));
+    file.record(2, 0, 2, &write(3, 16));
+    // 1: answered at response 0 and rsp_prod_pvt saved; killed before its entry was cleared.
+    file.answering(1, 0);
+    file.save_rsp_prod_pvt(0, 1);
+    // 2: being answered at response 1; killed before rsp_prod_pvt was saved: redone.
+    file.answering(2, 1);
+    drop(file);
+    let (_file, saved) = open(&path).unwrap();
+    let mut ids: Vec<u64> = saved.requests.iter().map(|r| r.request.id()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(
+        saved.rings[0],
+        RingState {
+            req_cons: 3,
+            rsp_prod_pvt: 1
+        }
+    );
+    // The answered entry was cleared on load: a second load agrees.
+    let (_file, again) = open(&path).unwrap();
+    assert_eq!(again.requests.len(), 2);
+}
+
+#[test]
+fn a_torn_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    file.record(5, 1, 0, &write(1, 0));
+    drop(file);
+    // One byte of the request's body changed after its checksum was taken.
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    let at = (ENTRIES_AT + 5 * size_of::<Entry>() + 16 + 30) as u64;
+    f.write_all_at(&[0xee], at).unwrap();
+    let err = open(&path).err().expect("refused");
+    assert!(
+        matches!(&err, StateFileError::Corrupt(m) if m.contains("entry 5")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_entry_without_its_valid_word_is_not_there() {
+    // Killed after the body and before `valid`: the request is still on the ring, behind the
+    // saved req_cons, and is taken again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    file.record(0, 0, 0, &write(1, 0));
+    file.clear(0);
+    file.save_req_cons(0, 0);
+    drop(file);
+    let (_file, saved) = open(&path).unwrap();
+    assert!(saved.requests.is_empty());
+    assert_eq!(
+        saved.rings[0],
+        RingState {
+            req_cons: 0,
+            rsp_prod_pvt: 0
+        }
+    );
+}
+
+#[test]
+fn a_torn_levels_record_leaves_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    let level = |n| {
+        vec![Balance {
+            kind: LimitKind::IopsRead,
+            burst: false,
+            level_nano: n,
+            capacity_nano: 10,
+        }]
+    };
+    file.save_balances(&level(1), 1_000);
+    file.save_balances(&level(2), 2_000);
+    drop(file);
+    // The second record (seq 2) is torn.
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x55], (BALANCES_AT + 2 * 8 + 8 + 20) as u64)
+        .unwrap();
+    let (mut file, saved) = open(&path).unwrap();
+    assert_eq!(saved.balances, Some((level(1), 5_000_000_000 - 1_000)));
+    // Writing goes on from the intact one, into the torn record.
+    file.save_balances(&level(3), 3_000);
+    drop(file);
+    let (_file, saved) = open(&path).unwrap();
+    assert_eq!(saved.balances, Some((level(3), 5_000_000_000 - 3_000)));
+}
+
+#[test]
+fn truncated_corrupt_and_reshaped_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    drop(StateFile::create(&path, SHAPE).unwrap());
+    let other = Shape { queues: 1, ..SHAPE };
+    let err = StateFile::open(&path, other, &limits(), 0).err().unwrap();
+    assert!(matches!(err, StateFileError::ShapeChanged { .. }), "{err}");
+
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(5000).unwrap();
+    let err = open(&path).err().unwrap();
+    assert!(matches!(err, StateFileError::Truncated { .. }), "{err}");
+    f.set_len(100).unwrap();
+    assert!(matches!(open(&path), Err(StateFileError::Truncated { .. })));
+
+    drop(StateFile::create(&path, SHAPE).unwrap());
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[1], 13).unwrap();
+    let err = open(&path).err().unwrap();
+    assert!(
+        matches!(&err, StateFileError::Corrupt(m) if m.contains("header")),
+        "{err}"
+    );
+
+    std::fs::write(&path, vec![0u8; SHAPE.file_len()]).unwrap();
+    let err = open(&path).err().unwrap();
+    assert!(
+        matches!(&err, StateFileError::Corrupt(m) if m.contains("not a tokenback")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_count_that_disagrees_with_the_indices_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    file.save_req_cons(1, 4);
+    drop(file);
+    let err = open(&path).err().unwrap();
+    assert!(
+        matches!(&err, StateFileError::Corrupt(m) if m.contains("queue 1")),
+        "{err}"
+    );
+}
