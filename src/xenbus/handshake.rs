@@ -97,6 +97,8 @@ pub struct Handshake {
     removed: bool,
     /// Taken up Connected from a previous daemon; the rings are not resumed yet.
     resuming: bool,
+    /// While resuming: the `sectors` the previous daemon advertised.
+    advertised_sectors: Option<u64>,
 }
 
 impl Handshake {
@@ -116,6 +118,7 @@ impl Handshake {
             gone: false,
             removed: false,
             resuming: false,
+            advertised_sectors: None,
         };
         let actions = vec![
             Action::WriteKeys(probe_keys(limits)),
@@ -126,11 +129,13 @@ impl Handshake {
 
     /// A directory a previous daemon left Connected with its state file: no keys to write
     /// (they are there), only the storage to open again (on `physical-device-path`), then the
-    /// front end's keys to read and the rings to resume.
-    pub fn reattach(device: DeviceConfig, limits: Limits) -> Self {
+    /// front end's keys to read and the rings to resume. `sectors` is the size it advertised:
+    /// storage that was resized while no daemon ran is announced as a resize.
+    pub fn reattach(device: DeviceConfig, limits: Limits, sectors: Option<u64>) -> Self {
         let (mut handshake, _) = Handshake::new(device, limits);
         handshake.state = XenbusState::Connected;
         handshake.resuming = true;
+        handshake.advertised_sectors = sectors;
         handshake
     }
 
@@ -166,6 +171,9 @@ impl Handshake {
             }
             Event::StorageOpened(backing) => {
                 self.backing = Some(backing);
+                if self.resuming && self.advertised_sectors != Some(backing.sectors()) {
+                    actions.push(resize_keys(&backing));
+                }
                 self.advance(&mut actions);
             }
             Event::StorageFailed(reason) => {
@@ -236,11 +244,7 @@ impl Handshake {
                 let resized = current.sectors() != backing.sectors();
                 *current = backing;
                 if resized && self.state == XenbusState::Connected {
-                    // Re-writing state fires the front end's watch (Linux `xen_vbd_resize`).
-                    actions.push(Action::WriteKeys(vec![
-                        ("sectors", backing.sectors().to_string()),
-                        ("state", XenbusState::Connected.value().to_string()),
-                    ]));
+                    actions.push(resize_keys(&backing));
                 }
             }
             Event::Gone => {
@@ -363,4 +367,13 @@ impl Handshake {
             actions.push(Action::SwitchState(state));
         }
     }
+}
+
+/// A new size for a Connected front end: `sectors`, and `state` re-written, which fires the
+/// front end's watch (Linux `xen_vbd_resize`).
+fn resize_keys(backing: &Backing) -> Action {
+    Action::WriteKeys(vec![
+        ("sectors", backing.sectors().to_string()),
+        ("state", XenbusState::Connected.value().to_string()),
+    ])
 }

@@ -329,7 +329,7 @@ fn resize_writes_new_sectors_and_state() {
 
 /// A VBD a previous daemon left Connected, taken up again as far as its resumed rings.
 fn reattached() -> Handshake {
-    let mut h = Handshake::reattach(device(), LIMITS);
+    let mut h = Handshake::reattach(device(), LIMITS, Some(FILE.sectors()));
     assert_eq!(h.state(), XenbusState::Connected);
     // The front end is Connected: nothing to do for it, no keys rewritten.
     assert_eq!(h.handle(Event::FrontendState(XenbusState::Connected)), []);
@@ -388,7 +388,7 @@ fn a_refused_resume_is_fatal() {
             Action::SwitchState(XenbusState::Closing),
         ]
     );
-    let mut h = Handshake::reattach(device(), LIMITS);
+    let mut h = Handshake::reattach(device(), LIMITS, Some(FILE.sectors()));
     h.handle(Event::PhysicalDevicePath("/dev/loop0".into()));
     assert_eq!(
         h.handle(Event::StorageFailed("gone".into())),
@@ -401,7 +401,7 @@ fn a_refused_resume_is_fatal() {
 
 #[test]
 fn a_front_end_closing_during_reattach_is_not_resumed() {
-    let mut h = Handshake::reattach(device(), LIMITS);
+    let mut h = Handshake::reattach(device(), LIMITS, Some(FILE.sectors()));
     h.handle(Event::PhysicalDevicePath("/dev/loop0".into()));
     assert_eq!(
         h.handle(Event::StorageOpened(FILE)),
@@ -529,4 +529,21 @@ pub(super) fn read_from(keys: &[(&str, &str)]) -> impl Fn(&str) -> Option<String
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     move |key| map.get(key).cloned()
+}
+
+#[test]
+fn storage_resized_while_no_daemon_ran_is_announced_at_reattach() {
+    let mut h = Handshake::reattach(device(), LIMITS, Some(FILE.sectors() / 2));
+    h.handle(Event::FrontendState(XenbusState::Connected));
+    h.handle(Event::PhysicalDevicePath("/dev/loop0".into()));
+    assert_eq!(
+        h.handle(Event::StorageOpened(FILE)),
+        [
+            Action::WriteKeys(vec![
+                ("sectors", FILE.sectors().to_string()),
+                ("state", "4".into()),
+            ]),
+            Action::ReadFrontendKeys,
+        ]
+    );
 }

@@ -13,21 +13,11 @@ use std::time::{Duration, Instant};
 
 use blkif::Protocol;
 use support::daemon::{attach, hotplug, Tokenbackd};
-use support::{eventually, pattern, round_trip, Host};
+use support::{eventually, pattern, round_trip, storage_file, Host};
 use tokenback_tools::blkfront::{Blkfront, Op, Span, Tag};
 use tokenback_tools::toolstack::DiskSpec;
 
 const MIB: u64 = 1 << 20;
-
-/// A sparse file of `bytes` in the host's run directory.
-fn storage_file(host: &Host, name: &str, bytes: u64) -> PathBuf {
-    let path = host.run.root().join(name);
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(bytes)
-        .unwrap();
-    path
-}
 
 #[test]
 fn serves_every_protocol_ring_order_and_queue_count() {

@@ -10,20 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::daemon::{attach, Tokenbackd};
-use support::{eventually, pattern, Host};
+use support::{eventually, pattern, storage_file, Host};
 use tokenback_tools::blkfront::{Blkfront, Op, Tag};
 use tokenback_tools::toolstack::DiskPaths;
 
 const MIB: u64 = 1 << 20;
-
-fn storage_file(host: &Host, name: &str, bytes: u64) -> PathBuf {
-    let path = host.run.root().join(name);
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(bytes)
-        .unwrap();
-    path
-}
 
 /// The VBD's state file: `<run>/state/vbd-<domid>-<devid>`.
 fn state_file(host: &Host, paths: &DiskPaths) -> PathBuf {
@@ -246,4 +237,36 @@ fn a_corrupt_state_file_refuses_that_vbd_and_the_others_reattach() {
         Some("4")
     );
     drop(a);
+}
+
+#[test]
+fn storage_grown_while_no_daemon_ran_is_announced_by_the_next() {
+    let mut host = Host::start("restart-resize");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, paths) = attach(&mut host, &file, &[], |_| {});
+    front.write(0, &pattern(4096, 1)).unwrap();
+    assert!(daemon.stop_with(libc::SIGTERM).success());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let sectors = format!("{}/sectors", paths.backend);
+    eventually("the new size in xenstore", || {
+        host.read(&sectors).as_deref() == Some("16384")
+    });
+    eventually("the front end sees the new size", || {
+        front
+            .handle_backend_events(Duration::from_millis(50))
+            .unwrap();
+        front.disk().sectors == 16384
+    });
+    // Past the old end.
+    front.write(12000, &pattern(4096, 2)).unwrap();
+    let mut buf = vec![0; 4096];
+    front.read(12000, &mut buf).unwrap();
+    assert_eq!(buf, pattern(4096, 2));
 }

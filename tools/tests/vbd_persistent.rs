@@ -9,7 +9,8 @@
 mod support;
 
 use blkif::Protocol;
-use support::workers::{attach, storage_file, Disk, Served};
+use support::storage_file;
+use support::workers::{attach, Disk, Served};
 use support::{pattern, Host};
 use tokenback::storage::EngineKind;
 use tokenback::vbd::{Dispatch, Report, MAX_PERSISTENT_GRANTS};

@@ -12,7 +12,7 @@ use std::time::Instant;
 use blkif::Protocol;
 use support::daemon::hotplug;
 use support::driver::{Call, Daemon};
-use support::workers::storage_file;
+use support::storage_file;
 use support::{eventually, pattern, round_trip, Host, EVENTUALLY};
 use tokenback::limiter::VbdConfig;
 use tokenback::platform::DomId;

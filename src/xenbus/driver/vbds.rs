@@ -243,7 +243,14 @@ impl<D: Dispatch> Vbds<D> {
         info!(log, "new VBD"; "frontend" => &device.frontend, "writable" => device.writable,
             "reattach" => resume);
         let (handshake, actions) = match resume {
-            true => (Handshake::reattach(device, self.limits), Vec::new()),
+            true => {
+                let sectors = store.read(&format!("{dir}/sectors"))?;
+                let sectors = sectors.and_then(|s| s.parse().ok());
+                (
+                    Handshake::reattach(device, self.limits, sectors),
+                    Vec::new(),
+                )
+            }
             false => Handshake::new(device, self.limits),
         };
         let vbd = Vbd {

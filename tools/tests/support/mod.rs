@@ -133,6 +133,16 @@ pub fn round_trip(front: &mut Blkfront, storage: &Path, sector: u64, len: usize,
     );
 }
 
+/// A sparse file of `bytes` in the host's run directory.
+pub fn storage_file(host: &Host, name: &str, bytes: u64) -> std::path::PathBuf {
+    let path = host.run.root().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    path
+}
+
 /// Bytes that differ from sector to sector and from run to run of `seed`.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -192,11 +192,3 @@ fn write_keys(
     })
     .unwrap();
 }
-
-/// A sparse file of `bytes` in the host's run directory.
-pub fn storage_file(host: &Host, name: &str, bytes: u64) -> std::path::PathBuf {
-    let path = host.run.root().join(name);
-    let file = std::fs::File::create(&path).unwrap();
-    file.set_len(bytes).unwrap();
-    path
-}
