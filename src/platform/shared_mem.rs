@@ -62,6 +62,32 @@ pub(crate) unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
     }
 }
 
+/// Maps the first `len` bytes of `file` shared and read-write, at an address the kernel picks.
+/// The caller unmaps it (`munmap`) when done.
+pub(crate) fn map_shared(
+    file: &std::fs::File,
+    len: usize,
+) -> std::io::Result<std::ptr::NonNull<u8>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a new shared mapping at an address the kernel picks: no existing memory is
+    // affected. A file shorter than `len` only makes touching the tail fault, which the
+    // callers rule out by sizing the file first.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(addr.cast()).ok_or_else(|| std::io::Error::other("mapped at null"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -288,23 +287,8 @@ impl StateFile {
 
     fn map(file: &File, shape: Shape) -> io::Result<StateFile> {
         let len = shape.file_len();
-        // SAFETY: a fresh shared mapping of `len` bytes of a file at least that long; the
-        // kernel picks the address, so nothing else in this process overlaps it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(StateFile {
-            map: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("null mapping"))?,
+            map: crate::platform::shared_mem::map_shared(file, len)?,
             len,
             capacity: shape.capacity(),
             queues: shape.queues,

@@ -3,7 +3,6 @@
 use super::SimError;
 use crate::platform::shared_mem::{copy_from_shared, copy_to_shared};
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -62,25 +61,8 @@ impl SharedFile {
                 what: "empty file",
             });
         }
-        // SAFETY: a new shared mapping of the whole file at an address the kernel picks; no
-        // existing memory is affected.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(SimError::io("mmap", path, std::io::Error::last_os_error()));
-        }
-        let ptr = NonNull::new(addr.cast::<u8>()).ok_or(SimError::Corrupt {
-            path: path.to_path_buf(),
-            what: "mapped at null",
-        })?;
+        let ptr = crate::platform::shared_mem::map_shared(&file, len)
+            .map_err(|e| SimError::io("mmap", path, e))?;
         Ok(SharedFile { file, ptr, len })
     }
 
