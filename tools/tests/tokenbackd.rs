@@ -740,3 +740,62 @@ fn a_forced_detach_ends_closed_as_the_toolstack_waits_for() {
     host.toolstack.remove_disk(&paths).unwrap();
     assert!(daemon.is_running(), "log:\n{}", daemon.log());
 }
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs (the tests run as root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_writes_that_do_not_fit_and_nothing_else() {
+    let mut host = Host::start("tokenbackd-full");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    // A sparse 8 MiB image on a 1 MiB filesystem.
+    let small = Tmpfs::mount(&host.run.root().join("small"), "1m");
+    let file = small.0.join("disk.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(8 * MIB)
+        .unwrap();
+    let (mut front, _) = attach(&mut host, &file, &[], |_| {});
+    // Tried: 2 MiB of 64 KiB writes into 1 MiB of space.
+    let (mut written, mut refused) = (Vec::new(), 0);
+    for i in 0..32u64 {
+        match front.write(i * 128, &pattern(65536, i as u8)) {
+            Ok(()) => written.push(i),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "some writes found no space");
+    assert!(written.len() >= 8, "{} writes fitted", written.len());
+    // Every acknowledged write is there; the VBD still serves reads.
+    let mut back = vec![0; 65536];
+    for &i in &written {
+        front.read(i * 128, &mut back).unwrap();
+        assert!(back == pattern(65536, i as u8), "write {i} reads back");
+    }
+    // Space freed by a discard (a punched hole) takes writes again.
+    let first = written[0];
+    front.discard(first * 128, 128, false).unwrap();
+    front.write(first * 128, &pattern(65536, 0xa5)).unwrap();
+    front.read(first * 128, &mut back).unwrap();
+    assert!(back == pattern(65536, 0xa5));
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
