@@ -160,15 +160,19 @@ where
         log,
     )
     .map_err(|e| e.to_string())?;
+    // A driver that ends by itself (xenstored gone) stops the daemon as a signal would.
     let running = driver
-        .spawn(reports.1, workers)
+        .spawn(reports.1, workers, StopSignals::raise)
         .map_err(|e| e.to_string())?;
     info!(log, "serving"; "tree" => running.root(), "workers" => args.workers,
         "io_engine" => ?args.io_engine);
     let sig = signals.wait();
     info!(log, "stopping: finishing the requests in flight"; "signal" => sig);
-    let workers = running.stop().map_err(|e| format!("xenbus thread: {e}"))?;
-    workers.shutdown();
+    let (workers, ended) = running.stop();
+    if let Some(workers) = workers {
+        workers.shutdown();
+    }
+    ended.map_err(|e| format!("xenbus thread: {e}"))?;
     info!(log, "stopped; every VBD left connected");
     Ok(())
 }

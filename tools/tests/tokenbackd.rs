@@ -799,3 +799,19 @@ fn a_full_disk_fails_the_writes_that_do_not_fit_and_nothing_else() {
     assert!(back == pattern(65536, 0xa5));
     assert!(daemon.is_running(), "log:\n{}", daemon.log());
 }
+
+#[test]
+fn losing_xenstored_stops_the_daemon_with_a_reason() {
+    let mut xenstored = support::Xenstored::start("tokenbackd-xs-lost");
+    let mut daemon = Tokenbackd::start(&xenstored.run, &[]);
+    eventually("the daemon watches", || daemon.log().contains("watching"));
+    // Tried: xenstored goes away under a running daemon.
+    xenstored.terminate();
+    let status = daemon.exit();
+    assert!(
+        !status.success(),
+        "a daemon without xenstore fails: {status}"
+    );
+    let log = daemon.log();
+    assert!(log.contains("xenbus driver ended"), "{log}");
+}

@@ -103,10 +103,14 @@ impl Driver {
     }
 
     /// Runs the driver on its own thread until stopped.
+    ///
+    /// `on_failure` runs on the driver's thread if it ends by itself (xenstore lost): how the
+    /// daemon learns that it must stop.
     pub fn spawn<D: Dispatch + Send + 'static>(
         self,
         reports: Receiver<Report>,
         dispatch: D,
+        on_failure: impl FnOnce() + Send + 'static,
     ) -> Result<Running<D>, DriverError> {
         let root = self.config.tree.root().to_owned();
         let stop = Stop {
@@ -122,7 +126,13 @@ impl Driver {
         let vbds = Vbds::new(tree, states, limits, dispatch, self.log.clone());
         let thread = std::thread::Builder::new()
             .name("xenbus".into())
-            .spawn(move || Loop::new(self, reports, vbds).run())?;
+            .spawn(move || {
+                let (dispatch, ended) = Loop::new(self, reports, vbds).run();
+                if ended.is_err() {
+                    on_failure();
+                }
+                (dispatch, ended)
+            })?;
         Ok(Running { root, stop, thread })
     }
 }
@@ -137,7 +147,7 @@ struct Stop {
 pub struct Running<D> {
     root: String,
     stop: Stop,
-    thread: JoinHandle<Result<D, DriverError>>,
+    thread: JoinHandle<(D, Result<(), DriverError>)>,
 }
 
 impl<D> Running<D> {
@@ -152,13 +162,17 @@ impl<D> Running<D> {
     }
 
     /// Stops the thread, joins it, and gives the dispatch back so the caller can shut the
-    /// workers down (leaving VBDs connected). Returns the thread's error if it died.
-    pub fn stop(self) -> Result<D, DriverError> {
+    /// workers down (leaving VBDs connected), with the error the thread ended on, if any. The
+    /// dispatch is lost only if the thread panicked.
+    pub fn stop(self) -> (Option<D>, Result<(), DriverError>) {
         // Release: pairs with the thread's Acquire load after its wake-up.
         self.stop.flag.store(true, Ordering::Release);
         // A thread that already ended has its result waiting: the wake is then moot.
         let _ = self.stop.waker.wake();
-        self.thread.join().map_err(|_| DriverError::Panicked)?
+        match self.thread.join() {
+            Ok((dispatch, ended)) => (Some(dispatch), ended),
+            Err(_) => (None, Err(DriverError::Panicked)),
+        }
     }
 }
 
@@ -180,13 +194,13 @@ impl<D: Dispatch> Loop<D> {
         }
     }
 
-    fn run(mut self) -> Result<D, DriverError> {
+    fn run(mut self) -> (D, Result<(), DriverError>) {
         let result = self.serve();
         match &result {
             Ok(()) => info!(self.driver.log, "stopped; VBDs left as they are"),
             Err(e) => slog::crit!(self.driver.log, "xenbus driver ended"; "error" => %e),
         }
-        result.map(|()| self.vbds.into_dispatch())
+        (self.vbds.into_dispatch(), result)
     }
 
     fn serve(&mut self) -> Result<(), DriverError> {

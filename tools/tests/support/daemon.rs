@@ -69,10 +69,14 @@ impl Tokenbackd {
 
     /// Sends `signal` and waits for the exit.
     pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
         // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+        self.exit()
+    }
+
+    /// Waits for it to exit by itself, at most [`EVENTUALLY`].
+    pub fn exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + EVENTUALLY;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -80,7 +84,7 @@ impl Tokenbackd {
             }
             assert!(
                 Instant::now() < deadline,
-                "tokenbackd did not exit on signal {signal}; its log:\n{}",
+                "tokenbackd did not exit; its log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));

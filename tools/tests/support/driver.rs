@@ -67,7 +67,7 @@ impl Daemon {
             workers,
             calls: Arc::clone(&calls),
         };
-        let running = driver.spawn(reports, recorded).unwrap();
+        let running = driver.spawn(reports, recorded, || {}).unwrap();
         assert_eq!(running.root(), "/local/domain/0/backend/vbd");
         Daemon {
             running: Some(running),
@@ -88,14 +88,16 @@ impl Daemon {
     /// Stops the driver, asserting it ran without error, and hands back the workers.
     pub fn stop(&mut self) -> Workers {
         let running = self.running.take().expect("running");
-        running.stop().expect("the driver stops cleanly").workers
+        let (recorded, ended) = running.stop();
+        ended.expect("the driver stops cleanly");
+        recorded.expect("the driver's thread did not panic").workers
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {
-            if let Ok(recorded) = running.stop() {
+            if let (Some(recorded), _) = running.stop() {
                 recorded.workers.shutdown();
             }
         }
