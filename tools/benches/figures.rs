@@ -140,7 +140,7 @@ fn figures(file: &Path) -> Vec<Figure> {
 /// IOPS (or MiB/s) of one run of `figure` through tokenbackd on a fresh simulated host.
 fn through_tokenbackd(figure: &Figure, dir: &Path, duration: Duration) -> f64 {
     let spec = DiskSpec::parse(&figure.spec).expect("the figures' specs are valid");
-    // A fresh host: a socket left by an earlier run would be taken for a listening xenstored.
+    // A fresh host each run: a failed run keeps its directory.
     let _ = std::fs::remove_dir_all(dir);
     let config = RunConfig {
         disks: vec![spec],

@@ -25,6 +25,9 @@ impl SimHost {
     /// it, its log in `xenstored.log`.
     pub fn start(dir: &Path) -> Result<SimHost, SimError> {
         let run = RunDir::create(dir).map_err(|e| SimError::Host(e.to_string()))?;
+        // A socket left in a reused directory would be taken for our xenstored listening.
+        let socket = run.xenstored_socket();
+        let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(dir.join("xenstored.log"))?;
         let mut xenstored = Command::new(beside_me("tokenback-xenstored")?)
             .arg("--run-dir")
@@ -32,7 +35,6 @@ impl SimHost {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let socket = run.xenstored_socket();
         let deadline = Instant::now() + START_TIMEOUT;
         while !socket.exists() {
             if xenstored.try_wait()?.is_some() || Instant::now() > deadline {
