@@ -40,10 +40,25 @@ fn defaults_and_sizes() {
         (64 << 20, Mode::RandRead, 4096, 16)
     );
     assert!(spec.verify && spec.qos.is_empty() && spec.retune.is_none());
+    assert!(spec.file.is_none() && spec.queues.is_none());
     assert_eq!(parse_bytes("4k"), Some(4096));
     assert_eq!(parse_bytes("1G"), Some(1 << 30));
     assert_eq!(parse_bytes("12"), Some(12));
     assert_eq!(parse_bytes("x"), None);
+}
+
+#[test]
+fn existing_storage_and_queues() {
+    let spec = DiskSpec::parse("file=/dev/loop3,queues=1").unwrap();
+    assert_eq!(
+        spec.file.as_deref(),
+        Some(std::path::Path::new("/dev/loop3"))
+    );
+    assert_eq!(spec.queues, Some(1));
+    assert!(matches!(
+        DiskSpec::parse("queues=0").unwrap_err(),
+        SpecError::BadValue { key, .. } if key == "queues"
+    ));
 }
 
 #[test]

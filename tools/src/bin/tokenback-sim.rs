@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokenback_tools::sim::spec::parse_duration;
-use tokenback_tools::sim::{self, DiskSpec, RunConfig};
+use tokenback_tools::sim::{self, DiskSpec, Placement, RunConfig};
 
 /// Runs tokenbackd on a simulated Xen host with guests doing verified I/O.
 #[derive(Debug, Parser)]
@@ -63,10 +63,21 @@ struct Common {
     /// How long a disk may take to connect
     #[arg(long, value_name = "TIME", default_value = "20s", value_parser = parse_time)]
     connect_timeout: Duration,
+    /// Pin the guests to one CPU and tokenbackd to another (e.g. 0,1)
+    #[arg(long, value_name = "GUEST_CPU,DAEMON_CPU", value_parser = parse_placement)]
+    pin: Option<Placement>,
 }
 
 fn parse_time(text: &str) -> Result<Duration, String> {
     parse_duration(text).ok_or_else(|| format!("`{text}` is not a time such as 10s or 2500ms"))
+}
+
+fn parse_placement(text: &str) -> Result<Placement, String> {
+    let (guests, daemon) = text
+        .split_once(',')
+        .and_then(|(g, d)| Some((g.trim().parse().ok()?, d.trim().parse().ok()?)))
+        .ok_or_else(|| format!("`{text}` is not two CPU numbers such as 0,1"))?;
+    Ok(Placement { guests, daemon })
 }
 
 fn main() -> ExitCode {
@@ -102,6 +113,7 @@ fn main() -> ExitCode {
         workers: common.workers,
         connect_timeout: common.connect_timeout,
         live: true,
+        placement: common.pin,
     };
     let mut out = std::io::stdout();
     match sim::run(&config, &mut out, common.json) {

@@ -25,6 +25,9 @@ impl SimHost {
     /// it, its log in `xenstored.log`.
     pub fn start(dir: &Path) -> Result<SimHost, SimError> {
         let run = RunDir::create(dir).map_err(|e| SimError::Host(e.to_string()))?;
+        // A socket left in a reused directory would be taken for our xenstored listening.
+        let socket = run.xenstored_socket();
+        let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(dir.join("xenstored.log"))?;
         let mut xenstored = Command::new(beside_me("tokenback-xenstored")?)
             .arg("--run-dir")
@@ -32,7 +35,6 @@ impl SimHost {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        let socket = run.xenstored_socket();
         let deadline = Instant::now() + START_TIMEOUT;
         while !socket.exists() {
             if xenstored.try_wait()?.is_some() || Instant::now() > deadline {
@@ -62,13 +64,16 @@ impl Drop for SimHost {
 }
 
 /// A program installed beside the running one (cargo puts every binary of the workspace in
-/// one directory, and packages install them side by side).
+/// one directory, and packages install them side by side); for a test or benchmark, which
+/// cargo puts in `deps/` below that directory, the one above it.
 pub fn beside_me(name: &str) -> Result<PathBuf, SimError> {
     let me = std::env::current_exe()?;
-    let path = me.with_file_name(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(SimError::Missing(path))
+    let dir = me.parent().unwrap_or(Path::new("."));
+    let path = dir.join(name);
+    let in_deps = dir.file_name().is_some_and(|n| n == "deps");
+    match dir.parent().map(|up| up.join(name)) {
+        Some(above) if in_deps && !path.exists() && above.exists() => Ok(above),
+        _ if path.exists() => Ok(path),
+        _ => Err(SimError::Missing(path)),
     }
 }

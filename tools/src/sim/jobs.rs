@@ -27,6 +27,8 @@ pub struct JobSetup {
     pub socket: PathBuf,
     pub duration: Duration,
     pub stop: Arc<AtomicBool>,
+    /// The CPU the job's thread is pinned to, if any.
+    pub cpu: Option<usize>,
 }
 
 /// A running job and what it shows while running.
@@ -87,6 +89,9 @@ pub fn describe(qos: &[(String, String)]) -> String {
 }
 
 fn body(setup: &JobSetup, stats: &Stats, limit: &Mutex<String>) -> Result<(), SimError> {
+    if let Some(cpu) = setup.cpu {
+        super::pin::pin_current(cpu)?;
+    }
     let connect = |opts: &Options| {
         Blkfront::connect(opts.clone()).map_err(|e| SimError::Connect(setup.name.clone(), e))
     };

@@ -5,6 +5,7 @@
 pub mod host;
 pub mod hotplug;
 pub mod jobs;
+pub mod pin;
 pub mod process;
 pub mod report;
 pub mod retune;
@@ -20,13 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokenback::platform::DomId;
+use tokenback::platform::{DomId, PAGE_SIZE};
 
 use crate::blkfront::{self, GuestAllocator, Options};
 use crate::toolstack;
 use crate::workload::{Sample, Snapshot, WorkloadError};
 use host::SimHost;
 use jobs::{Job, JobSetup};
+pub use pin::Placement;
 use process::Daemon;
 pub use spec::DiskSpec;
 
@@ -88,6 +90,8 @@ pub struct RunConfig {
     pub connect_timeout: Duration,
     /// Print live progress lines.
     pub live: bool,
+    /// Pin the guests and tokenbackd to CPUs of their own; default where the scheduler puts them.
+    pub placement: Option<Placement>,
 }
 
 /// What one disk did.
@@ -167,7 +171,8 @@ fn run_in(
         Some(path) => path.clone(),
         None => host::beside_me("tokenbackd")?,
     };
-    let mut daemon = Daemon::start(&exe, dir, config.workers, &config.io_engine)?;
+    let daemon_cpu = config.placement.map(|p| p.daemon);
+    let mut daemon = Daemon::start(&exe, dir, config.workers, &config.io_engine, daemon_cpu)?;
     let deadline = Instant::now() + config.connect_timeout;
     let stop = Arc::new(AtomicBool::new(false));
     let mut guests: HashMap<String, (DomId, GuestAllocator, u16)> = HashMap::new();
@@ -189,8 +194,14 @@ fn run_in(
         let index = *next;
         *next += 1;
         let vdev = format!("xvd{}", char::from(b'a' + (index % 26) as u8));
-        let storage = dir.join(format!("{guest}-{vdev}.img"));
-        std::fs::File::create(&storage)?.set_len(spec.size)?;
+        let storage = match &spec.file {
+            Some(file) => file.clone(),
+            None => {
+                let storage = dir.join(format!("{guest}-{vdev}.img"));
+                std::fs::File::create(&storage)?.set_len(spec.size)?;
+                storage
+            }
+        };
         let disk = toolstack::DiskSpec {
             devid: 51712 + 16 * index,
             vdev: vdev.clone(),
@@ -201,6 +212,14 @@ fn run_in(
         let mut options = Options::new(host.run.clone(), *domid, disk.devid);
         options.timeout = config.connect_timeout;
         options.allocator = Some(allocator.clone());
+        if let Some(queues) = spec.queues {
+            options.max_queues = queues;
+        }
+        // The workload does not split blocks as a guest's block layer would: a block beyond
+        // Linux's default of 32 segments goes as one request, as with blkfront's
+        // max_indirect_segments raised.
+        let segments = u32::try_from(spec.block_size.div_ceil(PAGE_SIZE)).unwrap_or(u32::MAX);
+        options.max_indirect_segments = options.max_indirect_segments.max(segments);
         setups.push((
             JobSetup {
                 name: format!("{guest}/{vdev}"),
@@ -210,6 +229,7 @@ fn run_in(
                 socket: host.run.xenstored_socket(),
                 duration: config.duration,
                 stop: Arc::clone(&stop),
+                cpu: config.placement.map(|p| p.guests),
             },
             storage,
         ));

@@ -1,10 +1,12 @@
 //! tokenbackd as a separate process on the simulated host, its log in the run directory,
 //! stopped with SIGTERM.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::pin::pin_current;
 use super::SimError;
 
 /// How long tokenbackd may take to drain and exit after SIGTERM.
@@ -17,15 +19,23 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `exe --sim DIR --workers N --io-engine ENGINE`, its stderr in `tokenbackd.log`.
+    /// Starts `exe --sim DIR --workers N --io-engine ENGINE`, its stderr in `tokenbackd.log`,
+    /// pinned with all its threads to `cpu` if given.
     pub fn start(
         exe: &Path,
         dir: &Path,
         workers: u16,
         io_engine: &str,
+        cpu: Option<usize>,
     ) -> Result<Daemon, SimError> {
         let log = dir.join("tokenbackd.log");
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(cpu) = cpu {
+            // SAFETY: the hook runs in the child between fork and exec and only makes the
+            // sched_setaffinity system call, which is async-signal-safe.
+            unsafe { command.pre_exec(move || pin_current(cpu)) };
+        }
+        let child = command
             .arg("--sim")
             .arg(dir)
             .args(["--workers", &workers.to_string(), "--io-engine", io_engine])

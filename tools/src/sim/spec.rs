@@ -4,9 +4,13 @@
 //! Keys: `size` (bytes, K/M/G suffixes; default 64M), `rw` (read, write, randread,
 //! randwrite, randrw; default randread), `bs` (default 4k), `qd` (default 16), `guest` (disks
 //! naming the same guest share one; default a guest per disk), `verify` (0 or 1; default 1),
+//! `queues` (the guest's cap on queues, as Linux caps them at its vCPUs; default 4),
+//! `file` (existing storage to serve, a file or block device, instead of a fresh sparse file
+//! of `size` in the run directory; verify=0 unless it starts zeroed),
 //! `retune-at=TIME:KEY=VALUE` (write a QoS key at TIME, e.g. `5s` or `2500ms`), and every QoS
 //! key of docs/qos.md, checked as tokenbackd checks them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -25,6 +29,10 @@ pub struct DiskSpec {
     /// The guest it belongs to, when shared with other disks.
     pub guest: Option<String>,
     pub verify: bool,
+    /// The front end's cap on queues; `None` for Linux's default.
+    pub queues: Option<u32>,
+    /// Existing storage to serve instead of a fresh sparse file.
+    pub file: Option<PathBuf>,
     /// QoS keys of the backend directory, in the order given.
     pub qos: Vec<(String, String)>,
     pub retune: Option<Retune>,
@@ -67,6 +75,8 @@ impl DiskSpec {
             queue_depth: 16,
             guest: None,
             verify: true,
+            file: None,
+            queues: None,
             qos: Vec::new(),
             retune: None,
         };
@@ -96,7 +106,17 @@ impl DiskSpec {
                         .filter(|&qd| (1..=1024).contains(&qd))
                         .ok_or_else(|| bad("a queue depth of 1 to 1024"))?;
                 }
+                "queues" => {
+                    spec.queues = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|&q| (1..=16).contains(&q))
+                            .ok_or_else(|| bad("a number of queues of 1 to 16"))?,
+                    );
+                }
                 "guest" if !value.is_empty() => spec.guest = Some(value.into()),
+                "file" if !value.is_empty() => spec.file = Some(value.into()),
                 "verify" => {
                     spec.verify = match value {
                         "1" => true,
