@@ -585,7 +585,8 @@ fn pages_re_granted_mid_request_never_touch_another_page_and_leave_no_pin() {
 
     // Unpaced, the re-grant races the copy: either data or an error, never a third outcome,
     // and never a pin left behind. Every other round publishes without notifying and
-    // re-grants before the notification, so that the re-grant lands before the copy too.
+    // re-grants before the notification, so that the re-grant lands before the copy too; the
+    // others re-grant a varying while after the notification.
     let (mut racer, _) = bed.hostile(&[]);
     let mut raw = racer.raw(0).unwrap();
     let (from, to) = (raw.page().unwrap(), raw.page().unwrap());
@@ -605,6 +606,13 @@ fn pages_re_granted_mid_request_never_touch_another_page_and_leave_no_pin() {
             .unwrap();
         if round % 2 == 0 {
             raw.publish().unwrap();
+            // Re-granted after 0 to 2 ms: the worker's wake-up and copy land on either side,
+            // however loaded the machine.
+            let delay = Duration::from_micros(round / 2 % 40 * 50);
+            let published = std::time::Instant::now();
+            while published.elapsed() < delay {
+                std::hint::spin_loop();
+            }
             regrant_when_free(&raw, from.gref, backend, to.frame);
         } else {
             let (req_prod, _) = raw.indices();
