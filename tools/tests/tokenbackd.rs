@@ -75,7 +75,7 @@ fn stays_in_initwait_until_the_hotplug_script_names_the_storage() {
     assert_eq!(host.read(&format!("{}/sectors", paths.backend)), None);
     let opts = host.options(domid);
     let front = std::thread::spawn(move || Blkfront::connect(opts));
-    hotplug(&mut host, &paths, &file, &[]);
+    hotplug(&mut host, &paths);
     let front = front.join().unwrap().unwrap();
     assert_eq!(front.disk().sectors, 8192);
     assert_eq!(host.read(&state).as_deref(), Some("4"));
@@ -348,7 +348,7 @@ impl GuestProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        hotplug(host, &paths, storage, &[]);
+        hotplug(host, &paths);
         let stdout = child.stdout.take().unwrap();
         let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout))
             .map(Result::unwrap)
@@ -483,7 +483,7 @@ fn a_read_only_disk_serves_reads_and_refuses_every_write_class_request() {
     let paths = host.toolstack.add_disk(domid, &spec).unwrap();
     let opts = host.options(domid);
     let front = std::thread::spawn(move || Blkfront::connect(opts));
-    hotplug(&mut host, &paths, &file, &[]);
+    hotplug(&mut host, &paths);
     let mut front = front.join().unwrap().unwrap();
     assert!(front.disk().read_only(), "info says read-only");
     let mut back = vec![0; 8192];

@@ -3,7 +3,6 @@
 //! separate process, a workload on each disk's blkfront, live progress and a summary.
 
 pub mod host;
-pub mod hotplug;
 pub mod jobs;
 pub mod process;
 pub mod report;
@@ -23,7 +22,7 @@ use thiserror::Error;
 use tokenback::platform::DomId;
 
 use crate::blkfront::{self, GuestAllocator, Options};
-use crate::toolstack;
+use crate::toolstack::{self, xl_disk};
 use crate::workload::{Sample, Snapshot, WorkloadError};
 use host::SimHost;
 use jobs::{Job, JobSetup};
@@ -57,8 +56,6 @@ pub enum SimError {
     Stopped,
     #[error("xenstore: {0}")]
     Xenstore(String),
-    #[error("the back end of {0} did not reach InitWait in time (is tokenbackd serving?)")]
-    NoInitWait(String),
     #[error("{0} did not connect: {1}")]
     Connect(String, blkfront::Error),
     #[error("{0}: {1}")]
@@ -86,6 +83,8 @@ pub struct RunConfig {
     pub io_engine: String,
     pub workers: u16,
     pub connect_timeout: Duration,
+    /// Where the hotplug scripts are; default [`toolstack::default_script_dir`].
+    pub script_dir: Option<PathBuf>,
     /// Print live progress lines.
     pub live: bool,
 }
@@ -163,15 +162,18 @@ fn run_in(
     json: bool,
 ) -> Result<Vec<DiskResult>, SimError> {
     let mut host = SimHost::start(dir)?;
+    if let Some(scripts) = &config.script_dir {
+        host.toolstack.set_script_dir(scripts);
+    }
     let exe = match &config.tokenbackd {
         Some(path) => path.clone(),
         None => host::beside_me("tokenbackd")?,
     };
     let mut daemon = Daemon::start(&exe, dir, config.workers, &config.io_engine)?;
-    let deadline = Instant::now() + config.connect_timeout;
     let stop = Arc::new(AtomicBool::new(false));
     let mut guests: HashMap<String, (DomId, GuestAllocator, u16)> = HashMap::new();
     let mut setups = Vec::new();
+    let mut paths_of = Vec::new();
     for (i, spec) in config.disks.iter().enumerate() {
         let guest = spec
             .guest
@@ -186,38 +188,42 @@ fn run_in(
             guests.insert(guest.clone(), (domid, allocator, 0));
         }
         let (domid, allocator, next) = guests.get_mut(&guest).ok_or(SimError::Stopped)?;
-        let index = *next;
-        *next += 1;
-        let vdev = format!("xvd{}", char::from(b'a' + (index % 26) as u8));
-        let storage = dir.join(format!("{guest}-{vdev}.img"));
-        std::fs::File::create(&storage)?.set_len(spec.size)?;
-        let disk = toolstack::DiskSpec {
-            devid: 51712 + 16 * index,
-            vdev: vdev.clone(),
-            params: storage.display().to_string(),
-            writable: true,
+        let disk = match &spec.xl {
+            Some(xl) => xl.spec(),
+            None => {
+                let index = *next;
+                *next += 1;
+                let vdev = format!("xvd{}", char::from(b'a' + (index % 26) as u8));
+                let storage = dir.join(format!("{guest}-{vdev}.img"));
+                std::fs::File::create(&storage)?.set_len(spec.size)?;
+                let mut disk = toolstack::DiskSpec::xvda(&xl_disk::target(
+                    &storage.display().to_string(),
+                    &spec.qos,
+                ));
+                disk.devid = 51712 + 16 * index;
+                disk.vdev = vdev;
+                disk
+            }
         };
         let paths = host.toolstack.add_disk(*domid, &disk)?;
         let mut options = Options::new(host.run.clone(), *domid, disk.devid);
         options.timeout = config.connect_timeout;
         options.allocator = Some(allocator.clone());
-        setups.push((
-            JobSetup {
-                name: format!("{guest}/{vdev}"),
-                spec: spec.clone(),
-                options,
-                backend: paths.backend.clone(),
-                socket: host.run.xenstored_socket(),
-                duration: config.duration,
-                stop: Arc::clone(&stop),
-            },
-            storage,
-        ));
+        setups.push(JobSetup {
+            name: format!("{guest}/{}", disk.vdev),
+            spec: spec.clone(),
+            options,
+            backend: paths.backend.clone(),
+            socket: host.run.xenstored_socket(),
+            duration: config.duration,
+            stop: Arc::clone(&stop),
+        });
+        paths_of.push(paths);
     }
-    for (setup, storage) in &setups {
+    // As libxl: the script runs once the back end is in InitWait, and the guest starts after.
+    for paths in &paths_of {
         daemon.check_alive()?;
-        let xs = host.toolstack.xenstore();
-        hotplug::add(xs, &setup.backend, &setup.spec.qos, storage, deadline)?;
+        host.toolstack.hotplug_add(paths, config.connect_timeout)?;
     }
     if !json {
         let _ = writeln!(
@@ -230,7 +236,7 @@ fn run_in(
         );
     }
     let started = Instant::now();
-    let jobs: Vec<Job> = setups.into_iter().map(|(s, _)| Job::start(s)).collect();
+    let jobs: Vec<Job> = setups.into_iter().map(Job::start).collect();
     let watched = watch(&jobs, &mut daemon, out, config.live && !json, started);
     if watched.is_err() {
         stop.store(true, Ordering::Relaxed);
