@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use hotplug::BACKEND_TIMEOUT;
+pub use hotplug::Detach;
 
 use thiserror::Error;
 use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};

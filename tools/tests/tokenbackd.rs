@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use blkif::Protocol;
 use support::daemon::{attach, hotplug, Tokenbackd};
+use support::loop_device::LoopDevice;
 use support::{eventually, pattern, round_trip, storage_file, Host};
 use tokenback_tools::blkfront::{Blkfront, Op, Span, Tag};
 use tokenback_tools::toolstack::DiskSpec;
@@ -207,31 +208,6 @@ fn data_survives_on_a_file_with_both_io_engines() {
             &file,
             &[("tokens-refill", "100000"), ("tokens-max", "1000")],
         );
-    }
-}
-
-/// A loop device over a file, detached on drop.
-struct LoopDevice(PathBuf);
-
-impl LoopDevice {
-    fn attach(file: &Path) -> LoopDevice {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(file)
-            .output()
-            .expect("losetup (util-linux) runs");
-        assert!(
-            out.status.success(),
-            "this machine has loop devices: losetup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        LoopDevice(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
 

@@ -14,9 +14,6 @@ use super::{DiskPaths, Toolstack, ToolstackError};
 
 /// LIBXL_HOTPLUG_TIMEOUT: how long a script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);
-/// LIBXL_INIT_TIMEOUT and LIBXL_DESTROY_TIMEOUT: how long the back end may take to reach
-/// InitWait before `add`, or Closed before `remove`.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// dom0's home, which libxl leaves off XENBUS_PATH.
 const DOM0_HOME: &str = "/local/domain/0/";
 
@@ -25,6 +22,13 @@ const DOM0_HOME: &str = "/local/domain/0/";
 pub enum Action {
     Add,
     Remove,
+}
+
+/// How `xl block-detach` asks: the guest closes the disk, or (`-f`) it has no say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    Safe,
+    Forced,
 }
 
 impl Action {
@@ -39,7 +43,7 @@ impl Action {
 impl Toolstack {
     /// `xl block-attach`'s second half: waits up to `timeout` for backend state exactly 2,
     /// runs the script with `add`, and checks that it reported `hotplug-status` connected.
-    /// A failing script's `hotplug-error` is in the error; the nodes stay (libxl leaves them
+    /// (libxl allows 10 s, LIBXL_INIT_TIMEOUT; the simulated host's callers choose.) A failing script's `hotplug-error` is in the error; the nodes stay (libxl leaves them
     /// for `block-detach`).
     pub fn hotplug_add(
         &mut self,
@@ -58,16 +62,21 @@ impl Toolstack {
         Ok(())
     }
 
-    /// `xl block-detach`: `online` 0 and `state` 5, waits up to `timeout` for the back end
-    /// to close (state 6), runs the script with `remove`, and removes both directories. The
+    /// `xl block-detach` (`-f` with [`Detach::Forced`]): `online` 0 and `state` 5 (forced:
+    /// and the front end's directory deleted), waits up to `timeout` for the back end to
+    /// close (state 6), runs the script with `remove`, and removes both directories. The
     /// directories go even when the script fails (libxl logs it and goes on); that failure
     /// is then the result.
     pub fn block_detach(
         &mut self,
         paths: &DiskPaths,
+        detach: Detach,
         timeout: Duration,
     ) -> Result<(), ToolstackError> {
-        self.detach_disk(paths)?;
+        match detach {
+            Detach::Safe => self.detach_disk(paths)?,
+            Detach::Forced => self.force_detach_disk(paths)?,
+        }
         self.await_backend_state(paths, "6", timeout)?;
         let removed = self.run_script(paths, Action::Remove);
         self.remove_disk(paths)?;
