@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use support::daemon::Tokenbackd;
 use support::loop_device::LoopDevice;
 use support::{pattern, round_trip, storage_file, Host, EVENTUALLY};
+use tokenback::limiter::VbdConfig;
 use tokenback_tools::blkfront::Blkfront;
-use tokenback_tools::toolstack::xl_disk::{devid, XlDisk, XlDiskError};
+use tokenback_tools::toolstack::xl_disk::{self, devid, XlDisk, XlDiskError};
 use tokenback_tools::toolstack::{Detach, DiskPaths, ToolstackError};
 use xenstore_wire::client::blocking::Client;
 use xenstore_wire::client::Endpoint;
@@ -286,4 +287,26 @@ fn qos_keys_come_before_the_storage_and_pace_the_first_request() {
         start.elapsed()
     );
     detach(&mut host, front, &paths);
+}
+
+#[test]
+fn the_example_domain_configs_disk_lines_parse_and_their_keys_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xl");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let quoted = text.split('"').skip(1).step_by(2);
+        for disk_line in quoted.filter(|q| q.contains("script=block-tokenback")) {
+            lines += 1;
+            let qos = xl_disk::target_qos(disk_line.rsplit("target=").next().unwrap());
+            let pairs = qos.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            VbdConfig::parse(pairs).unwrap_or_else(|e| panic!("{disk_line}: {e}"));
+            match XlDisk::parse(disk_line) {
+                Ok(disk) => assert!(disk.target.starts_with('/'), "{disk_line}"),
+                // vbd3 is beyond the simulated toolstack.
+                Err(e) => assert!(disk_line.contains("backendtype=tap"), "{disk_line}: {e}"),
+            }
+        }
+    }
+    assert!(lines >= 7, "{lines} disk lines in {}", dir.display());
 }
