@@ -38,7 +38,8 @@ cargo build --workspace --bins
 cargo test --workspace
 
 step "shell scripts"
-shellcheck -x tests/xen/run tests/xen/dom0/* tests/xen/domU/init tests/xen/scenarios/*
+shellcheck -x tests/xen/run tests/xen/dom0/* tests/xen/domU/init tests/xen/scenarios/* \
+    xl-scripts/block-tokenback
 
 step "real Xen in QEMU (tests/xen)"
 tests/xen/run

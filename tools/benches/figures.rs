@@ -151,6 +151,7 @@ fn through_tokenbackd(figure: &Figure, dir: &Path, duration: Duration) -> f64 {
         io_engine: figure.engine.into(),
         workers: 1,
         connect_timeout: Duration::from_secs(20),
+        script_dir: None,
         live: false,
         placement: Some(PLACEMENT),
     };

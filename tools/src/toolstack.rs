@@ -7,8 +7,14 @@
 //! transaction as `libxl__device_generic_add` does, detaches a disk as libxl does (`online`
 //! 0 and backend `state` 5), and destroys the domain again.
 
+mod hotplug;
+pub mod xl_disk;
+
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+pub use hotplug::Detach;
 
 use thiserror::Error;
 use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};
@@ -29,6 +35,33 @@ pub enum ToolstackError {
     /// The guest's store event channel.
     #[error("store event channel: {0}")]
     Evtchn(#[from] EvtchnError),
+    /// The hotplug script could not be run.
+    #[error("cannot run {script}: {source}")]
+    Script {
+        /// Its path.
+        script: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hotplug script failed: its `hotplug-error`, or how it ended.
+    #[error("hotplug script of {backend}: {message}")]
+    Hotplug {
+        /// The disk's backend directory.
+        backend: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The back end did not reach a state in time.
+    #[error("the back end {backend} did not reach state {want} in time (state {state:?}; is tokenbackd serving?)")]
+    BackendState {
+        /// The disk's backend directory.
+        backend: String,
+        /// The state waited for.
+        want: String,
+        /// The last state read.
+        state: Option<String>,
+    },
     /// A xenstore request.
     #[error("xenstore {op}: {source}")]
     Xenstore {
@@ -59,16 +92,19 @@ pub struct DiskSpec {
     pub params: String,
     /// Read-write (`mode` w) or read-only (`mode` r).
     pub writable: bool,
+    /// The `script=` of the disk line: a name in the script directory, or an absolute path.
+    pub script: String,
 }
 
 impl DiskSpec {
-    /// xvda, read-write.
+    /// xvda, read-write, set up by block-tokenback.
     pub fn xvda(params: &str) -> Self {
         DiskSpec {
             devid: 51712,
             vdev: "xvda".into(),
             params: params.into(),
             writable: true,
+            script: "block-tokenback".into(),
         }
     }
 }
@@ -86,6 +122,8 @@ pub struct DiskPaths {
 pub struct Toolstack {
     run: RunDir,
     xs: Client,
+    /// XEN_SCRIPT_DIR: where a `script=` name is looked up.
+    script_dir: PathBuf,
     /// Each guest's store port, held open in the guest's domain until it is destroyed (on
     /// Xen the port belongs to the domain; here to a handle, which this keeps).
     store_ports: HashMap<DomId, (SimEventChannel, Port)>,
@@ -99,8 +137,14 @@ impl Toolstack {
         Ok(Toolstack {
             run,
             xs,
+            script_dir: default_script_dir(),
             store_ports: HashMap::new(),
         })
+    }
+
+    /// Looks `script=` names up in `dir` instead of the default (see [`default_script_dir`]).
+    pub fn set_script_dir(&mut self, dir: &Path) {
+        self.script_dir = dir.to_owned();
     }
 
     /// The event-channel port guest `domid` was introduced with: unbound, for dom0.
@@ -159,11 +203,17 @@ impl Toolstack {
         let devid = disk.devid.to_string();
         let mode = if disk.writable { "w" } else { "r" };
         let discard = if disk.writable { "1" } else { "0" };
+        // libxl__abs_path: a script not starting with `/` is in the script directory.
+        let script = if disk.script.starts_with('/') {
+            disk.script.clone()
+        } else {
+            self.script_dir.join(&disk.script).display().to_string()
+        };
         let backend_keys: [(&str, &str); 14] = [
             ("frontend", &paths.frontend),
             ("frontend-id", &fe),
             ("params", &disk.params),
-            ("script", "/etc/xen/scripts/block-tokenback"),
+            ("script", &script),
             ("type", "phy"),
             ("mode", mode),
             ("device-type", "disk"),
@@ -255,6 +305,18 @@ impl Toolstack {
             .map_err(xs_err("remove the guest's nodes"))?;
         self.run.remove_domain(domid)?;
         Ok(())
+    }
+}
+
+/// Xen's script directory when block-tokenback is installed there, else the source tree's
+/// xl-scripts (the simulated host runs the scripts of the tree it was built from).
+pub fn default_script_dir() -> PathBuf {
+    let installed = Path::new("/etc/xen/scripts");
+    if installed.join("block-tokenback").exists() {
+        installed.to_owned()
+    } else {
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR"));
+        tools.parent().unwrap_or(tools).join("xl-scripts")
     }
 }
 

@@ -17,6 +17,7 @@ fn xvdb(host: &mut Host, domid: DomId) -> ScriptedBackend {
         vdev: "xvdb".into(),
         params: "/dev/null".into(),
         writable: true,
+        script: "block-tokenback".into(),
     };
     let paths = host.toolstack.add_disk(domid, &spec).unwrap();
     ScriptedBackend::start(&host.run, domid, &paths, BackendConfig::default())

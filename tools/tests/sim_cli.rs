@@ -159,3 +159,41 @@ fn the_demo_against_tokenbackd_follows_each_limit() {
         );
     }
 }
+
+#[test]
+fn an_xl_disk_line_runs_its_hotplug_script_and_follows_the_target_s_limits() {
+    let dir = std::env::temp_dir().join(format!("tb-sim-xl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("guest.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let line = |options: &str| {
+        format!(
+            "vdev=xvdb, access=rw, script=block-tokenback, target={}{options}",
+            file.display()
+        )
+    };
+    let json = report(&[
+        "run",
+        "--xl-disk",
+        &line("?iops-total=1000"),
+        "--duration",
+        "3s",
+        "--json",
+    ]);
+    let paced = disk(&json, "guest1/xvdb");
+    assert!(number(&paced["verified"]) > 0.0, "{json}");
+    let iops = number(&paced["iops"]);
+    assert!(iops > 700.0 && iops < 1400.0, "{json}");
+    // A bad target: the script's message, as hotplug-error holds it.
+    let out = sim(&["run", "--xl-disk", &line("?iops-total=lots")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("iops-total: `lots' is not a whole number"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use blkif::Protocol;
 use support::daemon::{attach, hotplug, Tokenbackd};
+use support::loop_device::LoopDevice;
 use support::{eventually, pattern, round_trip, storage_file, Host};
 use tokenback_tools::blkfront::{Blkfront, Op, Span, Tag};
 use tokenback_tools::toolstack::DiskSpec;
@@ -75,7 +76,7 @@ fn stays_in_initwait_until_the_hotplug_script_names_the_storage() {
     assert_eq!(host.read(&format!("{}/sectors", paths.backend)), None);
     let opts = host.options(domid);
     let front = std::thread::spawn(move || Blkfront::connect(opts));
-    hotplug(&mut host, &paths, &file, &[]);
+    hotplug(&mut host, &paths);
     let front = front.join().unwrap().unwrap();
     assert_eq!(front.disk().sectors, 8192);
     assert_eq!(host.read(&state).as_deref(), Some("4"));
@@ -210,31 +211,6 @@ fn data_survives_on_a_file_with_both_io_engines() {
     }
 }
 
-/// A loop device over a file, detached on drop.
-struct LoopDevice(PathBuf);
-
-impl LoopDevice {
-    fn attach(file: &Path) -> LoopDevice {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(file)
-            .output()
-            .expect("losetup (util-linux) runs");
-        assert!(
-            out.status.success(),
-            "this machine has loop devices: losetup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        LoopDevice(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn data_survives_on_a_loop_device_with_both_io_engines() {
     for engine in ["uring", "threads"] {
@@ -348,7 +324,7 @@ impl GuestProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        hotplug(host, &paths, storage, &[]);
+        hotplug(host, &paths);
         let stdout = child.stdout.take().unwrap();
         let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout))
             .map(Result::unwrap)
@@ -483,7 +459,7 @@ fn a_read_only_disk_serves_reads_and_refuses_every_write_class_request() {
     let paths = host.toolstack.add_disk(domid, &spec).unwrap();
     let opts = host.options(domid);
     let front = std::thread::spawn(move || Blkfront::connect(opts));
-    hotplug(&mut host, &paths, &file, &[]);
+    hotplug(&mut host, &paths);
     let mut front = front.join().unwrap().unwrap();
     assert!(front.disk().read_only(), "info says read-only");
     let mut back = vec![0; 8192];

@@ -98,7 +98,7 @@ impl Bed {
             .toolstack
             .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
             .unwrap();
-        hotplug(&mut self.host, &paths, &file, &[]);
+        hotplug(&mut self.host, &paths);
         let socket = self.host.run.domain_xenstored_socket(domid);
         let xs = Client::connect(Endpoint::Socket(socket)).unwrap();
         Guest { domid, xs, paths }

@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use blkif::Protocol;
-use support::daemon::hotplug;
+use support::daemon::{disk, hotplug};
 use support::driver::{Call, Daemon};
 use support::storage_file;
 use support::{eventually, pattern, round_trip, Host, EVENTUALLY};
@@ -79,16 +79,13 @@ fn attach_to(
     qos: &[(&str, &str)],
     tune: impl FnOnce(&mut Options),
 ) -> (Blkfront, DiskPaths, DeviceId) {
-    let paths = host
-        .toolstack
-        .add_disk(domid, &DiskSpec::xvda(&storage.display().to_string()))
-        .unwrap();
+    let paths = host.toolstack.add_disk(domid, &disk(storage, qos)).unwrap();
     let front = start_front(host, domid, tune);
     // The front end publishes its rings on InitWait, and the back end stays there.
     await_state(host, &paths.frontend, "3");
     assert_eq!(state(host, &paths.backend).as_deref(), Some("2"));
     assert_eq!(host.read(&format!("{}/sectors", paths.backend)), None);
-    hotplug(host, &paths, storage, qos);
+    hotplug(host, &paths);
     let front = front.join().unwrap().expect("the front end connects");
     assert_eq!(state(host, &paths.backend).as_deref(), Some("4"));
     let id = DeviceId {
@@ -172,7 +169,7 @@ fn serves_after_the_hotplug_script_reconnects_after_a_close_and_cleans_up_on_det
     let paths = host.toolstack.add_disk(id.frontend_id, &spec).unwrap();
     await_state(&mut host, &paths.backend, "2");
     let front = start_front(&host, id.frontend_id, |_| {});
-    hotplug(&mut host, &paths, &file, &[]);
+    hotplug(&mut host, &paths);
     let mut front = front.join().unwrap().expect("connects after re-adding");
     round_trip(&mut front, &file, 16, 4096, 4);
     assert!(!daemon.is_finished());
@@ -280,7 +277,12 @@ fn bad_toolstack_keys_or_missing_storage_fail_only_their_vbd() {
     let paths = host.toolstack.add_disk(missing, &spec).unwrap();
     let front = start_front(&host, missing, |_| {});
     await_state(&mut host, &paths.backend, "2");
-    hotplug(&mut host, &paths, Path::new("/nonexistent/disk.img"), &[]);
+    // (A toolstack without the script's checks: the path written directly.)
+    write(
+        &mut host,
+        &format!("{}/physical-device-path", paths.backend),
+        "/nonexistent/disk.img",
+    );
     await_state(&mut host, &paths.backend, "5");
     let error_node = format!(
         "/local/domain/0/error/backend/vbd/{}/{XVDA}/error",
@@ -321,12 +323,12 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
     let domid = host.new_guest();
     let paths = host
         .toolstack
-        .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
+        .add_disk(domid, &disk(&file, &paced))
         .unwrap();
     write(&mut host, &format!("{}/qos-error", paths.backend), "stale");
     let front = start_front(&host, domid, |_| {});
     await_state(&mut host, &paths.backend, "2");
-    hotplug(&mut host, &paths, &file, &paced);
+    hotplug(&mut host, &paths);
     let mut front = front.join().unwrap().unwrap();
     let id = DeviceId {
         frontend_id: domid,
@@ -344,9 +346,23 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
     }
     assert!(start.elapsed().as_millis() >= 250, "{:?}", start.elapsed());
 
-    // A value that does not parse: refused with its reason, served without limits.
+    // A value that does not parse (written by hand: the hotplug script refuses it): refused
+    // with its reason, served without limits.
     let file = storage_file(&host, "bad.img", 4 * MIB);
-    let (mut front, paths, id) = attach(&mut host, &file, &[("tokens-refill", "fast")], |_| {});
+    let domid = host.new_guest();
+    let paths = host.toolstack.add_disk(domid, &disk(&file, &[])).unwrap();
+    write(
+        &mut host,
+        &format!("{}/tokens-refill", paths.backend),
+        "fast",
+    );
+    let front = start_front(&host, domid, |_| {});
+    hotplug(&mut host, &paths);
+    let mut front = front.join().unwrap().unwrap();
+    let id = DeviceId {
+        frontend_id: domid,
+        devid: u32::from(XVDA),
+    };
     let reason = host.read(&format!("{}/qos-error", paths.backend)).unwrap();
     assert!(reason.contains("tokens-refill"), "{reason}");
     assert!(daemon.calls().contains(&Call::Connect(id, Box::default())));
@@ -357,7 +373,7 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
     let domid = host.new_guest();
     let paths = host
         .toolstack
-        .add_disk(domid, &DiskSpec::xvda(&file.display().to_string()))
+        .add_disk(domid, &disk(&file, &paced))
         .unwrap();
     let open = Perms::new(vec![
         Perm {
@@ -376,7 +392,7 @@ fn qos_keys_are_honoured_unless_invalid_or_guest_writable() {
         .unwrap();
     let front = start_front(&host, domid, |_| {});
     await_state(&mut host, &paths.backend, "2");
-    hotplug(&mut host, &paths, &file, &paced);
+    hotplug(&mut host, &paths);
     let mut front = front.join().unwrap().unwrap();
     let reason = host.read(&format!("{}/qos-error", paths.backend)).unwrap();
     assert!(reason.contains("writable by the guest"), "{reason}");

@@ -30,8 +30,17 @@ enum Cmd {
         /// A disk: size=256M,rw=randread,bs=4k,qd=16,guest=NAME,verify=1, QoS keys of
         /// docs/qos.md (iops-read=2000, bps-total=8388608, tokens-refill=..) and
         /// retune-at=TIME:KEY=VALUE
-        #[arg(long = "disk", value_name = "SPEC", required = true, value_parser = DiskSpec::parse)]
+        #[arg(long = "disk", value_name = "SPEC", required_unless_present = "xl_disks", value_parser = DiskSpec::parse)]
         disks: Vec<DiskSpec>,
+        /// A disk as an xl domain config's disk line, e.g. `vdev=xvda, access=rw,
+        /// script=block-tokenback, target=/srv/guest.img?iops-read=500`: the toolstack writes
+        /// its nodes and runs its hotplug script as libxl does; the guest does random I/O
+        #[arg(long = "xl-disk", value_name = "LINE", value_parser = DiskSpec::from_xl_line)]
+        xl_disks: Vec<DiskSpec>,
+        /// Where scripts named by script= are (default /etc/xen/scripts if block-tokenback
+        /// is installed there, else the source tree's xl-scripts)
+        #[arg(long, value_name = "DIR")]
+        script_dir: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -82,10 +91,18 @@ fn parse_placement(text: &str) -> Result<Placement, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let (disks, common) = match args.command {
-        Some(Cmd::Run { disks, common }) => (disks, common),
-        Some(Cmd::Demo { common }) => (Vec::new(), common),
-        None => (Vec::new(), Common::parse_defaults()),
+    let (disks, script_dir, common) = match args.command {
+        Some(Cmd::Run {
+            mut disks,
+            xl_disks,
+            script_dir,
+            common,
+        }) => {
+            disks.extend(xl_disks);
+            (disks, script_dir, common)
+        }
+        Some(Cmd::Demo { common }) => (Vec::new(), None, common),
+        None => (Vec::new(), None, Common::parse_defaults()),
     };
     let duration = common
         .duration
@@ -112,6 +129,7 @@ fn main() -> ExitCode {
         io_engine: common.io_engine,
         workers: common.workers,
         connect_timeout: common.connect_timeout,
+        script_dir,
         live: true,
         placement: common.pin,
     };

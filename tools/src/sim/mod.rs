@@ -3,7 +3,6 @@
 //! separate process, a workload on each disk's blkfront, live progress and a summary.
 
 pub mod host;
-pub mod hotplug;
 pub mod jobs;
 pub mod pin;
 pub mod process;
@@ -24,7 +23,7 @@ use thiserror::Error;
 use tokenback::platform::{DomId, PAGE_SIZE};
 
 use crate::blkfront::{self, GuestAllocator, Options};
-use crate::toolstack;
+use crate::toolstack::{self, xl_disk};
 use crate::workload::{Sample, Snapshot, WorkloadError};
 use host::SimHost;
 use jobs::{Job, JobSetup};
@@ -59,8 +58,6 @@ pub enum SimError {
     Stopped,
     #[error("xenstore: {0}")]
     Xenstore(String),
-    #[error("the back end of {0} did not reach InitWait in time (is tokenbackd serving?)")]
-    NoInitWait(String),
     #[error("{0} did not connect: {1}")]
     Connect(String, blkfront::Error),
     #[error("{0}: {1}")]
@@ -88,6 +85,8 @@ pub struct RunConfig {
     pub io_engine: String,
     pub workers: u16,
     pub connect_timeout: Duration,
+    /// Where the hotplug scripts are; default [`toolstack::default_script_dir`].
+    pub script_dir: Option<PathBuf>,
     /// Print live progress lines.
     pub live: bool,
     /// Pin the guests and tokenbackd to CPUs of their own; default where the scheduler puts them.
@@ -167,16 +166,19 @@ fn run_in(
     json: bool,
 ) -> Result<Vec<DiskResult>, SimError> {
     let mut host = SimHost::start(dir)?;
+    if let Some(scripts) = &config.script_dir {
+        host.toolstack.set_script_dir(scripts);
+    }
     let exe = match &config.tokenbackd {
         Some(path) => path.clone(),
         None => host::beside_me("tokenbackd")?,
     };
     let daemon_cpu = config.placement.map(|p| p.daemon);
     let mut daemon = Daemon::start(&exe, dir, config.workers, &config.io_engine, daemon_cpu)?;
-    let deadline = Instant::now() + config.connect_timeout;
     let stop = Arc::new(AtomicBool::new(false));
     let mut guests: HashMap<String, (DomId, GuestAllocator, u16)> = HashMap::new();
     let mut setups = Vec::new();
+    let mut paths_of = Vec::new();
     for (i, spec) in config.disks.iter().enumerate() {
         let guest = spec
             .guest
@@ -191,22 +193,28 @@ fn run_in(
             guests.insert(guest.clone(), (domid, allocator, 0));
         }
         let (domid, allocator, next) = guests.get_mut(&guest).ok_or(SimError::Stopped)?;
-        let index = *next;
-        *next += 1;
-        let vdev = format!("xvd{}", char::from(b'a' + (index % 26) as u8));
-        let storage = match &spec.file {
-            Some(file) => file.clone(),
+        let disk = match &spec.xl {
+            Some(xl) => xl.spec(),
             None => {
-                let storage = dir.join(format!("{guest}-{vdev}.img"));
-                std::fs::File::create(&storage)?.set_len(spec.size)?;
-                storage
+                let index = *next;
+                *next += 1;
+                let vdev = format!("xvd{}", char::from(b'a' + (index % 26) as u8));
+                let storage = match &spec.file {
+                    Some(file) => file.clone(),
+                    None => {
+                        let storage = dir.join(format!("{guest}-{vdev}.img"));
+                        std::fs::File::create(&storage)?.set_len(spec.size)?;
+                        storage
+                    }
+                };
+                let mut disk = toolstack::DiskSpec::xvda(&xl_disk::target(
+                    &storage.display().to_string(),
+                    &spec.qos,
+                ));
+                disk.devid = 51712 + 16 * index;
+                disk.vdev = vdev;
+                disk
             }
-        };
-        let disk = toolstack::DiskSpec {
-            devid: 51712 + 16 * index,
-            vdev: vdev.clone(),
-            params: storage.display().to_string(),
-            writable: true,
         };
         let paths = host.toolstack.add_disk(*domid, &disk)?;
         let mut options = Options::new(host.run.clone(), *domid, disk.devid);
@@ -220,24 +228,22 @@ fn run_in(
         // max_indirect_segments raised.
         let segments = u32::try_from(spec.block_size.div_ceil(PAGE_SIZE)).unwrap_or(u32::MAX);
         options.max_indirect_segments = options.max_indirect_segments.max(segments);
-        setups.push((
-            JobSetup {
-                name: format!("{guest}/{vdev}"),
-                spec: spec.clone(),
-                options,
-                backend: paths.backend.clone(),
-                socket: host.run.xenstored_socket(),
-                duration: config.duration,
-                stop: Arc::clone(&stop),
-                cpu: config.placement.map(|p| p.guests),
-            },
-            storage,
-        ));
+        setups.push(JobSetup {
+            name: format!("{guest}/{}", disk.vdev),
+            spec: spec.clone(),
+            options,
+            backend: paths.backend.clone(),
+            socket: host.run.xenstored_socket(),
+            duration: config.duration,
+            stop: Arc::clone(&stop),
+            cpu: config.placement.map(|p| p.guests),
+        });
+        paths_of.push(paths);
     }
-    for (setup, storage) in &setups {
+    // As libxl: the script runs once the back end is in InitWait, and the guest starts after.
+    for paths in &paths_of {
         daemon.check_alive()?;
-        let xs = host.toolstack.xenstore();
-        hotplug::add(xs, &setup.backend, &setup.spec.qos, storage, deadline)?;
+        host.toolstack.hotplug_add(paths, config.connect_timeout)?;
     }
     if !json {
         let _ = writeln!(
@@ -250,7 +256,7 @@ fn run_in(
         );
     }
     let started = Instant::now();
-    let jobs: Vec<Job> = setups.into_iter().map(|(s, _)| Job::start(s)).collect();
+    let jobs: Vec<Job> = setups.into_iter().map(Job::start).collect();
     let watched = watch(&jobs, &mut daemon, out, config.live && !json, started);
     if watched.is_err() {
         stop.store(true, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokenback::limiter::VbdConfig;
 
+use crate::toolstack::xl_disk::{self, XlDisk, XlDiskError};
 use crate::workload::Mode;
 
 /// One disk of a run.
@@ -36,6 +37,8 @@ pub struct DiskSpec {
     /// QoS keys of the backend directory, in the order given.
     pub qos: Vec<(String, String)>,
     pub retune: Option<Retune>,
+    /// The xl disk line it came from (`--xl-disk`): its target names the storage and QoS.
+    pub xl: Option<XlDisk>,
 }
 
 /// A QoS key written part way through the run.
@@ -61,6 +64,8 @@ pub enum SpecError {
     Repeated(String),
     #[error("QoS keys: {0}")]
     Qos(String),
+    #[error("disk line: {0}")]
+    XlDisk(#[from] XlDiskError),
     #[error("bs {bs} must be a non-zero multiple of 512 no larger than size {size}")]
     BlockSize { bs: usize, size: u64 },
 }
@@ -79,6 +84,7 @@ impl DiskSpec {
             queues: None,
             qos: Vec::new(),
             retune: None,
+            xl: None,
         };
         let mut seen: Vec<&str> = Vec::new();
         for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
@@ -141,6 +147,17 @@ impl DiskSpec {
         if let Some(retune) = &spec.retune {
             check_qos(&spec.qos_after_retune(retune))?;
         }
+        Ok(spec)
+    }
+
+    /// A disk given by an xl disk line: the storage and QoS keys are its target's (the
+    /// hotplug script checks them), the guest does the default workload of random reads and
+    /// writes.
+    pub fn from_xl_line(line: &str) -> Result<DiskSpec, SpecError> {
+        let xl = XlDisk::parse(line)?;
+        let mut spec = DiskSpec::parse("rw=randrw")?;
+        spec.qos = xl_disk::target_qos(&xl.target);
+        spec.xl = Some(xl);
         Ok(spec)
     }
 

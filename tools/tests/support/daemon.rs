@@ -101,33 +101,24 @@ impl Drop for Tokenbackd {
     }
 }
 
-/// Plays the `block-tokenback` hotplug script for a disk the toolstack added, as libxl runs
-/// it: once the back end is in InitWait, the QoS keys, `physical-device-path`, then
-/// `hotplug-status`.
-pub fn hotplug(
-    host: &mut super::Host,
-    paths: &tokenback_tools::toolstack::DiskPaths,
+/// Runs the disk's hotplug script (block-tokenback) as libxl does, once the back end is in
+/// InitWait: the QoS keys of the target, `physical-device-path`, then `hotplug-status`.
+pub fn hotplug(host: &mut super::Host, paths: &tokenback_tools::toolstack::DiskPaths) {
+    host.toolstack.hotplug_add(paths, EVENTUALLY).unwrap();
+}
+
+/// A disk on `storage` with the QoS keys `qos` in its target, for block-tokenback.
+pub fn disk(
     storage: &std::path::Path,
     qos: &[(&str, &str)],
-) {
-    let qos: Vec<(String, String)> = qos
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let deadline = Instant::now() + EVENTUALLY;
-    tokenback_tools::sim::hotplug::add(
-        host.toolstack.xenstore(),
-        &paths.backend,
-        &qos,
-        storage,
-        deadline,
-    )
-    .unwrap();
+) -> tokenback_tools::toolstack::DiskSpec {
+    let target = tokenback_tools::toolstack::xl_disk::target(&storage.display().to_string(), qos);
+    tokenback_tools::toolstack::DiskSpec::xvda(&target)
 }
 
 /// A guest on `host` with one disk on `storage` (devid 51712 unless `tune` says otherwise),
-/// served by the tokenbackd running there: the toolstack adds the disk, the hotplug script is
-/// played with `qos`, and the front end connects.
+/// served by the tokenbackd running there: the toolstack adds the disk with `qos` in its
+/// target, the hotplug script runs, and the front end connects.
 pub fn attach(
     host: &mut super::Host,
     storage: &std::path::Path,
@@ -140,11 +131,11 @@ pub fn attach(
     let domid = host.new_guest();
     let mut opts = host.options(domid);
     tune(&mut opts);
-    let mut spec = tokenback_tools::toolstack::DiskSpec::xvda(&storage.display().to_string());
+    let mut spec = disk(storage, qos);
     spec.devid = opts.devid;
     let paths = host.toolstack.add_disk(domid, &spec).unwrap();
     let front = std::thread::spawn(move || tokenback_tools::blkfront::Blkfront::connect(opts));
-    hotplug(host, &paths, storage, qos);
+    hotplug(host, &paths);
     let front = front.join().unwrap().expect("the front end connects");
     (front, paths)
 }
