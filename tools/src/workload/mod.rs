@@ -243,8 +243,10 @@ impl Runner {
             let mut data = vec![0; bs];
             pattern::fill(&mut data, offset, generation);
             (Op::Write { sector, data }, Some(generation))
-        } else {
+        } else if self.workload.verify {
             (Op::Read { sector, len: bs }, None)
+        } else {
+            (Op::ReadDropped { sector, len: bs }, None)
         };
         let tag = front
             .stage(op)
