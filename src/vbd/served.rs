@@ -289,71 +289,95 @@ impl<M: GrantMapping> Served<M> {
         self.slots.len() - self.free.len()
     }
 
-    /// Takes every request published on queue `q` and queues it in the limiter.
-    pub fn take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, q: usize, now: u64) {
+    /// Takes every request published on queue `q` and queues it in the limiter; returns
+    /// whether there was any. `req_event` is left as it is: while the worker is busy it looks
+    /// at the ring again itself, and a front end that sees no new `req_event` does not notify
+    /// (ring.h); [`final_take`](Self::final_take) re-arms it before the worker sleeps.
+    pub fn take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, q: usize, now: u64) -> bool {
         if self.closing.is_some() {
-            return;
+            return false;
         }
-        loop {
-            let queue = &mut self.queues[q];
-            let mut idx = queue.ring.state().req_cons;
-            let mut requests = match queue.ring.requests() {
-                Ok(requests) => requests,
-                Err(e) => return self.close(ctx, Closing::Broken(e.to_string()), now),
-            };
-            while let Some(taken) = requests.next_into(&mut self.scratch) {
-                let ring_idx = idx;
-                idx = idx.wrapping_add(1);
-                let answer = match taken {
-                    Ok(()) => {
-                        let request = self.scratch;
-                        match accept(
-                            &mut self.slots,
-                            &mut self.free,
-                            ctx,
-                            self.frontend,
-                            q,
-                            request,
-                        ) {
-                            Ok(slot) => {
-                                // Kept before it goes anywhere: a restart redoes it.
-                                if let Some(file) = &mut self.state {
-                                    file.record(slot, q, ring_idx, &request);
-                                }
-                                let plan = self.slots[slot as usize].plan;
-                                self.limiter
-                                    .enqueue(plan.limiter_request(u64::from(slot)), now);
-                                continue;
+        let queue = &mut self.queues[q];
+        let mut idx = queue.ring.state().req_cons;
+        let start = idx;
+        let mut requests = match queue.ring.requests() {
+            Ok(requests) => requests,
+            Err(e) => {
+                self.close(ctx, Closing::Broken(e.to_string()), now);
+                return false;
+            }
+        };
+        while let Some(taken) = requests.next_into(&mut self.scratch) {
+            let ring_idx = idx;
+            idx = idx.wrapping_add(1);
+            let answer = match taken {
+                Ok(()) => {
+                    let request = self.scratch;
+                    match accept(
+                        &mut self.slots,
+                        &mut self.free,
+                        ctx,
+                        self.frontend,
+                        q,
+                        request,
+                    ) {
+                        Ok(slot) => {
+                            // Kept before it goes anywhere: a restart redoes it.
+                            if let Some(file) = &mut self.state {
+                                file.record(slot, q, ring_idx, &request);
                             }
-                            Err(status) => request.response(status),
+                            let plan = self.slots[slot as usize].plan;
+                            self.limiter
+                                .enqueue(plan.limiter_request(u64::from(slot)), now);
+                            continue;
                         }
+                        Err(status) => request.response(status),
                     }
-                    Err(rejected) => rejected.response(),
-                };
-                // The slot it came from is answered at once.
-                if requests.push_response(&answer).is_ok() {
-                    queue.pushed = true;
                 }
-            }
-            if let Some(file) = &mut self.state {
-                // Requests answered at once moved both indices.
-                let state = queue.ring.state();
-                file.save_req_cons(q, state.req_cons);
-                file.save_rsp_prod_pvt(q, state.rsp_prod_pvt);
-            }
-            match queue.ring.final_check_for_requests() {
-                Ok(true) => continue,
-                Ok(false) => return,
-                Err(e) => return self.close(ctx, Closing::Broken(e.to_string()), now),
+                Err(rejected) => rejected.response(),
+            };
+            // The slot it came from is answered at once.
+            if requests.push_response(&answer).is_ok() {
+                queue.pushed = true;
             }
         }
+        if idx == start {
+            return false;
+        }
+        if let Some(file) = &mut self.state {
+            // Requests answered at once moved both indices.
+            let state = queue.ring.state();
+            file.save_req_cons(q, state.req_cons);
+            file.save_rsp_prod_pvt(q, state.rsp_prod_pvt);
+        }
+        true
     }
 
-    /// Takes what every queue holds (at connect: the front end may have published already).
-    pub fn take_all<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+    /// Takes what every queue holds; returns whether there was any.
+    pub fn take_all<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) -> bool {
+        let mut took = false;
         for q in 0..self.queues.len() {
-            self.take(ctx, q, now);
+            took |= self.take(ctx, q, now);
         }
+        took
+    }
+
+    /// Before the worker sleeps: asks every front end to notify at its next request
+    /// (`RING_FINAL_CHECK_FOR_REQUESTS`) and takes what raced with that; returns whether there
+    /// was any (then the worker stays awake and re-arms later).
+    pub fn final_take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) -> bool {
+        let mut took = false;
+        for q in 0..self.queues.len() {
+            if self.closing.is_some() {
+                break;
+            }
+            match self.queues[q].ring.final_check_for_requests() {
+                Ok(true) => took |= self.take(ctx, q, now),
+                Ok(false) => {}
+                Err(e) => self.close(ctx, Closing::Broken(e.to_string()), now),
+            }
+        }
+        took
     }
 
     /// Starts what the limiter admits by `now` and notes when it next will.

@@ -261,3 +261,22 @@ fn a_count_that_disagrees_with_the_indices_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn checksum_skipping_zero_words_is_byte_wise_fnv_1a() {
+    // Files written by earlier builds carry the byte-wise sum: the shortcut must agree.
+    let byte_wise = |bytes: &[u8]| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+        (hash ^ (hash >> 32)) as u32
+    };
+    let mut bytes = [0u8; 131];
+    for (i, at) in [3usize, 17, 40, 64, 130].into_iter().enumerate() {
+        bytes[at] = i as u8 + 1;
+        for len in 0..bytes.len() {
+            assert_eq!(checksum(&bytes[..len]), byte_wise(&bytes[..len]), "{len}");
+        }
+    }
+}

@@ -91,7 +91,12 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
         let mut fired = Vec::new();
         let mut busy_until = 0;
         loop {
-            let spin = monotonic_ns() < busy_until;
+            let mut spin = monotonic_ns() < busy_until;
+            if !spin && self.final_take() {
+                // Requests raced with re-arming: serve them awake, re-arm later.
+                busy_until = monotonic_ns() + SPIN_NS;
+                spin = true;
+            }
             match self.poll.poll(&mut events, spin.then_some(Duration::ZERO)) {
                 Ok(()) => {}
                 // io_uring task work and signals interrupt epoll_wait: look again.
@@ -128,6 +133,10 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                     }
                 }
             }
+            // Busy: front ends publish without notifying (req_event is not re-armed), so look.
+            if spin && self.take_all(now) {
+                busy_until = now + SPIN_NS;
+            }
             self.advance(now);
             // Ports of VBDs dropped meanwhile are skipped by unmask.
             if let Err(e) = self.evtchn.unmask(&fired) {
@@ -138,6 +147,26 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                 return;
             }
         }
+    }
+
+    /// Takes what every VBD's rings hold; returns whether there was any.
+    fn take_all(&mut self, now: u64) -> bool {
+        let mut took = false;
+        for vbd in self.vbds.iter_mut().flatten() {
+            took |= vbd.take_all(&mut self.ctx, now);
+        }
+        took
+    }
+
+    /// Re-arms every ring's `req_event` before sleeping and takes what raced with that;
+    /// returns whether there was any.
+    fn final_take(&mut self) -> bool {
+        let now = monotonic_ns();
+        let mut took = false;
+        for vbd in self.vbds.iter_mut().flatten() {
+            took |= vbd.final_take(&mut self.ctx, now);
+        }
+        took
     }
 
     /// Admits, submits and answers what every VBD can, retires drained ones and sets the timer.
@@ -223,6 +252,7 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
             self.ports.insert(port, (v, q));
         }
         info!(log, "connected"; "queues" => vbd.ports().count(), "engine" => ?self.engine);
+        // The front end may have published already; the loop re-arms before it sleeps.
         vbd.take_all(&mut self.ctx, now);
         self.vbds[v] = Some(vbd);
         self.reports.send(Report::Connected(id));

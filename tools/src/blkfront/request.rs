@@ -31,6 +31,15 @@ pub enum Op {
         /// Bytes, a multiple of the sector size.
         len: usize,
     },
+    /// As [`Op::Read`], but the data is left in the pages and not returned, as a benchmark's
+    /// reads land in a buffer nobody looks at (fio without `verify`): its completion carries
+    /// no data.
+    ReadDropped {
+        /// First sector.
+        sector: u64,
+        /// Bytes, a multiple of the sector size.
+        len: usize,
+    },
     /// Read from sector `sector` into buffers laid out span by span: one segment per span,
     /// each in a page of its own, contiguous on disk.
     ReadSpans {
@@ -106,10 +115,13 @@ pub(crate) fn prepare(
     pages: &mut GuestPages,
 ) -> Result<Option<Prepared>, Error> {
     match op {
-        Op::Read { sector, len } => {
+        Op::Read { sector, len } | Op::ReadDropped { sector, len } => {
             check_transfer(disk, *sector, *len)?;
             let spans = layout::page_cache(*sector, *len);
-            data_request(tag, handle, disk, pages, *sector, Transfer::Read, &spans).map(Some)
+            let mut prepared =
+                data_request(tag, handle, disk, pages, *sector, Transfer::Read, &spans)?;
+            prepared.shadow.read = matches!(op, Op::Read { .. });
+            Ok(Some(prepared))
         }
         Op::ReadSpans { sector, spans } => {
             check_spans(disk, *sector, spans)?;

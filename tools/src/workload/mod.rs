@@ -107,6 +107,9 @@ pub enum WorkloadError {
     },
 }
 
+/// Operations refilled while a batch of completions is handled go out this many at a time.
+const PUBLISH_EVERY: usize = 8;
+
 /// An operation in flight.
 struct InFlight {
     block: usize,
@@ -165,7 +168,6 @@ impl Runner {
         stats: &Stats,
         stop: &AtomicBool,
     ) -> Result<(), WorkloadError> {
-        let bs = self.workload.block_size;
         let mut in_flight: HashMap<Tag, InFlight> = HashMap::new();
         let deadline = Instant::now() + duration;
         loop {
@@ -180,48 +182,72 @@ impl Runner {
                 self.sampler.tick(Instant::now(), stats);
                 return Ok(());
             }
+            let mut staged = 0;
             for done in front.complete()? {
                 let Some(op) = in_flight.remove(&done.tag) else {
                     continue;
                 };
-                let offset = op.block as u64 * bs as u64;
-                let latency = op.started.elapsed();
-                self.blocks.release(op.block);
-                if done.status != BLKIF_RSP_OKAY {
-                    return Err(WorkloadError::Io {
-                        op: if done.operation == BLKIF_OP_WRITE {
-                            "write"
-                        } else {
-                            "read"
-                        },
-                        offset,
-                        len: bs,
-                        status: done.status,
-                    });
-                }
-                match op.writes {
-                    Some(generation) => {
-                        self.blocks.set_generation(op.block, generation);
-                        stats.record_write(bs as u64, latency);
-                    }
-                    None => {
-                        if self.workload.verify {
-                            let generation = self.blocks.generation(op.block);
-                            let data = done.data.unwrap_or_default();
-                            if let Some(byte) = pattern::mismatch(&data, offset, generation) {
-                                return Err(WorkloadError::Verify {
-                                    offset,
-                                    byte,
-                                    generation,
-                                });
-                            }
+                self.completed(done, op, stats)?;
+                // Refill as completions arrive, published a few at a time: the back end
+                // starts on them while the rest of this batch is handled.
+                if running && in_flight.len() < self.workload.queue_depth.max(1) {
+                    if let Some((tag, op)) = self.submit(front)? {
+                        in_flight.insert(tag, op);
+                        staged += 1;
+                        if staged % PUBLISH_EVERY == 0 {
+                            front.publish()?;
                         }
-                        stats.record_read(bs as u64, self.workload.verify, latency);
                     }
                 }
             }
             self.sampler.tick(Instant::now(), stats);
         }
+    }
+
+    /// Checks a completed operation and records it.
+    fn completed(
+        &mut self,
+        done: blkfront::Completion,
+        op: InFlight,
+        stats: &Stats,
+    ) -> Result<(), WorkloadError> {
+        let bs = self.workload.block_size;
+        let offset = op.block as u64 * bs as u64;
+        let latency = op.started.elapsed();
+        self.blocks.release(op.block);
+        if done.status != BLKIF_RSP_OKAY {
+            return Err(WorkloadError::Io {
+                op: if done.operation == BLKIF_OP_WRITE {
+                    "write"
+                } else {
+                    "read"
+                },
+                offset,
+                len: bs,
+                status: done.status,
+            });
+        }
+        match op.writes {
+            Some(generation) => {
+                self.blocks.set_generation(op.block, generation);
+                stats.record_write(bs as u64, latency);
+            }
+            None => {
+                if self.workload.verify {
+                    let generation = self.blocks.generation(op.block);
+                    let data = done.data.unwrap_or_default();
+                    if let Some(byte) = pattern::mismatch(&data, offset, generation) {
+                        return Err(WorkloadError::Verify {
+                            offset,
+                            byte,
+                            generation,
+                        });
+                    }
+                }
+                stats.record_read(bs as u64, self.workload.verify, latency);
+            }
+        }
+        Ok(())
     }
 
     /// Stages the next operation on an idle block, if there is one.
@@ -243,8 +269,10 @@ impl Runner {
             let mut data = vec![0; bs];
             pattern::fill(&mut data, offset, generation);
             (Op::Write { sector, data }, Some(generation))
-        } else {
+        } else if self.workload.verify {
             (Op::Read { sector, len: bs }, None)
+        } else {
+            (Op::ReadDropped { sector, len: bs }, None)
         };
         let tag = front
             .stage(op)
