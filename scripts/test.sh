@@ -24,6 +24,9 @@ cargo fmt --version && cargo clippy --version
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    cargo install --locked cargo-deb
+fi
 
 step "format"
 cargo fmt --all -- --check
@@ -46,6 +49,21 @@ tests/xen/run
 
 step "benchmarks build"
 cargo bench --workspace --no-run
+
+step "Debian package"
+# Built as an operator builds it, resolved by apt as on a Xen host (simulated: nothing is
+# installed here), and unpacked to check that what it installs runs and is where Xen and
+# systemd look.
+cargo build --release --bin tokenbackd
+deb=$(cargo deb -p tokenback --no-build | tail -n 1)
+apt-get install --simulate -qq "$deb" >/dev/null
+unpacked=$(mktemp -d)
+dpkg-deb -x "$deb" "$unpacked"
+"$unpacked/usr/sbin/tokenbackd" --version
+test -x "$unpacked/etc/xen/scripts/block-tokenback"
+test -f "$unpacked/lib/systemd/system/tokenbackd.service"
+test -f "$unpacked/usr/share/man/man8/tokenbackd.8.gz"
+rm -rf "$unpacked"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
