@@ -523,3 +523,27 @@ fn a_back_end_that_failed_fails_the_test_even_without_finish() {
     eventually("the back end failing", || backend.has_ended());
     drop(backend);
 }
+
+#[test]
+fn a_dropped_read_is_read_by_the_back_end_and_completes_without_data() {
+    let mut host = Host::start("read-dropped");
+    let (mut front, backend, _) = host.connected(BackendConfig::default(), |_| {});
+    front.write(8, &pattern(8192, 4)).unwrap();
+    let tag = front
+        .submit(Op::ReadDropped {
+            sector: 8,
+            len: 8192,
+        })
+        .unwrap();
+    let done = loop {
+        if let Some(done) = front.complete().unwrap().into_iter().find(|d| d.tag == tag) {
+            break done;
+        }
+        front
+            .handle_backend_events(std::time::Duration::from_secs(20))
+            .unwrap();
+    };
+    assert_eq!(done.into_result().unwrap(), Vec::<u8>::new());
+    let seen = backend.finish();
+    assert_eq!(seen.operations, [BLKIF_OP_WRITE, BLKIF_OP_READ]);
+}
