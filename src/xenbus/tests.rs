@@ -147,14 +147,7 @@ fn bad_front_end_keys_fail_the_vbd_with_the_reason() {
         [Action::SwitchState(XenbusState::InitWait)]
     );
     // Storage stays open: a good set of keys now connects.
-    assert_eq!(
-        h.handle(Event::FrontendState(XenbusState::Initialised)),
-        [Action::ReadFrontendKeys]
-    );
-    assert_eq!(
-        h.handle(Event::FrontendKeys(Ok(rings()))),
-        [Action::ConnectRings(rings())]
-    );
+    assert_connects_afresh(&mut h);
 }
 
 #[test]
@@ -368,14 +361,7 @@ fn reattach_resumes_the_rings_without_writing_anything() {
     );
     // A front end that connects again gets a fresh connect, not a resume.
     h.handle(Event::FrontendState(XenbusState::Initialising));
-    assert_eq!(
-        h.handle(Event::FrontendState(XenbusState::Initialised)),
-        [Action::ReadFrontendKeys]
-    );
-    assert_eq!(
-        h.handle(Event::FrontendKeys(Ok(rings()))),
-        [Action::ConnectRings(rings())]
-    );
+    assert_connects_afresh(&mut h);
 }
 
 #[test]
@@ -545,5 +531,17 @@ fn storage_resized_while_no_daemon_ran_is_announced_at_reattach() {
             ]),
             Action::ReadFrontendKeys,
         ]
+    );
+}
+
+/// The front end publishes good keys: they are read and the rings handed over anew.
+fn assert_connects_afresh(h: &mut Handshake) {
+    assert_eq!(
+        h.handle(Event::FrontendState(XenbusState::Initialised)),
+        [Action::ReadFrontendKeys]
+    );
+    assert_eq!(
+        h.handle(Event::FrontendKeys(Ok(rings()))),
+        [Action::ConnectRings(rings())]
     );
 }
