@@ -10,7 +10,7 @@ mod storage_common;
 use std::io;
 
 use storage_common::*;
-use tokenback::storage::{open_engine_with, EngineKind, Mode, Op, RequestError};
+use tokenback::storage::{open_engine_with, Engine, EngineKind, Mode, Op, RequestError};
 
 const MIB: u64 = 1 << 20;
 
@@ -100,7 +100,10 @@ fn discard_zeroes(kind: EngineKind, path: &std::path::Path) {
 /// mio loop in whatever order they come; then 128 reads in flight verify every one.
 fn many_in_flight(kind: EngineKind, path: &std::path::Path) {
     let b = open(path, Mode::ReadWrite);
-    let mut e = engine(kind, &b);
+    many_in_flight_on(&mut *engine(kind, &b));
+}
+
+fn many_in_flight_on(e: &mut dyn Engine) {
     let n = 128u64;
     let off = |i: u64| (i * 37 % n) * 8192;
     for i in 0..n {
@@ -113,7 +116,7 @@ fn many_in_flight(kind: EngineKind, path: &std::path::Path) {
         )
         .expect("submit write");
     }
-    let done = drain(&mut *e, n as usize);
+    let done = drain(e, n as usize);
     let mut tags: Vec<u64> = done.iter().map(|c| c.tag).collect();
     tags.sort_unstable();
     assert_eq!(tags, (0..n).collect::<Vec<_>>(), "each tag completes once");
@@ -129,7 +132,7 @@ fn many_in_flight(kind: EngineKind, path: &std::path::Path) {
         )
         .expect("submit read");
     }
-    for c in drain(&mut *e, n as usize) {
+    for c in drain(e, n as usize) {
         assert!(
             concat(&c.bufs) == pattern(100 + c.tag, 4096),
             "request {} differs",
@@ -354,6 +357,28 @@ fn uring_setup_failure_falls_back_to_threads() {
         },
     );
     assert!(concat(&c.bufs) == data);
+}
+
+/// Rings of kernels without DEFER_TASKRUN (COOP_TASKRUN, or neither) serve as the default
+/// one does: their completions come without being asked for.
+#[test]
+fn uring_engine_serves_on_rings_of_older_kernels() {
+    type Builder = fn(u32) -> io::Result<io_uring::IoUring>;
+    let older: [(&str, Builder); 2] = [
+        ("coop", |depth| {
+            io_uring::IoUring::builder()
+                .setup_coop_taskrun()
+                .build(depth)
+        }),
+        ("plain", io_uring::IoUring::new),
+    ];
+    for (name, new_ring) in older {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = open(&sparse_file(dir.path(), 2 * MIB), Mode::ReadWrite);
+        let mut e = open_engine_with(EngineKind::Uring, b, new_ring).expect(name);
+        assert_eq!(e.kind(), EngineKind::Uring, "{name}");
+        many_in_flight_on(&mut *e);
+    }
 }
 
 /// The null engine completes valid requests at once with their length and still refuses what

@@ -200,7 +200,8 @@ pub trait GrantMapping: Send + 'static {
     fn is_writable(&self) -> bool;
 
     /// Copies the mapped bytes at `offset` into `dst`. The guest may write them meanwhile:
-    /// each byte is read once, as whatever it held (volatile copies, never a plain `memcpy`).
+    /// each byte is read once, as whatever it held (copies the compiler cannot see into, never a
+    /// plain `memcpy`).
     fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), MappedRangeError> {
         check_range(self, offset, dst.len(), false)?;
         // SAFETY: `offset + dst.len()` lies inside the mapping (checked above), which is
@@ -209,7 +210,7 @@ pub trait GrantMapping: Send + 'static {
         Ok(())
     }
 
-    /// Copies `src` into the mapped bytes at `offset`, with volatile stores (see `read_at`).
+    /// Copies `src` into the mapped bytes at `offset`, each byte written once (see `read_at`).
     fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), MappedRangeError> {
         check_range(self, offset, src.len(), true)?;
         // SAFETY: the range lies inside a writable mapping (checked above), valid while

@@ -4,13 +4,17 @@
 //! grant ref move their data by memcpy through that mapping instead of a grant copy.
 //!
 //! At most [`MAX_PERSISTENT_GRANTS`] per ring. When the ring is full, the
-//! least-recently-used 5% that the request being moved does not use are unmapped (a request
-//! uses its pages only while its data is moved: reads and writes go through our own buffers,
-//! so no mapping is held across storage I/O). A page that cannot be mapped or kept (refused
-//! by the hypervisor, or every mapping in use) is moved by grant copy, which also reports a bad
-//! ref. Dropping the value unmaps everything.
+//! least-recently-used 5% that the request being moved does not use are unmapped, at most once
+//! per [`PURGE_INTERVAL`] as blkback's `purge_persistent_gnt` runs at most every `LRU_INTERVAL`
+//! (a request uses its pages only while its data is moved: reads and writes go through our own
+//! buffers, so no mapping is held across storage I/O). A page that cannot be mapped or kept
+//! (refused by the hypervisor, every mapping in use, or the ring full between purges) is moved
+//! by grant copy, which also reports a bad ref: a guest cycling through more pages than the cap
+//! (1 MiB requests at depth 16 use 4096) would otherwise map and unmap a page per page moved,
+//! which costs several times the copy. Dropping the value unmaps everything.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use blkif::DataSegment;
 
@@ -21,6 +25,9 @@ pub const MAX_PERSISTENT_GRANTS: usize = 1056;
 
 /// Share of the cap unmapped at once when the ring is full (Linux's `LRU_PERCENT_CLEAN`).
 const PURGE_PERCENT: usize = 5;
+
+/// Least time between two purges (Linux's `LRU_INTERVAL`, 100 ms).
+pub const PURGE_INTERVAL: Duration = Duration::from_millis(100);
 
 struct Entry {
     /// Boxed: the ring's owner need not know the platform's mapping type.
@@ -35,21 +42,25 @@ pub struct PersistentGrants {
     cap: usize,
     /// Counts data moves: entries used by the current one have `last_used == clock`.
     clock: u64,
+    purge_every: Duration,
+    last_purge: Option<Instant>,
 }
 
 impl Default for PersistentGrants {
     fn default() -> Self {
-        Self::with_cap(MAX_PERSISTENT_GRANTS)
+        Self::with_limits(MAX_PERSISTENT_GRANTS, PURGE_INTERVAL)
     }
 }
 
 impl PersistentGrants {
-    /// Keeps at most `cap` (at least 1) pages mapped.
-    pub fn with_cap(cap: usize) -> Self {
+    /// Keeps at most `cap` (at least 1) pages mapped, purging at most once per `purge_every`.
+    pub fn with_limits(cap: usize, purge_every: Duration) -> Self {
         PersistentGrants {
             entries: HashMap::new(),
             cap: cap.max(1),
             clock: 0,
+            purge_every,
+            last_purge: None,
         }
     }
 
@@ -75,8 +86,16 @@ impl PersistentGrants {
     }
 
     /// Unmaps the least-recently-used 5% of the cap (at least one) among the entries the
-    /// current move does not use; false when every entry is in use.
+    /// current move does not use; false when every entry is in use or the last purge was less
+    /// than `purge_every` ago.
     fn purge(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_purge
+            .is_some_and(|at| now.duration_since(at) < self.purge_every)
+        {
+            return false;
+        }
         let count = (self.cap * PURGE_PERCENT / 100).max(1);
         let mut idle: Vec<(u64, GrantRef)> = self
             .entries
@@ -95,6 +114,7 @@ impl PersistentGrants {
             // Dropping the mapping unmaps the page.
             self.entries.remove(&gref);
         }
+        self.last_purge = Some(now);
         true
     }
 }
@@ -291,7 +311,7 @@ mod tests {
     fn a_full_ring_purges_its_least_recently_used_idle_grants() {
         // Cap 40: 5% is 2 at a time.
         let mut grants = FakeGrants::default();
-        let mut persistent = PersistentGrants::with_cap(40);
+        let mut persistent = PersistentGrants::with_limits(40, Duration::ZERO);
         for gref in 1..=40 {
             read(&mut grants, Some(&mut persistent), &[gref]);
         }
@@ -317,7 +337,7 @@ mod tests {
         // One request names more pages than the cap: the ones it already mapped stay, the
         // rest go by grant copy.
         let mut grants = FakeGrants::default();
-        let mut persistent = PersistentGrants::with_cap(4);
+        let mut persistent = PersistentGrants::with_limits(4, Duration::ZERO);
         let got = read(&mut grants, Some(&mut persistent), &[1, 2, 3, 4, 5, 6]);
         assert_eq!(got, [1, 2, 3, 4, 0xCC, 0xCC]);
         assert_eq!((persistent.entries.len(), grants.copied), (4, 2));
@@ -325,5 +345,27 @@ mod tests {
         assert_eq!(read(&mut grants, Some(&mut persistent), &[7]), [7]);
         assert_eq!(persistent.entries.len(), 4);
         assert!(persistent.entries.contains_key(&GrantRef(7)));
+    }
+
+    #[test]
+    fn a_full_ring_purges_at_most_once_per_interval_and_copies_meanwhile() {
+        // Cap 20: 5% is 1 at a time.
+        let mut grants = FakeGrants::default();
+        let mut persistent = PersistentGrants::with_limits(20, Duration::from_secs(3600));
+        for gref in 1..=20 {
+            read(&mut grants, Some(&mut persistent), &[gref]);
+        }
+        // The first overflow purges one and maps; the next ones, within the interval, copy.
+        assert_eq!(read(&mut grants, Some(&mut persistent), &[21]), [21]);
+        assert_eq!(
+            read(&mut grants, Some(&mut persistent), &[22, 23]),
+            [0xCC, 0xCC]
+        );
+        assert_eq!((grants.maps, grants.copied), (21, 2));
+        assert_eq!(persistent.entries.len(), 20);
+        assert!(!persistent.entries.contains_key(&GrantRef(1)), "purged");
+        // Mapped pages are still used through their mapping meanwhile.
+        assert_eq!(read(&mut grants, Some(&mut persistent), &[2, 21]), [2, 21]);
+        assert_eq!(grants.copied, 2);
     }
 }

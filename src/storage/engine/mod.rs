@@ -83,7 +83,8 @@ impl std::fmt::Debug for Rejected {
     }
 }
 
-/// An I/O engine owned by one worker.
+/// An I/O engine owned by one worker, used on the thread that opened it (an io_uring engine
+/// may be a single-issuer ring).
 pub trait Engine {
     /// Validate `op` against the backing and queue it; queued operations go to the kernel every
     /// `chunk` submissions and at [`Engine::commit`].
@@ -132,12 +133,22 @@ pub fn open_engine(kind: EngineKind, backing: Arc<Backing>) -> io::Result<Box<dy
     open_engine_with(kind, backing, new_ring)
 }
 
-/// A ring whose completions do not interrupt the worker's epoll_wait with task work where the
-/// kernel allows it (COOP_TASKRUN, Linux 5.19), else a plain one.
+/// A ring whose completions wait for the worker to ask for them where the kernel allows it:
+/// DEFER_TASKRUN (Linux 6.1) runs their task work only in the worker's own `io_uring_enter`
+/// (signalling the eventfd meanwhile), so no completion interrupts its epoll_wait or its
+/// copying; it needs SINGLE_ISSUER: the engine is used on the thread that opened it, as a
+/// worker opens its VBDs' engines. Else COOP_TASKRUN (5.19), else a plain ring.
 fn new_ring(depth: u32) -> io::Result<io_uring::IoUring> {
     io_uring::IoUring::builder()
-        .setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
         .build(depth)
+        .or_else(|_| {
+            io_uring::IoUring::builder()
+                .setup_coop_taskrun()
+                .build(depth)
+        })
         .or_else(|_| io_uring::IoUring::new(depth))
 }
 

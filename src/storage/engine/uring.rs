@@ -170,6 +170,14 @@ impl Engine for UringEngine {
 
     fn complete(&mut self, out: &mut Vec<Completion>) -> io::Result<usize> {
         self.efd.clear();
+        // A DEFER_TASKRUN ring posts its completions only when asked (the flag says some wait).
+        if self.ring.submission().taskrun() {
+            if let Err(e) = self.ring.submit() {
+                // Cleared above: set again, so that the next wake-up retries.
+                self.efd.signal();
+                return Err(e);
+            }
+        }
         // Reaped first (the ring is borrowed while reaping), into a buffer kept across calls.
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.extend(
