@@ -717,6 +717,33 @@ fn a_forced_detach_ends_closed_as_the_toolstack_waits_for() {
     assert!(daemon.is_running(), "log:\n{}", daemon.log());
 }
 
+#[test]
+fn a_second_tokenbackd_on_the_same_tree_is_refused_and_the_first_serves_on() {
+    let mut host = Host::start("tokenbackd-second");
+    let mut daemon = Tokenbackd::start(&host.run, &[]);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    // Connected: the first daemon holds its lock.
+    let (mut front, _) = attach(&mut host, &file, &[], |_| {});
+    // On real Xen two daemons on one VBD crashed the guest's blkfront (tests/xen). A second
+    // one that served would not exit: exit() fails the test after its bound.
+    let mut second = Tokenbackd::start_logging_to(&host.run, &[], "second.log");
+    let status = second.exit();
+    assert!(!status.success(), "log:\n{}", second.log());
+    assert!(
+        second.log().contains("another tokenbackd"),
+        "log:\n{}",
+        second.log()
+    );
+    // Another tree is another daemon's: vbd3 is not refused.
+    let mut vbd3 = Tokenbackd::start_logging_to(&host.run, &["--backend-type", "vbd3"], "vbd3.log");
+    eventually("tokenbackd --backend-type vbd3 serving", || {
+        vbd3.log().contains("serving")
+    });
+    assert!(vbd3.is_running(), "log:\n{}", vbd3.log());
+    round_trip(&mut front, &file, 0, 8192, 3);
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
+
 /// A tmpfs of `size` mounted on `dir`, unmounted on drop.
 struct Tmpfs(PathBuf);
 
