@@ -3,6 +3,7 @@
 //!
 //! The crate holds the daemon's parts; docs/design.md in the repository is the map.
 
+pub mod instance_lock;
 pub mod limiter;
 pub mod logging;
 pub mod platform;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use slog::{error, info, Logger};
+use tokenback::instance_lock::InstanceLock;
 use tokenback::logging::LogArgs;
 use tokenback::platform::linux::{LinuxPlatform, EVTCHN_PATH, GNTDEV_PATH};
 use tokenback::platform::sim::{RunDir, SimPlatform};
@@ -142,13 +143,18 @@ where
     P::Events: 'static,
 {
     let tree = BackendTree::new(DomId(args.domid), args.backend_type);
+    let state_dir = args.state_dir()?;
+    // Held until we return: a second tokenbackd on this tree is refused rather than fighting
+    // us over every VBD.
+    let _lock =
+        InstanceLock::take(&state_dir, args.backend_type.name()).map_err(|e| e.to_string())?;
     let config = DriverConfig {
         endpoint,
         tree,
         max_queues: args
             .max_queues
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
-        state_dir: args.state_dir()?,
+        state_dir,
     };
     let driver = Driver::new(config, log.clone()).map_err(|e| format!("xenstore: {e}"))?;
     let reports = ReportSink::new(driver.waker());

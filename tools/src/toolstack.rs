@@ -8,6 +8,7 @@
 //! 0 and backend `state` 5), and destroys the domain again.
 
 mod hotplug;
+mod xl_destroy;
 pub mod xl_disk;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use hotplug::Detach;
+pub use xl_destroy::{DiskRemoval, DESTROY_TIMEOUT};
 
 use thiserror::Error;
 use tokenback::platform::sim::{GuestDomain, RunDir, SimError, SimEventChannel};
@@ -279,7 +281,9 @@ impl Toolstack {
             .map_err(xs_err("remove the disk's directories"))
     }
 
-    /// Destroys a guest as Xen and libxl do: the domain dies (grants and ports closed);
+    /// Destroys a guest whose domain dies before its disks are removed (a crash under a
+    /// toolstack that is not libxl, or libxl's wait for a back end run out; `xl destroy`
+    /// removes the disks first: [`Toolstack::xl_destroy`]): the domain dies (grants and ports closed);
     /// xenstored notices by itself, as on VIRQ_DOM_EXC, deletes what the guest owned, fires
     /// @releaseDomain and removes its socket (libxl sends no XS_RELEASE); then the guest's
     /// home and backend directories go, and its domid becomes free.

@@ -41,13 +41,14 @@ disk = [ $disks ]
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
+    # xenconsoled appends: a guest of the same name in an earlier scenario left its lines
+    : >"/var/log/xen/console/guest-$name.log"
     log "xl create $name: disk = [ $disks ]"
     if ! timeout 120 xl create "/tmp/$name.cfg"; then
         tail -n 30 /var/log/xen/*.log
         fail "xl create $name"
     fi
     # the guest's console, streamed with its name as prefix
-    : >>"/var/log/xen/console/guest-$name.log"
     tail -F "/var/log/xen/console/guest-$name.log" 2>/dev/null |
         while IFS= read -r line; do echo "$name| ${line%$'\r'}"; done &
     CONSOLE_TAILS+=" $!"
@@ -68,9 +69,74 @@ wait_domu_gone() {
     sleep 0.5 # let the console tail print the last lines
 }
 
+# Checks that each region the guest $1 reported (DOMU-WROTE disk offset bytes sha256) holds
+# those bytes in its backing store; then the backing stores as "disk=path" arguments.
+verify_backing() {
+    local glog=/var/log/xen/console/guest-$1.log n=0 a
+    shift
+    local -A backing=()
+    for a in "$@"; do backing[${a%%=*}]=${a#*=}; done
+    while read -r _ disk off len sha; do
+        [ -n "${backing[$disk]:-}" ] || fail "$disk: no backing store given"
+        got=$(dd if="${backing[$disk]}" bs="$len" count=1 skip="$off" iflag=skip_bytes \
+            2>/dev/null | sha256sum | cut -d' ' -f1)
+        [ "$got" = "$sha" ] ||
+            fail "$disk $off+$len: backing store differs from what the guest wrote"
+        n=$((n + 1))
+    done < <(grep '^DOMU-WROTE ' "$glog" | tr -d '\r')
+    [ $n -ge $((6 * $#)) ] || fail "only $n regions reported by the guest for $# disk(s)"
+    log "dom0 found all $n regions in the backing stores"
+}
+
+# Starts tokenbackd (release build, /tokenback/bin) with its log on the console, prefixed,
+# and in /tmp/tokenbackd.log; TOKENBACKD is its pid. Kernel xen-blkback must not be loaded
+# (tokenbackd refuses).
+start_tokenbackd() {
+    ! grep -q '^xen_blkback ' /proc/modules || fail "xen-blkback is loaded"
+    : >/tmp/tokenbackd.log
+    tokenbackd --log-level debug > >(tee -a /tmp/tokenbackd.log |
+        while IFS= read -r line; do echo "tokenbackd| $line"; done) 2>&1 &
+    TOKENBACKD=$!
+    # dom0's init stops it if this scenario is killed before its EXIT trap could
+    echo "$TOKENBACKD" >/run/tokenbackd.pid
+    wait_until 20 "tokenbackd serving" tokenbackd_serving
+    log "tokenbackd (pid $TOKENBACKD) serving"
+}
+tokenbackd_alive() { kill -0 "$TOKENBACKD" 2>/dev/null; }
+# Grant mappings tokenbackd holds: gntdev mmaps in its address space.
+tokenbackd_mappings() { grep -c /dev/xen/gntdev "/proc/$TOKENBACKD/maps" || true; }
+tokenbackd_serving() {
+    tokenbackd_alive || fail "tokenbackd exited"
+    grep -q serving /tmp/tokenbackd.log
+}
+# SIGTERM: tokenbackd finishes what is in flight and exits 0.
+stop_tokenbackd() {
+    local rc=0 watchdog
+    kill -TERM "$TOKENBACKD"
+    (sleep 20 && kill -KILL "$TOKENBACKD") 2>/dev/null &
+    watchdog=$!
+    wait "$TOKENBACKD" || rc=$?
+    kill "$watchdog" 2>/dev/null || true
+    [ $rc != 137 ] || fail "tokenbackd did not stop within 20 s of SIGTERM"
+    TOKENBACKD=""
+    [ $rc = 0 ] || fail "tokenbackd exited with status $rc on SIGTERM"
+    log "tokenbackd stopped"
+}
+
 stop_console_tails() {
     # shellcheck disable=SC2086 # a list of pids
     [ -z "${CONSOLE_TAILS:-}" ] || kill $CONSOLE_TAILS 2>/dev/null || true
 }
-trap stop_console_tails EXIT
+# A scenario that fails leaves no tokenbackd for the next one to meet (two daemons on one
+# tree fight over every VBD).
+on_exit() {
+    if [ -n "${TOKENBACKD:-}" ] && tokenbackd_alive; then
+        log "stopping tokenbackd left running"
+        kill -TERM "$TOKENBACKD" 2>/dev/null || true
+        sleep 1
+        kill -KILL "$TOKENBACKD" 2>/dev/null || true
+    fi
+    stop_console_tails
+}
+trap on_exit EXIT
 CONSOLE_TAILS=""

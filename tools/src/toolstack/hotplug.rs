@@ -19,7 +19,7 @@ const DOM0_HOME: &str = "/local/domain/0/";
 
 /// What the script is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(super) enum Action {
     Add,
     Remove,
 }
@@ -92,7 +92,7 @@ impl Toolstack {
     }
 
     /// Polls for state `want` exactly, as libxl compares each value it reads.
-    fn await_backend_state(
+    pub(super) fn await_backend_state(
         &mut self,
         paths: &DiskPaths,
         want: &str,
@@ -115,7 +115,11 @@ impl Toolstack {
         }
     }
 
-    fn run_script(&mut self, paths: &DiskPaths, action: Action) -> Result<(), ToolstackError> {
+    pub(super) fn run_script(
+        &mut self,
+        paths: &DiskPaths,
+        action: Action,
+    ) -> Result<(), ToolstackError> {
         let script = self
             .read_backend(paths, "script")
             .ok_or_else(|| ToolstackError::Hotplug {

@@ -34,7 +34,12 @@ pub fn tokenbackd_path() -> PathBuf {
 impl Tokenbackd {
     /// Starts `tokenbackd --sim <run dir>` with `args`.
     pub fn start(run: &RunDir, args: &[&str]) -> Tokenbackd {
-        let log = run.root().join("tokenbackd.log");
+        Tokenbackd::start_logging_to(run, args, "tokenbackd.log")
+    }
+
+    /// As [`Tokenbackd::start`], logging to `log` in the run directory (a second daemon).
+    pub fn start_logging_to(run: &RunDir, args: &[&str], log: &str) -> Tokenbackd {
+        let log = run.root().join(log);
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(tokenbackd_path())
             .arg("--sim")
