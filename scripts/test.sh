@@ -65,6 +65,16 @@ test -f "$unpacked/lib/systemd/system/tokenbackd.service"
 test -f "$unpacked/usr/share/man/man8/tokenbackd.8.gz"
 rm -rf "$unpacked"
 
+step "make install (staged)"
+staged=$(mktemp -d)
+make --no-print-directory install DESTDIR="$staged" >/dev/null
+"$staged/usr/sbin/tokenbackd" --version
+test -x "$staged/etc/xen/scripts/block-tokenback"
+test -f "$staged/lib/systemd/system/tokenbackd.service"
+make --no-print-directory uninstall DESTDIR="$staged" >/dev/null
+test ! -e "$staged/usr/sbin/tokenbackd"
+rm -rf "$staged"
+
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
     # cargo-fuzz needs the nightly toolchain (sanitizer flags); say so plainly when it is absent.
