@@ -33,8 +33,12 @@ vbd3 serves backendtype=tap disks beside it.
 
 Without Xen, --sim DIR serves the simulated Xen host in DIR (tokenback-sim creates one).
 
+One tokenbackd serves a backend tree: a second one started on the same tree and state
+directory exits at once, saying so (two back ends answering one front end crash Linux
+blkfront).
+
 SIGTERM or SIGINT: stop taking requests, finish those in flight, leave every VBD connected
-for the next tokenbackd, exit 0."
+with its state file for the next tokenbackd, which carries on where this one stopped, exit 0."
 )]
 struct Args {
     /// Serve the simulated Xen host whose run directory is DIR instead of Xen
