@@ -269,6 +269,11 @@ pub trait GrantAccess {
         refs: &[GrantRef],
         writable: bool,
     ) -> Result<Self::Mapping, GrantError>;
+
+    /// This handle serves nothing of `domid` any more (its last VBD here is gone): whatever it
+    /// keeps of that domain may go now rather than at its next use. gntdev keeps nothing per
+    /// domain, so by default this does nothing.
+    fn forget(&mut self, _domid: DomId) {}
 }
 
 #[cfg(test)]

@@ -283,7 +283,19 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
             // The daemon stops: the VBD stays Connected for the next one.
             Some(Closing::Shutdown) | None => None,
         };
+        let domid = vbd.id.frontend_id;
         drop(vbd);
+        // A guest's last VBD here: nothing of its domain needs to stay open (on the simulated
+        // host, its memory and grant table; a dead guest's would otherwise stay mapped until
+        // this worker next opens a domain).
+        if self
+            .vbds
+            .iter()
+            .flatten()
+            .all(|v| v.id.frontend_id != domid)
+        {
+            self.ctx.grants.forget(domid);
+        }
         if let Some(report) = report {
             self.reports.send(report);
         }

@@ -393,29 +393,28 @@ fn a_killed_guest_is_torn_down_without_leaks_and_the_others_keep_working() {
     let gone_file = storage_file(&host, "gone.img", 8 * MIB);
     let (mut kept, _) = attach(&mut host, &kept_file, &[], |_| {});
     round_trip(&mut kept, &kept_file, 0, 4096, 1);
-    // Counted after the first guest's life: what a first teardown creates once (a
-    // connection, a cache) is not a leak; what each guest's life leaves behind is.
-    let mut baseline = None;
+    let tasks = count(daemon.pid(), "task");
     for round in 0..4u8 {
         let (guest, domid) = GuestProcess::start(&mut host, &gone_file);
         // kill -9 with reads in flight: no Closing, no Closed; then the toolstack destroys
         // the domain and only @releaseDomain tells the daemon.
         guest.kill();
         host.toolstack.destroy_guest(domid).unwrap();
-        let now = || (count(daemon.pid(), "fd"), count(daemon.pid(), "task"));
-        match baseline {
-            None => {
-                std::thread::sleep(Duration::from_millis(500));
-                baseline = Some(now());
-            }
-            Some((fds, tasks)) => eventually(
-                "the dead guest's mappings, files and threads are released",
-                || {
-                    let (f, t) = now();
-                    f <= fds && t <= tasks
-                },
-            ),
-        }
+        // Nothing of the dead domain stays open or mapped (its memory, grant table, pins,
+        // event channels are files of its directory), and no thread stays behind.
+        let dead = format!("/domain/{}/", domid.0);
+        eventually(
+            "the dead guest's mappings, files and threads are released",
+            || {
+                let maps = std::fs::read_to_string(format!("/proc/{}/maps", daemon.pid()))
+                    .unwrap_or_default();
+                let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+                    .unwrap()
+                    .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                    .any(|target| target.to_string_lossy().contains(&dead));
+                !maps.contains(&dead) && !fds && count(daemon.pid(), "task") <= tasks
+            },
+        );
         round_trip(&mut kept, &kept_file, 16 * u64::from(round), 8192, round);
     }
     assert!(daemon.is_running(), "log:\n{}", daemon.log());
@@ -566,10 +565,12 @@ fn an_event_storm_costs_the_daemon_little_and_its_neighbour_nothing_it_notices()
         rounds > 20,
         "the neighbour did {rounds} verified round trips"
     );
-    // Coalesced wake-ups: the daemon spends well under a second of CPU a second on it.
+    // A notification with nothing in the ring costs a wake-up at most, coalesced when they
+    // come faster than the worker runs. (The total is bounded by the guest's own CPU, as on
+    // Xen: a busy worker polls rather than sleeps, so it is no measure of the storm.)
     let per_notify_us = cpu * 1e6 / sent as f64;
     assert!(
-        cpu < 1.6 && per_notify_us < 20.0,
+        per_notify_us < 20.0,
         "{cpu:.2} s of CPU for {sent} notifications ({per_notify_us:.2} us each)"
     );
     assert!(daemon.is_running(), "log:\n{}", daemon.log());

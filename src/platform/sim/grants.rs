@@ -153,6 +153,11 @@ impl GrantAccess for SimGrants {
         failed
     }
 
+    fn forget(&mut self, domid: DomId) {
+        // Mappings still alive hold their own reference to the domain's files.
+        self.domains.remove(&domid);
+    }
+
     fn map(
         &mut self,
         domid: DomId,
