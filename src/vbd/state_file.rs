@@ -419,10 +419,11 @@ impl StateFile {
                 continue;
             }
             let request = decode(&entry.body, limits).map_err(|e| bad(&e))?;
-            // req_cons saved after the entry: a kill in between left it one short.
+            // req_cons saved after the entry: a kill in between left it one short. Answers go
+            // out of order, so an unanswered entry may also lie behind rsp_prod_pvt: only one
+            // past the saved req_cons moves it.
             let past = entry.body.ring_idx.wrapping_add(1);
-            if past.wrapping_sub(ring.rsp_prod_pvt) > ring.req_cons.wrapping_sub(ring.rsp_prod_pvt)
-            {
+            if (1..=size).contains(&past.wrapping_sub(ring.req_cons)) {
                 ring.req_cons = past;
             }
             requests.push(SavedRequest {

@@ -147,6 +147,34 @@ fn answered_requests_are_not_redone() {
 }
 
 #[test]
+fn an_unanswered_request_behind_later_answers_keeps_req_cons() {
+    // Answers go out of order: requests 0..4 taken, 1, 2 and 3 answered (responses 0..3),
+    // request 0 still in flight, so its ring index lies behind rsp_prod_pvt.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    for (slot, idx) in (0..4u32).zip(0..4u32) {
+        file.record(slot, 0, idx, &write(u64::from(idx), u64::from(idx) * 8));
+    }
+    for (slot, rsp) in [(1u32, 0u32), (2, 1), (3, 2)] {
+        file.answering(slot, rsp);
+        file.save_rsp_prod_pvt(0, rsp + 1);
+        file.clear(slot);
+    }
+    drop(file);
+    let (_file, saved) = open(&path).unwrap();
+    assert_eq!(
+        saved.rings[0],
+        RingState {
+            req_cons: 4,
+            rsp_prod_pvt: 3
+        }
+    );
+    let ids: Vec<u64> = saved.requests.iter().map(|r| r.request.id()).collect();
+    assert_eq!(ids, vec![0]);
+}
+
+#[test]
 fn a_torn_entry_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");

@@ -71,7 +71,14 @@ fn write_burst(
         front
             .handle_backend_events(Duration::from_millis(20))
             .unwrap();
-        for done in front.complete().unwrap() {
+        let completed = front.complete().unwrap_or_else(|e| {
+            panic!(
+                "{} requests in flight: {e}; the daemon's log:\n{}",
+                pending.len(),
+                daemon.log()
+            )
+        });
+        for done in completed {
             let i = pending.iter().position(|(t, _)| *t == done.tag).unwrap();
             let (_, n) = pending.swap_remove(i);
             done.into_result()
