@@ -161,10 +161,10 @@ fn integrity(host: &mut Host, storage: &Path, qos: &[(&str, &str)]) {
                 spans: spans.clone(),
             })
             .unwrap();
-        wait(&mut front, tag).unwrap();
+        front.wait_for(tag).unwrap();
         let tag = front.submit(Op::ReadSpans { sector, spans }).unwrap();
         assert!(
-            wait(&mut front, tag).unwrap() == data,
+            front.wait_for(tag).unwrap() == data,
             "{bytes} bytes in spans at {sector}"
         );
     }
@@ -180,18 +180,6 @@ fn integrity(host: &mut Host, storage: &Path, qos: &[(&str, &str)]) {
         "a discarded range reads zeros"
     );
     front.close().unwrap();
-}
-
-/// The completion of `tag`, waiting for it.
-fn wait(front: &mut Blkfront, tag: Tag) -> Result<Vec<u8>, tokenback_tools::blkfront::Error> {
-    loop {
-        for done in front.complete().unwrap() {
-            if done.tag == tag {
-                return done.into_result();
-            }
-        }
-        front.handle_backend_events(support::EVENTUALLY).unwrap();
-    }
 }
 
 #[test]

@@ -73,23 +73,10 @@ fn indirect_requests_up_to_the_maximum_with_arbitrary_segments() {
             spans: spans.clone(),
         })
         .unwrap();
-    wait(&mut front, tag).unwrap();
+    front.wait_for(tag).unwrap();
     let tag = front.submit(Op::ReadSpans { sector: 77, spans }).unwrap();
-    assert_eq!(wait(&mut front, tag).unwrap(), data);
+    assert_eq!(front.wait_for(tag).unwrap(), data);
     assert_eq!(file_bytes(&file, 77 * 512, bytes), data);
-}
-
-fn wait(
-    front: &mut tokenback_tools::blkfront::Blkfront,
-    tag: tokenback_tools::blkfront::Tag,
-) -> Result<Vec<u8>, Error> {
-    loop {
-        for done in front.complete().unwrap() {
-            if done.tag == tag {
-                return done.into_result();
-            }
-        }
-    }
 }
 
 #[test]
@@ -170,7 +157,7 @@ fn a_read_only_disk_refuses_every_write_class_request_and_serves_reads() {
     });
     match tag {
         Ok(tag) => assert!(
-            wait(&mut front, tag).is_err(),
+            front.wait_for(tag).is_err(),
             "a write to a read-only disk fails"
         ),
         Err(e) => assert!(matches!(e, Error::ReadOnly), "{e}"),

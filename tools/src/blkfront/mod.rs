@@ -270,7 +270,7 @@ impl Blkfront {
     }
 
     /// Waits for `tag`, keeping other completions for [`complete`](Self::complete).
-    fn wait_for(&mut self, tag: Tag) -> Result<Vec<u8>, Error> {
+    pub fn wait_for(&mut self, tag: Tag) -> Result<Vec<u8>, Error> {
         self.publish()?;
         let deadline = Instant::now() + self.timeout;
         loop {
