@@ -51,6 +51,8 @@ pub enum Command {
     Connect(Box<Connect>),
     /// Stop taking requests, answer those in flight, unmap, unbind; answer Drained.
     Disconnect(DeviceId),
+    /// New QoS keys for a VBD: they apply from the worker's next decision (DESIGN "Retune").
+    Retune(DeviceId, Box<VbdConfig>),
     /// The daemon stops: finish what is in flight on every VBD, leave the rings as they are
     /// (the VBDs stay Connected for the next tokenbackd), and end the thread.
     Shutdown,
@@ -98,4 +100,6 @@ pub trait Dispatch {
     fn connect(&mut self, connect: Connect);
     /// Asks the worker serving `id` to drain and drop it; it answers Drained.
     fn disconnect(&mut self, id: DeviceId);
+    /// Gives the worker serving `id` new QoS keys; nothing is answered.
+    fn retune(&mut self, id: DeviceId, qos: VbdConfig);
 }

@@ -12,6 +12,7 @@ use slog::Logger;
 
 use super::control::{Command, Connect, Dispatch, Report, ReportSink};
 use super::worker::{Worker, WAKER};
+use crate::limiter::VbdConfig;
 use crate::platform::Platform;
 use crate::storage::EngineKind;
 use crate::xenbus::DeviceId;
@@ -124,6 +125,13 @@ impl Dispatch for Workers {
             Some(worker) => self.handles[worker].send(Command::Disconnect(id)),
             // Never connected: nothing to drain.
             None => self.reports.send(Report::Drained(id)),
+        }
+    }
+
+    fn retune(&mut self, id: DeviceId, qos: VbdConfig) {
+        // Not placed: it is being disconnected, or was never connected.
+        if let Some(&worker) = self.placement.get(&id) {
+            self.handles[worker].send(Command::Retune(id, Box::new(qos)));
         }
     }
 }

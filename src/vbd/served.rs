@@ -16,7 +16,7 @@ use super::persistent::{move_data, PersistentGrants};
 use super::plan::{Plan, Work};
 use super::queue::Queue;
 use super::state_file::{Saved, SavedRequest, Shape, StateFile};
-use crate::limiter::{self, Admitted};
+use crate::limiter::{self, Admitted, VbdConfig};
 use crate::platform::{
     CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, LocalBuf, Port,
 };
@@ -389,6 +389,14 @@ impl<M: GrantMapping> Served<M> {
         if now.saturating_sub(self.levels_saved_at) >= LEVELS_EVERY_NS {
             self.save_levels(now);
         }
+    }
+
+    /// Applies new QoS keys. The retune is itself a decision (DESIGN "Retune"): what the old
+    /// keys admitted by `now` goes first, then the new keys price what is still held; the
+    /// caller's `advance` admits what they allow and re-arms the timer.
+    pub fn retune<G: GrantAccess>(&mut self, ctx: &mut Context<G>, qos: &VbdConfig, now: u64) {
+        self.admit(ctx, now);
+        self.limiter.retune(qos, now);
     }
 
     /// Handles every completion the engine has, then retries operations it had no room for.

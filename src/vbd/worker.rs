@@ -202,6 +202,14 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                         None => self.reports.send(Report::Drained(id)),
                     }
                 }
+                Ok(Command::Retune(id, qos)) => {
+                    // Gone meanwhile (its ring broke): nothing to retune.
+                    if let Some(vbd) = self.vbds.iter_mut().flatten().find(|v| v.id == id) {
+                        info!(self.log, "retuned"; "domid" => id.frontend_id.0,
+                            "devid" => id.devid, "qos" => ?qos);
+                        vbd.retune(&mut self.ctx, &qos, now);
+                    }
+                }
                 Ok(Command::Shutdown) => self.shutdown(now),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => return self.shutdown(now),

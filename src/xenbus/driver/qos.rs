@@ -1,8 +1,9 @@
-//! A VBD's QoS keys (docs/qos.md), read from its backend directory at connect. DESIGN "Where
-//! QoS lives in xenstore": the toolstack makes that directory the backend's and readable, not
-//! writable, by the guest; a key set a guest could have written is refused whole, as is one
-//! that does not parse. A refusal is published in `qos-error` beside the keys and the VBD is
-//! served without limits; a good set removes a stale `qos-error`.
+//! A VBD's QoS keys (docs/qos.md), read from its backend directory at connect and again on
+//! every change. DESIGN "Where QoS lives in xenstore": the toolstack makes that directory the
+//! backend's and readable, not writable, by the guest; a key set a guest could have written is
+//! refused whole, as is one that does not parse. A refusal is published in `qos-error` beside
+//! the keys (at connect the VBD is then served without limits; later, the last good set stays
+//! in force); a good set removes a stale `qos-error`.
 
 use xenstore_wire::perms::Perms;
 
@@ -22,14 +23,13 @@ pub enum Refusal {
     Invalid(#[from] ConfigError),
 }
 
-/// The QoS in force for a VBD, and why keys were refused if they were.
-pub struct Qos {
-    pub config: VbdConfig,
-    pub refused: Option<Refusal>,
-}
-
-fn is_qos_key(name: &str) -> bool {
-    LimitConfig::KEYS.contains(&name) || VbdConfig::EXTRA_KEYS.contains(&name)
+/// Whether `name`, a key of a backend directory, is one of docs/qos.md's or looks like one
+/// (a misspelt limit such as `iops-reed` is refused as an unknown key, not ignored).
+pub fn is_qos_key(name: &str) -> bool {
+    const FAMILIES: [&str; 3] = ["tokens-", "iops-", "bps-"];
+    LimitConfig::KEYS.contains(&name)
+        || VbdConfig::EXTRA_KEYS.contains(&name)
+        || FAMILIES.iter().any(|family| name.starts_with(family))
 }
 
 fn guest_writable(perms: &Perms, guest: DomId) -> bool {
@@ -37,24 +37,18 @@ fn guest_writable(perms: &Perms, guest: DomId) -> bool {
 }
 
 /// Reads the QoS keys of `dir`, whose guest is `guest`, and publishes the verdict.
-pub fn read(store: &mut Store, dir: &str, guest: DomId) -> Result<Qos, StoreError> {
-    let qos = match judge(store, dir, guest)? {
-        Ok(config) => {
-            store.remove(&format!("{dir}/{QOS_ERROR}"))?;
-            Qos {
-                config,
-                refused: None,
-            }
-        }
-        Err(refusal) => {
-            store.write_keys(dir, &[(QOS_ERROR, refusal.to_string())])?;
-            Qos {
-                config: VbdConfig::default(),
-                refused: Some(refusal),
-            }
-        }
-    };
-    Ok(qos)
+pub fn read(
+    store: &mut Store,
+    dir: &str,
+    guest: DomId,
+) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+    let verdict = judge(store, dir, guest)?;
+    let error = format!("{dir}/{QOS_ERROR}");
+    match &verdict {
+        Ok(_) => store.remove(&error)?,
+        Err(refusal) => store.write(&error, &refusal.to_string())?,
+    }
+    Ok(verdict)
 }
 
 fn judge(
@@ -83,9 +77,12 @@ fn judge(
     }
     let mut pairs = Vec::with_capacity(names.len());
     for name in names {
-        // Removed since the listing: as if never there.
+        // Removed since the listing, or emptied (how docs/qos.md removes a key in one
+        // write): as if never there.
         if let Some(value) = store.read(&format!("{dir}/{name}"))? {
-            pairs.push((name, value));
+            if !value.trim().is_empty() {
+                pairs.push((name, value));
+            }
         }
     }
     Ok(
@@ -139,6 +136,7 @@ mod tests {
             "iops-total",
             "bps-write-max-length",
             "group",
+            "iops-reed",
         ] {
             assert!(is_qos_key(key), "{key}");
         }

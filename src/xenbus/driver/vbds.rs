@@ -14,6 +14,7 @@ use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
+use crate::limiter::VbdConfig;
 use crate::platform::DomId;
 use crate::storage;
 use crate::vbd::{Connect, Dispatch, Report};
@@ -32,7 +33,16 @@ struct Vbd {
     handshake: Handshake,
     /// Opened once `physical-device-path` was read; handed to the worker at connect.
     storage: Option<Arc<storage::Backing>>,
+    /// While a worker serves it: the QoS keys in force there.
+    qos: Option<InForce>,
     log: Logger,
+}
+
+/// The QoS keys a worker applies to a VBD, and why the latest set was refused if it was.
+struct InForce {
+    config: VbdConfig,
+    /// Logged once per reason, not on every watch event of a bad set.
+    refused: Option<String>,
 }
 
 impl Vbd {
@@ -135,10 +145,46 @@ impl<D: Dispatch> Vbds<D> {
                 None => return Ok(()),
             },
             "online" => Event::Online(is_online(store.read(&format!("{dir}/{key}"))?.as_deref())),
-            // Ours, the toolstack's, the hotplug script's and QoS keys (read at connect).
+            // A QoS key, or the directory itself (its permissions): the set is judged again.
+            "" => return self.qos_changed(store, id),
+            key if qos::is_qos_key(key) => return self.qos_changed(store, id),
+            // Ours, the toolstack's and the hotplug script's.
             _ => return Ok(()),
         };
         self.deliver(store, id, event)
+    }
+
+    /// Reads a served VBD's QoS keys again: a good set that differs goes to its worker, a bad
+    /// one leaves the last good set in force (DESIGN "Retune").
+    fn qos_changed(&mut self, store: &mut Store, id: DeviceId) -> Result<(), StoreError> {
+        let dir = self.tree.device_dir(id);
+        let Some(vbd) = self.vbds.get_mut(&id) else {
+            return Ok(());
+        };
+        let frontend_id = vbd.handshake.device().frontend_id;
+        // Not served (yet, or any more): the keys are read when it connects.
+        let Some(in_force) = &mut vbd.qos else {
+            return Ok(());
+        };
+        match qos::read(store, &dir, frontend_id)? {
+            Ok(config) => {
+                in_force.refused = None;
+                if config != in_force.config {
+                    info!(vbd.log, "QoS retuned"; "qos" => ?config);
+                    in_force.config = config.clone();
+                    self.dispatch.retune(id, config);
+                }
+            }
+            Err(refusal) => {
+                let reason = refusal.to_string();
+                if in_force.refused.as_ref() != Some(&reason) {
+                    warn!(vbd.log, "QoS keys refused: the last good set stays in force";
+                        "reason" => &reason);
+                    in_force.refused = Some(reason);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The front end's `state` of VBD `id` may have changed.
@@ -256,6 +302,7 @@ impl<D: Dispatch> Vbds<D> {
         let vbd = Vbd {
             handshake,
             storage: None,
+            qos: None,
             log,
         };
         // Its first event is the front end's state as it is now.
@@ -349,6 +396,7 @@ impl<D: Dispatch> Vbds<D> {
             Action::ResumeRings(rings) => return self.connect(store, id, rings, true),
             Action::Disconnect => {
                 info!(vbd.log, "disconnecting");
+                vbd.qos = None;
                 self.dispatch.disconnect(id);
             }
             Action::Fatal(reason) => {
@@ -386,19 +434,26 @@ impl<D: Dispatch> Vbds<D> {
         let device = vbd.handshake.device();
         let frontend_id = device.frontend_id;
         let discard = device.discard_enable && storage.discard();
-        let qos = qos::read(store, &dir, frontend_id)?;
-        if let Some(refusal) = &qos.refused {
-            warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
-        }
+        let (config, refused) = match qos::read(store, &dir, frontend_id)? {
+            Ok(config) => (config, None),
+            Err(refusal) => {
+                warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
+                (VbdConfig::default(), Some(refusal.to_string()))
+            }
+        };
         info!(vbd.log, "connecting"; "queues" => rings.queues.len(), "resume" => resume,
             "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
-            "qos" => ?qos.config);
+            "qos" => ?config);
+        vbd.qos = Some(InForce {
+            config: config.clone(),
+            refused,
+        });
         self.dispatch.connect(Connect {
             id,
             frontend_id,
             rings,
             storage,
-            qos: qos.config,
+            qos: config,
             discard,
             persistent: keys::PERSISTENT_GRANTS,
             state: Some(self.states.plan(id, resume)),

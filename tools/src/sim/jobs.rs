@@ -1,6 +1,5 @@
 //! One thread per disk: connect its guest's blkfront, run the disk's workload, and at its
-//! retune time write the new limit with `xenstore-write` and reconnect the disk, since
-//! tokenbackd reads QoS keys when a disk connects (live retune arrives with the next issue).
+//! retune time write the new limit with `xenstore-write` while the workload runs on.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -112,23 +111,23 @@ fn body(setup: &JobSetup, stats: &Stats, limit: &Mutex<String>) -> Result<(), Si
             .run_for(&mut front, setup.duration, stats, stop)
             .map_err(job_err(setup));
     };
-    runner
-        .run_for(&mut front, change.at, stats, stop)
-        .map_err(job_err(setup))?;
+    // The write comes from a thread of its own, as an operator's does: the workload keeps
+    // its requests in flight across it.
     let key = format!("{}/{}", setup.backend, change.key);
-    retune::xenstore_write(&setup.socket, &key, &change.value)?;
-    *limit.lock().unwrap_or_else(PoisonError::into_inner) =
-        describe(&setup.spec.qos_after_retune(change));
-    // The daemon reads the keys at connect: close and reopen the disk, as a guest that
-    // unplugs and replugs it does.
-    front
-        .close()
-        .map_err(|e| SimError::Connect(setup.name.clone(), e))?;
-    let mut front = Blkfront::reconnect(setup.options.clone())
-        .map_err(|e| SimError::Connect(setup.name.clone(), e))?;
-    runner
-        .run_for(&mut front, setup.duration - change.at, stats, stop)
-        .map_err(job_err(setup))
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            std::thread::sleep(change.at);
+            retune::xenstore_write(&setup.socket, &key, &change.value)?;
+            *limit.lock().unwrap_or_else(PoisonError::into_inner) =
+                describe(&setup.spec.qos_after_retune(change));
+            Ok(())
+        });
+        let ran = runner.run_for(&mut front, setup.duration, stats, stop);
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(SimError::Panicked(setup.name.clone())))?;
+        ran.map_err(job_err(setup))
+    })
 }
 
 fn job_err(setup: &JobSetup) -> impl Fn(crate::workload::WorkloadError) -> SimError + '_ {

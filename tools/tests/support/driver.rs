@@ -19,6 +19,7 @@ use super::Host;
 pub enum Call {
     Connect(DeviceId, Box<VbdConfig>),
     Disconnect(DeviceId),
+    Retune(DeviceId, Box<VbdConfig>),
 }
 
 /// The workers, with every call recorded.
@@ -37,6 +38,12 @@ impl Dispatch for Recorded {
     fn disconnect(&mut self, id: DeviceId) {
         self.calls.lock().unwrap().push(Call::Disconnect(id));
         self.workers.disconnect(id);
+    }
+
+    fn retune(&mut self, id: DeviceId, qos: VbdConfig) {
+        let call = Call::Retune(id, Box::new(qos.clone()));
+        self.calls.lock().unwrap().push(call);
+        self.workers.retune(id, qos);
     }
 }
 
