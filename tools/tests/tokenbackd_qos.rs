@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::daemon::{attach, Tokenbackd};
+use support::load::{count, drive, read_4k, Done, Until};
 use support::{storage_file, xs, xs_ok, Host};
-use tokenback_tools::blkfront::{Blkfront, Op, Tag};
+use tokenback_tools::blkfront::{Blkfront, Tag};
 use tokenback_tools::toolstack::DiskPaths;
 
 const MIB: u64 = 1 << 20;
@@ -89,48 +90,18 @@ impl Bed {
         }
     }
 
-    /// Keeps `DEPTH` 4 KiB reads in flight for `span`; the instant each completed.
-    fn saturate(&mut self, span: Duration) -> Vec<Instant> {
-        saturate(&mut self.front, span)
+    /// Keeps `DEPTH` 4 KiB reads in flight for `span`.
+    fn saturate(&mut self, span: Duration) -> Vec<Done> {
+        drive(&mut self.front, DEPTH, Until::Span(span), read_4k)
     }
-}
-
-fn saturate(front: &mut Blkfront, span: Duration) -> Vec<Instant> {
-    let end = Instant::now() + span;
-    let mut done = Vec::new();
-    let mut in_flight: Vec<Tag> = Vec::new();
-    let mut next = 0u64;
-    loop {
-        while Instant::now() < end && in_flight.len() < DEPTH {
-            let op = Op::ReadDropped {
-                sector: (next % 2048) * 8,
-                len: 4096,
-            };
-            in_flight.push(front.stage(op).unwrap());
-            next += 1;
-        }
-        if in_flight.is_empty() {
-            return done;
-        }
-        for completion in front.complete().unwrap() {
-            assert_eq!(completion.status, 0, "a read failed");
-            in_flight.retain(|&t| t != completion.tag);
-            done.push(Instant::now());
-        }
-    }
-}
-
-/// Completions in [from, to).
-fn count(done: &[Instant], from: Instant, to: Instant) -> usize {
-    done.iter().filter(|&&t| t >= from && t < to).count()
 }
 
 /// Requests a second over the last `span` of a saturating run of `span` + 300 ms (the
 /// bucket's first contents spent first).
-fn steady_rate(bed: &mut Bed, span: Duration) -> f64 {
+fn settled_rate(bed: &mut Bed, span: Duration) -> f64 {
     let warm = Duration::from_millis(300);
     let done = bed.saturate(warm + span);
-    let start = *done.first().unwrap() + warm;
+    let start = done[0].at + warm;
     count(&done, start, start + span) as f64 / span.as_secs_f64()
 }
 
@@ -143,8 +114,10 @@ fn xenstore_write_retunes_a_running_guest_at_once() {
     );
     let socket = bed.socket();
     let key = bed.key("tokens-refill");
+    let span = Until::Span(Duration::from_millis(2600));
+    let front = &mut bed.front;
     let (done, written) = std::thread::scope(|scope| {
-        let guest = scope.spawn(|| saturate(&mut bed.front, Duration::from_millis(2600)));
+        let guest = scope.spawn(move || drive(front, DEPTH, span, read_4k));
         std::thread::sleep(Duration::from_millis(1200));
         let written = Instant::now();
         xs_ok(&socket, "xenstore-write", &[&key, "250"]);
@@ -156,8 +129,8 @@ fn xenstore_write_retunes_a_running_guest_at_once() {
     // The first gap of the new rate (4 ms; the old one's are 1 ms) after the write.
     let took = done
         .windows(2)
-        .find(|w| w[0] > written && w[1] - w[0] >= ms(3))
-        .map(|w| w[0] - written)
+        .find(|w| w[0].at > written && w[1].at - w[0].at >= ms(3))
+        .map(|w| w[0].at - written)
         .expect("the new rate's gaps");
     println!(
         "retune: {before:.0}/s before, {after:.0}/s from 50 ms after the write; the new rate's \
@@ -217,7 +190,7 @@ fn bad_sets_are_refused_with_their_reason_and_the_last_good_set_stays() {
         println!("{pairs:?}: qos-error {reason:?}");
     }
     // Still tokens-refill=200 (the last good set), not unlimited, not 100.
-    let rate = steady_rate(&mut bed, span);
+    let rate = settled_rate(&mut bed, span);
     assert!(
         (170.0..230.0).contains(&rate),
         "the last good set (200/s): {rate}/s"
@@ -225,7 +198,7 @@ fn bad_sets_are_refused_with_their_reason_and_the_last_good_set_stays() {
     // A good set again: qos-error goes, the new limit holds.
     bed.write(&[("weight", ""), ("iops-read", ""), ("tokens-refill", "600")]);
     bed.await_qos_error("removed", |e| e.is_none());
-    let rate = steady_rate(&mut bed, span);
+    let rate = settled_rate(&mut bed, span);
     assert!(
         (540.0..660.0).contains(&rate),
         "tokens-refill=600: {rate}/s"
@@ -269,7 +242,7 @@ fn keys_the_guest_could_write_are_refused_until_the_directory_is_closed_again() 
     assert!(reason.contains(&format!("domain {guest}")), "{reason}");
     // A raised limit in that directory is not honoured.
     bed.write(&[("tokens-refill", "5000")]);
-    let rate = steady_rate(&mut bed, Duration::from_millis(700));
+    let rate = settled_rate(&mut bed, Duration::from_millis(700));
     assert!((170.0..230.0).contains(&rate), "still 200/s: {rate}/s");
     // Keys the guest writes in its own (frontend) directory are never read for QoS.
     let frontend = bed.front.frontend_path().to_owned();
@@ -285,7 +258,7 @@ fn keys_the_guest_could_write_are_refused_until_the_directory_is_closed_again() 
         &[&dir, "n0", &format!("r{guest}")],
     );
     bed.await_qos_error("removed", |e| e.is_none());
-    let rate = steady_rate(&mut bed, Duration::from_millis(700));
+    let rate = settled_rate(&mut bed, Duration::from_millis(700));
     assert!(rate > 1000.0, "tokens-refill=5000: {rate}/s");
 }
 
@@ -296,13 +269,7 @@ fn removing_every_limit_releases_the_held_requests_at_once() {
         &[("tokens-refill", "2"), ("tokens-max", "0")],
     );
     let tags: Vec<Tag> = (0..16)
-        .map(|i| {
-            let op = Op::ReadDropped {
-                sector: i * 8,
-                len: 4096,
-            };
-            bed.front.stage(op).unwrap()
-        })
+        .map(|i| bed.front.stage(read_4k(i)).unwrap())
         .collect();
     bed.front.publish().unwrap();
     // At 2 a second, 16 requests would take 7.5 s; an empty value removes the limit.

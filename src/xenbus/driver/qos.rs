@@ -56,39 +56,26 @@ fn judge(
     dir: &str,
     guest: DomId,
 ) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+    // Gone meanwhile: the VBD is being removed, and no limit matters.
+    let Some((perms, keys)) = store.read_children(dir, is_qos_key)? else {
+        return Ok(Ok(VbdConfig::default()));
+    };
     // The directory first: if the guest may create keys there, none can be trusted.
-    let mut nodes = vec![dir.to_owned()];
-    let names: Vec<String> = store
-        .list(dir)?
-        .into_iter()
-        .filter(|n| is_qos_key(n))
-        .collect();
-    nodes.extend(names.iter().map(|name| format!("{dir}/{name}")));
-    for node in nodes {
-        if store
-            .perms(&node)?
-            .is_some_and(|p| guest_writable(&p, guest))
-        {
-            return Ok(Err(Refusal::GuestWritable {
-                node,
-                guest: guest.0,
-            }));
-        }
+    let writable = std::iter::once((dir.to_owned(), &perms))
+        .chain(keys.iter().map(|k| (format!("{dir}/{}", k.name), &k.perms)))
+        .find(|(_, perms)| guest_writable(perms, guest));
+    if let Some((node, _)) = writable {
+        return Ok(Err(Refusal::GuestWritable {
+            node,
+            guest: guest.0,
+        }));
     }
-    let mut pairs = Vec::with_capacity(names.len());
-    for name in names {
-        // Removed since the listing, or emptied (how docs/qos.md removes a key in one
-        // write): as if never there.
-        if let Some(value) = store.read(&format!("{dir}/{name}"))? {
-            if !value.trim().is_empty() {
-                pairs.push((name, value));
-            }
-        }
-    }
-    Ok(
-        VbdConfig::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(Refusal::from),
-    )
+    // An emptied key (how docs/qos.md removes a key in one write) is as if never there.
+    let pairs = keys
+        .iter()
+        .filter(|k| !k.value.trim().is_empty())
+        .map(|k| (k.name.as_str(), k.value.as_str()));
+    Ok(VbdConfig::parse(pairs).map_err(Refusal::from))
 }
 
 #[cfg(test)]

@@ -35,6 +35,13 @@ pub struct Store {
     client: Client,
 }
 
+/// A child node as [`Store::read_children`] found it.
+pub struct Child {
+    pub name: String,
+    pub value: String,
+    pub perms: Perms,
+}
+
 fn absent_is_none<T>(result: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
     match result {
         Ok(value) => Ok(Some(value)),
@@ -121,10 +128,33 @@ impl Store {
         Ok(perms.map_err(Self::error("look up", path))?.is_some())
     }
 
-    /// A node's permissions; `None` if absent.
-    pub fn perms(&mut self, path: &str) -> Result<Option<Perms>, StoreError> {
-        absent_is_none(self.client.get_perms(TxId::NONE, path))
-            .map_err(Self::error("get the permissions of", path))
+    /// The permissions of `dir`, and the value and permissions of each child `wanted` names,
+    /// read in one transaction: a set of keys written in one transaction is seen whole or
+    /// not at all. `None` if `dir` is absent.
+    pub fn read_children(
+        &mut self,
+        dir: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Option<(Perms, Vec<Child>)>, StoreError> {
+        self.client
+            .transaction(|xs, tx| {
+                let Some(perms) = absent_is_none(xs.get_perms(tx, dir))? else {
+                    return Ok(None);
+                };
+                let mut children = Vec::new();
+                let names = absent_is_none(xs.directory(tx, dir))?.unwrap_or_default();
+                for name in names.into_iter().filter(|n| wanted(n)) {
+                    let path = format!("{dir}/{name}");
+                    let value = absent_is_none(xs.read(tx, &path))?;
+                    let perms = absent_is_none(xs.get_perms(tx, &path))?;
+                    if let (Some(value), Some(perms)) = (value, perms) {
+                        let value = String::from_utf8_lossy(&value).into_owned();
+                        children.push(Child { name, value, perms });
+                    }
+                }
+                Ok(Some((perms, children)))
+            })
+            .map_err(Self::error("read the keys of", dir))
     }
 
     /// Writes `keys` (relative to `dir`) in one transaction, unless `dir` is gone: a write

@@ -31,6 +31,31 @@ pub fn tokenbackd_path() -> PathBuf {
     path
 }
 
+/// target/release/tokenbackd, for what is measured rather than checked (a debug build spends
+/// several times the CPU); it must not be older than the test profile's build of the same
+/// sources.
+pub fn release_tokenbackd_path() -> PathBuf {
+    let built = tokenbackd_path();
+    let release = built
+        .parent()
+        .unwrap()
+        .with_file_name("release")
+        .join("tokenbackd");
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let build = "build it with `cargo build --release --bin tokenbackd` (the test script does)";
+    match (modified(&release), modified(&built)) {
+        (None, _) => panic!("{} is missing: {build}", release.display()),
+        (Some(r), Some(b)) if r < b && release != built => {
+            panic!(
+                "{} is older than {}: {build}",
+                release.display(),
+                built.display()
+            )
+        }
+        _ => release,
+    }
+}
+
 impl Tokenbackd {
     /// Starts `tokenbackd --sim <run dir>` with `args`.
     pub fn start(run: &RunDir, args: &[&str]) -> Tokenbackd {
@@ -39,9 +64,18 @@ impl Tokenbackd {
 
     /// As [`Tokenbackd::start`], logging to `log` in the run directory (a second daemon).
     pub fn start_logging_to(run: &RunDir, args: &[&str], log: &str) -> Tokenbackd {
+        Tokenbackd::start_binary(tokenbackd_path(), run, args, log)
+    }
+
+    /// As [`Tokenbackd::start`], the release build ([`release_tokenbackd_path`]).
+    pub fn start_release(run: &RunDir, args: &[&str]) -> Tokenbackd {
+        Tokenbackd::start_binary(release_tokenbackd_path(), run, args, "tokenbackd.log")
+    }
+
+    fn start_binary(binary: PathBuf, run: &RunDir, args: &[&str], log: &str) -> Tokenbackd {
         let log = run.root().join(log);
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(tokenbackd_path())
+        let child = Command::new(binary)
             .arg("--sim")
             .arg(run.root())
             .args(args)
