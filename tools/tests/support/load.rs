@@ -78,7 +78,7 @@ pub fn steady_rate(done: &[Done], skip: usize, operation: Option<u8>) -> f64 {
     let to = done.last().unwrap().at;
     let n = done[skip + 1..]
         .iter()
-        .filter(|d| operation.is_none_or(|o| d.operation == o))
+        .filter(|d| operation.map_or(true, |o| d.operation == o))
         .count();
     n as f64 / (to - from).as_secs_f64()
 }
