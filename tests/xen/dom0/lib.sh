@@ -23,27 +23,38 @@ wait_until() {
     done
 }
 
-# Creates a PV domU running the harness's guest image. $1 name, $2 the guest's test
-# (tokenback.test= in its command line), then xl disk specs.
+# Creates a PV domU running the harness's guest image:
+#   create_domu [--vcpus N] [--args 'WORD...'] NAME TEST [DISK...]
+# TEST is the guest's test (tokenback.test= in its command line), each DISK an xl disk spec;
+# --args adds to the guest kernel's command line (xen_blkfront.NAME=VALUE reaches blkfront).
 create_domu() {
-    local name=$1 test=$2 disks="" d
+    local vcpus=1 args="" disks="" d
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --vcpus) vcpus=$2 ;;
+            --args) args=" $2" ;;
+            *) break ;;
+        esac
+        shift 2
+    done
+    local name=$1 test=$2
     shift 2
     for d in "$@"; do disks+="${disks:+, }'$d'"; done
     cat >"/tmp/$name.cfg" <<CFG
 name = "$name"
 type = "pv"
 memory = 256
-vcpus = 1
+vcpus = $vcpus
 kernel = "/tokenback/domU/vmlinuz"
 ramdisk = "/tokenback/domU/initrd.gz"
-extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test"
+extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test$args"
 disk = [ $disks ]
 on_poweroff = "destroy"
 on_crash = "destroy"
 CFG
     # xenconsoled appends: a guest of the same name in an earlier scenario left its lines
     : >"/var/log/xen/console/guest-$name.log"
-    log "xl create $name: disk = [ $disks ]"
+    log "xl create $name: vcpus = $vcpus, disk = [ $disks ]${args:+, kernel arguments:$args}"
     if ! timeout 120 xl create "/tmp/$name.cfg"; then
         tail -n 30 /var/log/xen/*.log
         fail "xl create $name"
@@ -70,31 +81,37 @@ wait_domu_gone() {
 }
 
 # Checks that each region the guest $1 reported (DOMU-WROTE disk offset bytes sha256) holds
-# those bytes in its backing store; then the backing stores as "disk=path" arguments.
+# those bytes in its backing store; then the backing stores as "disk=path" arguments. A region
+# written more than once holds what the last line says.
 verify_backing() {
-    local glog=/var/log/xen/console/guest-$1.log n=0 a
+    local glog=/var/log/xen/console/guest-$1.log n=0 a region
     shift
-    local -A backing=()
+    local -A backing=() last=()
     for a in "$@"; do backing[${a%%=*}]=${a#*=}; done
     while read -r _ disk off len sha; do
+        last["$disk $off $len"]=$sha
+    done < <(grep '^DOMU-WROTE ' "$glog" | tr -d '\r')
+    for region in "${!last[@]}"; do
+        read -r disk off len <<<"$region"
         [ -n "${backing[$disk]:-}" ] || fail "$disk: no backing store given"
         got=$(dd if="${backing[$disk]}" bs="$len" count=1 skip="$off" iflag=skip_bytes \
             2>/dev/null | sha256sum | cut -d' ' -f1)
-        [ "$got" = "$sha" ] ||
+        [ "$got" = "${last[$region]}" ] ||
             fail "$disk $off+$len: backing store differs from what the guest wrote"
         n=$((n + 1))
-    done < <(grep '^DOMU-WROTE ' "$glog" | tr -d '\r')
+    done
     [ $n -ge $((6 * $#)) ] || fail "only $n regions reported by the guest for $# disk(s)"
     log "dom0 found all $n regions in the backing stores"
 }
 
 # Starts tokenbackd (release build, /tokenback/bin) with its log on the console, prefixed,
-# and in /tmp/tokenbackd.log; TOKENBACKD is its pid. Kernel xen-blkback must not be loaded
-# (tokenbackd refuses).
+# and in /tmp/tokenbackd.log; TOKENBACKD is its pid; the arguments are tokenbackd's. Kernel
+# xen-blkback must not be loaded (tokenbackd refuses).
+# shellcheck disable=SC2120 # the arguments are optional
 start_tokenbackd() {
     ! grep -q '^xen_blkback ' /proc/modules || fail "xen-blkback is loaded"
     : >/tmp/tokenbackd.log
-    tokenbackd --log-level debug > >(tee -a /tmp/tokenbackd.log |
+    tokenbackd --log-level debug "$@" > >(tee -a /tmp/tokenbackd.log |
         while IFS= read -r line; do echo "tokenbackd| $line"; done) 2>&1 &
     TOKENBACKD=$!
     # dom0's init stops it if this scenario is killed before its EXIT trap could
@@ -103,8 +120,21 @@ start_tokenbackd() {
     log "tokenbackd (pid $TOKENBACKD) serving"
 }
 tokenbackd_alive() { kill -0 "$TOKENBACKD" 2>/dev/null; }
-# Grant mappings tokenbackd holds: gntdev mmaps in its address space.
+# Grant mappings tokenbackd holds: gntdev mmaps in its address space (the kernel does not
+# merge them: gntdev's mappings have a close operation).
 tokenbackd_mappings() { grep -c /dev/xen/gntdev "/proc/$TOKENBACKD/maps" || true; }
+# Its open file descriptors.
+tokenbackd_fds() {
+    local fds=("/proc/$TOKENBACKD/fd"/*)
+    echo ${#fds[@]}
+}
+# Event channels it has bound: /dev/xen/evtchn names each binding's interrupt
+# evtchn:<command> after the thread that opened the device.
+tokenbackd_evtchns() {
+    local comms
+    comms=$(sed 's/^/evtchn:/' "/proc/$TOKENBACKD"/task/*/comm | sort -u | paste -sd'|')
+    grep -cE " ($comms)\$" /proc/interrupts || true
+}
 tokenbackd_serving() {
     tokenbackd_alive || fail "tokenbackd exited"
     grep -q serving /tmp/tokenbackd.log
