@@ -24,7 +24,8 @@ wait_until() {
 }
 
 # Creates a PV domU running the harness's guest image. $1 name, $2 the guest's test
-# (tokenback.test= in its command line), then xl disk specs.
+# (tokenback.test= in its command line), then xl disk specs. DOMU_EXTRA, if set, is added to
+# the guest's command line (tokenback.fs=, tokenback.bad=, ...).
 create_domu() {
     local name=$1 test=$2 disks="" d
     shift 2
@@ -36,7 +37,7 @@ memory = 256
 vcpus = 1
 kernel = "/tokenback/domU/vmlinuz"
 ramdisk = "/tokenback/domU/initrd.gz"
-extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test"
+extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test${DOMU_EXTRA:+ $DOMU_EXTRA}"
 disk = [ $disks ]
 on_poweroff = "destroy"
 on_crash = "destroy"
@@ -85,6 +86,9 @@ verify_backing() {
         n=$((n + 1))
     done < <(grep '^DOMU-WROTE ' "$glog" | tr -d '\r')
     [ $n -ge $((6 * $#)) ] || fail "only $n regions reported by the guest for $# disk(s)"
+    for a in "$@"; do
+        grep -q "^DOMU-WROTE ${a%%=*} " "$glog" || fail "no region reported for ${a%%=*}"
+    done
     log "dom0 found all $n regions in the backing stores"
 }
 
