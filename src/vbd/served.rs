@@ -118,6 +118,54 @@ pub struct Served<M: GrantMapping> {
     state_path: Option<std::path::PathBuf>,
     /// When bucket levels were last saved.
     levels_saved_at: u64,
+    /// Requests the storage failed, for the worker's log.
+    failures: FailureLog,
+}
+
+/// A request the storage failed (answered BLKIF_RSP_ERROR), for the worker to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// "read", "write", "flush" or "discard": the step that failed.
+    pub op: &'static str,
+    /// The request's first 512-byte sector.
+    pub sector: u64,
+    /// Sectors it covers (0 for a flush without data).
+    pub sectors: u64,
+    /// What the storage said.
+    pub error: String,
+    /// Failures of this VBD left out of the log just before this one (rate limit).
+    pub unlogged: u64,
+}
+
+/// At most this many failures a second per VBD reach the log: a disk gone bad under a busy
+/// guest fails every request, and the log must neither flood nor take the worker's time. The
+/// next one logged counts those left out.
+const FAILURES_LOGGED_PER_SECOND: u32 = 10;
+
+/// The failures kept for the log, rate-limited per VBD.
+#[derive(Debug, Default)]
+struct FailureLog {
+    pending: Vec<StorageFailure>,
+    window_start: Option<u64>,
+    in_window: u32,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    fn record(&mut self, now: u64, mut failure: StorageFailure) {
+        let window = self.window_start.get_or_insert(now);
+        if now.saturating_sub(*window) >= 1_000_000_000 {
+            *window = now;
+            self.in_window = 0;
+        }
+        if self.in_window < FAILURES_LOGGED_PER_SECOND {
+            self.in_window += 1;
+            failure.unlogged = std::mem::take(&mut self.unlogged);
+            self.pending.push(failure);
+        } else {
+            self.unlogged += 1;
+        }
+    }
 }
 
 /// How often bucket levels are saved while serving (they are saved at shutdown too): a
@@ -192,6 +240,7 @@ impl<M: GrantMapping> Served<M> {
             state,
             state_path: connect.state.map(|plan| plan.path),
             levels_saved_at: now,
+            failures: FailureLog::default(),
         };
         if let Some(saved) = saved {
             served.resume(ctx, evtchn, saved, now);
@@ -282,6 +331,33 @@ impl<M: GrantMapping> Served<M> {
 
     pub fn closing(&self) -> Option<&Closing> {
         self.closing.as_ref()
+    }
+
+    /// The storage failures to log since the last call (rate-limited).
+    pub fn take_failures(&mut self) -> std::vec::Drain<'_, StorageFailure> {
+        self.failures.pending.drain(..)
+    }
+
+    /// Notes a request the storage failed, answered `status`.
+    fn failed(&mut self, slot: u32, error: &RequestError, status: Status, now: u64) {
+        if status != Status::Error {
+            return;
+        }
+        let entry = &self.slots[slot as usize];
+        let (op, bytes) = match (entry.stage, entry.plan.work) {
+            (Stage::PreFlush | Stage::PostFlush, _) => ("flush", 0),
+            (_, Work::Read) => ("read", entry.plan.bytes),
+            (_, Work::Write | Work::Flush { .. }) => ("write", entry.plan.bytes),
+            (_, Work::Discard { len, .. }) => ("discard", len),
+        };
+        let failure = StorageFailure {
+            op,
+            sector: entry.plan.offset / 512,
+            sectors: bytes / 512,
+            error: error.to_string(),
+            unlogged: 0,
+        };
+        self.failures.record(now, failure);
     }
 
     /// Requests taken and not yet answered.
@@ -529,7 +605,9 @@ impl<M: GrantMapping> Served<M> {
                     return false;
                 }
                 recycle(ctx, rejected.op);
-                self.finish(tag as u32, status_of(&rejected.error), now);
+                let status = status_of(&rejected.error);
+                self.failed(tag as u32, &rejected.error, status, now);
+                self.finish(tag as u32, status, now);
                 true
             }
         }
@@ -542,7 +620,11 @@ impl<M: GrantMapping> Served<M> {
         };
         let mut bufs = done.bufs;
         let status = match done.result {
-            Err(e) => Some(status_of(&e)),
+            Err(e) => {
+                let status = status_of(&e);
+                self.failed(slot, &e, status, now);
+                Some(status)
+            }
             Ok(_) => match (entry.stage, entry.plan.work) {
                 (Stage::PreFlush, _) => match self.write_op(ctx, slot) {
                     Ok(op) => {
@@ -805,5 +887,46 @@ fn unbind<M: GrantMapping, E: EventChannel>(evtchn: &mut E, queues: &[Queue<M>])
     for queue in queues {
         // A port the front end closed first is gone already.
         let _ = evtchn.unbind(queue.port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(sector: u64) -> StorageFailure {
+        StorageFailure {
+            op: "write",
+            sector,
+            sectors: 8,
+            error: "I/O error: Input/output error (os error 5)".into(),
+            unlogged: 0,
+        }
+    }
+
+    #[test]
+    fn failures_reach_the_log_at_most_ten_a_second_and_the_next_one_counts_the_rest() {
+        let mut log = FailureLog::default();
+        let second = 1_000_000_000;
+        for i in 0..25 {
+            log.record(5 * second + i, failure(i));
+        }
+        let logged: Vec<_> = log.pending.drain(..).collect();
+        assert_eq!(logged.len(), 10);
+        assert_eq!(
+            logged.iter().map(|f| f.sector).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert!(logged.iter().all(|f| f.unlogged == 0));
+        // Still within the same second: counted, not kept.
+        log.record(6 * second - 1, failure(99));
+        assert!(log.pending.is_empty());
+        // A second later: logged again, carrying the 16 left out.
+        log.record(6 * second, failure(100));
+        assert_eq!(log.pending.len(), 1);
+        assert_eq!(log.pending[0].sector, 100);
+        assert_eq!(log.pending[0].unlogged, 16);
+        log.record(6 * second + 1, failure(101));
+        assert_eq!(log.pending[1].unlogged, 0);
     }
 }

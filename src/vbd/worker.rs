@@ -189,6 +189,13 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
             };
             vbd.admit(&mut self.ctx, now);
             vbd.push(&mut self.evtchn);
+            let id = vbd.id;
+            for f in vbd.take_failures() {
+                warn!(self.log, "storage failed a request; answered BLKIF_RSP_ERROR";
+                    "domid" => id.frontend_id.0, "devid" => id.devid, "op" => f.op,
+                    "sector" => f.sector, "sectors" => f.sectors, "error" => &f.error,
+                    "unlogged_before" => f.unlogged);
+            }
             if vbd.is_drained() {
                 self.retire(v);
                 continue;

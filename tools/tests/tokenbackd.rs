@@ -645,6 +645,56 @@ fn resized(host: &mut Host, storage: &Path, resize: impl Fn(u64)) {
     assert_eq!(host.read(&state).as_deref(), Some("4"), "still Connected");
 }
 
+/// A storage fault (here: writes at or past 2 MiB fail with EFBIG) fails exactly the requests
+/// that touch it, each answered BLKIF_RSP_ERROR and logged with its sector; the rest of the disk,
+/// and the disk afterwards, are served, and the daemon runs on. Real Xen's dm-error and
+/// dm-flakey scenario (tests/xen/scenarios/tokenbackd-faults) shows the same with Linux
+/// blkfront.
+#[test]
+fn a_failed_write_is_answered_with_an_error_and_logged_and_the_disk_serves_on() {
+    use tokenback_tools::blkfront::Error;
+    let mut host = Host::start("tokenbackd-eio");
+    let limit = 2 * MIB;
+    let mut daemon = Tokenbackd::start_with_file_size_limit(&host.run, &[], limit);
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, _paths) = attach(&mut host, &file, &[], |_| {});
+    let below = limit / 512 - 8;
+    round_trip(&mut front, &file, below, 4096, 1);
+    let failed = |r: Result<(), Error>| matches!(r, Err(Error::Failed { status: -1, .. }));
+    // Across the limit and past it: answered BLKIF_RSP_ERROR.
+    assert!(
+        failed(front.write(below + 4, &pattern(4096, 2))),
+        "a write across the limit"
+    );
+    assert!(
+        failed(front.write(limit / 512 + 64, &pattern(8192, 3))),
+        "a write past it"
+    );
+    // Reads there, and writes below, are served as before.
+    let mut back = vec![0; 4096];
+    front.read(limit / 512 + 64, &mut back).unwrap();
+    assert!(
+        back.iter().all(|&b| b == 0),
+        "the failed write left the storage as it was"
+    );
+    round_trip(&mut front, &file, below, 4096, 4);
+    round_trip(&mut front, &file, 0, 65536, 5);
+    eventually("the log names both failed writes", || {
+        let log = daemon.log();
+        let failure = |sector: u64| {
+            log.lines().any(|l| {
+                l.contains("storage failed a request")
+                    && l.contains("op: write")
+                    && l.contains(&format!(" sector: {sector},"))
+            })
+        };
+        failure(below + 4) && failure(limit / 512 + 64)
+    });
+    let logged = daemon.log().matches("storage failed a request").count();
+    assert_eq!(logged, 2, "one line per failed request:\n{}", daemon.log());
+    assert!(daemon.is_running(), "log:\n{}", daemon.log());
+}
+
 #[test]
 fn a_resized_file_gives_the_front_end_new_sectors_and_bounds() {
     let mut host = Host::start("tokenbackd-resize");

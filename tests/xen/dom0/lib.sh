@@ -27,6 +27,7 @@ wait_until() {
 #   create_domu [--vcpus N] [--args 'WORD...'] NAME TEST [DISK...]
 # TEST is the guest's test (tokenback.test= in its command line), each DISK an xl disk spec;
 # --args adds to the guest kernel's command line (xen_blkfront.NAME=VALUE reaches blkfront).
+# DOMU_EXTRA, if set, is added to the guest's command line too (tokenback.fs=, tokenback.bad=).
 create_domu() {
     local vcpus=1 args="" disks="" d
     while [ $# -gt 0 ]; do
@@ -47,7 +48,7 @@ memory = 256
 vcpus = $vcpus
 kernel = "/tokenback/domU/vmlinuz"
 ramdisk = "/tokenback/domU/initrd.gz"
-extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test$args"
+extra = "console=hvc0 loglevel=4 rdinit=/init tokenback.test=$test$args${DOMU_EXTRA:+ $DOMU_EXTRA}"
 disk = [ $disks ]
 on_poweroff = "destroy"
 on_crash = "destroy"
@@ -101,6 +102,9 @@ verify_backing() {
         n=$((n + 1))
     done
     [ $n -ge $((6 * $#)) ] || fail "only $n regions reported by the guest for $# disk(s)"
+    for a in "$@"; do
+        grep -q "^DOMU-WROTE ${a%%=*} " "$glog" || fail "no region reported for ${a%%=*}"
+    done
     log "dom0 found all $n regions in the backing stores"
 }
 

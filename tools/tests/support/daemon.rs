@@ -64,18 +64,42 @@ impl Tokenbackd {
 
     /// As [`Tokenbackd::start`], logging to `log` in the run directory (a second daemon).
     pub fn start_logging_to(run: &RunDir, args: &[&str], log: &str) -> Tokenbackd {
-        Tokenbackd::start_binary(tokenbackd_path(), run, args, log)
+        Tokenbackd::spawn(run, args, log, Command::new(tokenbackd_path()))
     }
 
     /// As [`Tokenbackd::start`], the release build ([`release_tokenbackd_path`]).
     pub fn start_release(run: &RunDir, args: &[&str]) -> Tokenbackd {
-        Tokenbackd::start_binary(release_tokenbackd_path(), run, args, "tokenbackd.log")
+        let command = Command::new(release_tokenbackd_path());
+        Tokenbackd::spawn(run, args, "tokenbackd.log", command)
     }
 
-    fn start_binary(binary: PathBuf, run: &RunDir, args: &[&str], log: &str) -> Tokenbackd {
+    /// As [`Tokenbackd::start`], but the daemon can write no file at or past `bytes`
+    /// (RLIMIT_FSIZE, with SIGXFSZ ignored): such writes fail with EFBIG, as a storage fault
+    /// that needs no privilege. Its log is written by the test's own process.
+    pub fn start_with_file_size_limit(run: &RunDir, args: &[&str], bytes: u64) -> Tokenbackd {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(tokenbackd_path());
+        // SAFETY: between fork and exec only async-signal-safe calls: signal(2), setrlimit(2).
+        unsafe {
+            command.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        Tokenbackd::spawn(run, args, "tokenbackd.log", command)
+    }
+
+    fn spawn(run: &RunDir, args: &[&str], log: &str, mut command: Command) -> Tokenbackd {
         let log = run.root().join(log);
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
+        let child = command
             .arg("--sim")
             .arg(run.root())
             .args(args)
