@@ -13,11 +13,19 @@ need_apt=()
 command -v xenstore-write >/dev/null 2>&1 || need_apt+=(xenstore-utils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}"
 fi
+
+step "python packages"
+# tokentop's metrics test parses the exposition with Prometheus' own Python parser.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q -r tools/tests/requirements.txt ||
+    python3 -m pip install -q --break-system-packages -r tools/tests/requirements.txt
 
 step "rust tools"
 cargo fmt --version && cargo clippy --version

@@ -3,4 +3,5 @@
 pub mod blkfront;
 pub mod sim;
 pub mod toolstack;
+pub mod top;
 pub mod workload;

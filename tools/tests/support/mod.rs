@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod fake_control;
 pub mod load;
 pub mod loop_device;
 pub mod neighbour;
