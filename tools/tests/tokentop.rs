@@ -509,3 +509,25 @@ fn help_and_bad_arguments() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on 256.0.0.1:1"));
 }
+
+#[test]
+fn docs_tokentop_1_is_the_generated_man_page() {
+    let out = tokentop(&["--man-page"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        generated.contains(".TH tokentop 1"),
+        "section 1:\n{generated}"
+    );
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/tokentop.1");
+    let checked_in = std::fs::read_to_string(page).unwrap();
+    assert!(
+        checked_in == generated,
+        "docs/tokentop.1 is stale: regenerate it with \
+         `cargo run --bin tokentop -- --man-page > docs/tokentop.1`"
+    );
+}

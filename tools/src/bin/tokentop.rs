@@ -15,8 +15,12 @@ use tokenback_tools::top::socket::{socket_path, Daemon};
 use tokenback_tools::top::table::Column;
 use tokenback_tools::top::tui::{self, parse_interval, App, DAEMON_TIMEOUT};
 
-/// Shows tokenbackd's virtual disks (VBDs) and throttle groups: what each asks for, what it
-/// gets, what the limiter holds back. Keys on the screen: h for help.
+/// A xentop-like view of tokenbackd's virtual disks (VBDs) and throttle groups
+///
+/// Shows what each disk asks for, what it gets and what the limiter holds back: on an
+/// interactive screen (press h there for its keys), in plain rows or JSON for scripts (-b,
+/// --json), or as Prometheus metrics over HTTP (--metrics-listen). The columns and the
+/// metrics are described in docs/tokentop.md.
 #[derive(Debug, Parser)]
 #[command(name = "tokentop", version)]
 struct Args {
@@ -37,8 +41,8 @@ struct Args {
     /// /run/tokenback/control.sock]
     #[arg(long, value_name = "PATH", conflicts_with = "sim")]
     socket: Option<PathBuf>,
-    /// A simulated host's run directory (tokenback-sim --dir DIR --keep): its
-    /// tokenbackd.sock
+    /// A simulated host's run directory (tokenback-sim --dir DIR): the socket of the
+    /// tokenbackd serving it
     #[arg(long, value_name = "DIR")]
     sim: Option<PathBuf>,
     /// The column to sort by (its header: DOMID, NAME, RD_IOPS, USE, ...)
@@ -48,8 +52,8 @@ struct Args {
     #[arg(long)]
     descending: bool,
     /// Only the VBDs of this domain (a domid or part of a name) and their groups
-    #[arg(long, value_name = "DOMAIN", default_value = "")]
-    filter: String,
+    #[arg(long, value_name = "DOMAIN")]
+    filter: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics instead of showing anything (e.g.
     /// 127.0.0.1:9777; port 0 picks a free one, printed at start)
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["batch", "json"])]
@@ -90,12 +94,13 @@ fn main() -> ExitCode {
             },
             sort: args.sort,
             descending: args.descending,
-            filter: args.filter,
+            filter: args.filter.unwrap_or_default(),
         };
         let out = &mut std::io::stdout().lock();
         return report(batch::run(&mut daemon, &options, out, std::thread::sleep));
     }
-    let app = App::new(daemon, args.delay, args.sort, args.descending, args.filter);
+    let filter = args.filter.unwrap_or_default();
+    let app = App::new(daemon, args.delay, args.sort, args.descending, filter);
     report(tui::run(app))
 }
 

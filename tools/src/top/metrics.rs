@@ -423,6 +423,35 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_is_documented_in_docs_tokentop_md() {
+        let mut vbd: Vbd = serde_json::from_str(VBD).unwrap();
+        vbd.load.counters.admission_delay_p50_ns = Some(1);
+        vbd.storage.latency_p99_ns = Some(1);
+        let group = serde_json::from_value(serde_json::json!({
+            "name": "g", "qos": {"keys": {"iops-total": "9"}, "error": null}, "members": [],
+            "counters": vbd.load.counters, "balances": vbd.load.balances,
+            "queued": 0, "in_flight": 0, "rates": vbd.load.rates, "since_reset_ns": 0
+        }))
+        .unwrap();
+        let mut stats = stats(vbd);
+        stats.groups.push(group);
+        let text = render(Some(&stats), None);
+        let doc = include_str!("../../../docs/tokentop.md");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(names.len(), 32, "{names:?}");
+        for name in names {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} is not in docs/tokentop.md"
+            );
+        }
+    }
+
+    #[test]
     fn label_values_are_escaped_and_huge_counters_stay_whole() {
         let mut vbd: Vbd = serde_json::from_str(VBD).unwrap();
         vbd.domain = Some("a\"b\\c\nd".into());
