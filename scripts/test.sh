@@ -64,7 +64,7 @@ step "Debian package"
 # Built as an operator builds it, resolved by apt as on a Xen host (simulated: nothing is
 # installed here), and unpacked to check that what it installs runs and is where Xen and
 # systemd look.
-cargo build --release --bin tokenbackd
+cargo build --release --workspace --bin tokenbackd --bin tokentop
 deb=$(cargo deb -p tokenback --no-build | tail -n 1)
 apt-get install --simulate -qq "$deb" >/dev/null
 unpacked=$(mktemp -d)
@@ -73,16 +73,20 @@ dpkg-deb -x "$deb" "$unpacked"
 test -x "$unpacked/etc/xen/scripts/block-tokenback"
 test -f "$unpacked/lib/systemd/system/tokenbackd.service"
 test -f "$unpacked/usr/share/man/man8/tokenbackd.8.gz"
+"$unpacked/usr/bin/tokentop" --version
+test -f "$unpacked/usr/share/man/man1/tokentop.1.gz"
 rm -rf "$unpacked"
 
 step "make install (staged)"
 staged=$(mktemp -d)
 make --no-print-directory install DESTDIR="$staged" >/dev/null
 "$staged/usr/sbin/tokenbackd" --version
+"$staged/usr/bin/tokentop" --version
 test -x "$staged/etc/xen/scripts/block-tokenback"
 test -f "$staged/lib/systemd/system/tokenbackd.service"
 make --no-print-directory uninstall DESTDIR="$staged" >/dev/null
 test ! -e "$staged/usr/sbin/tokenbackd"
+test ! -e "$staged/usr/bin/tokentop"
 rm -rf "$staged"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
