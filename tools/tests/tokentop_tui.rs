@@ -1,107 +1,16 @@
 //! tokentop's screen driven in tmux against a stand-in control socket: keys to sort,
 //! filter, reset, open help and quit, read back with capture-pane; the daemon stopped
-//! and started again under it, and the terminal resized. tmux is installed by
-//! scripts/test.sh; each test runs its own tmux server (-L), so nothing is shared.
+//! and started again under it, and the terminal resized.
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use support::fake_control::{vbd, FakeControl, VbdFigures};
-use support::EVENTUALLY;
-
-/// A tmux server of its own running tokentop in a window of `width` x `height`.
-struct Tmux {
-    server: String,
-}
-
-impl Tmux {
-    fn start(name: &str, socket: &Path, width: u16, height: u16) -> Tmux {
-        let tmux = Tmux {
-            server: format!("tt-{name}-{}", std::process::id()),
-        };
-        let command = format!(
-            "{} --socket {} -d 0.3",
-            env!("CARGO_BIN_EXE_tokentop"),
-            socket.display()
-        );
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            &command,
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.server])
-            .args(args)
-            .output()
-            .expect("tmux (scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "top"])
-    }
-
-    /// Types `keys` literally.
-    fn type_keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "top", "-l", keys]);
-    }
-
-    fn press(&self, key: &str) {
-        self.run(&["send-keys", "-t", "top", key]);
-    }
-
-    /// Waits until the screen satisfies `done`, and returns it.
-    fn until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + EVENTUALLY;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never shown: {what}; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux")
-            .args(["-L", &self.server, "has-session", "-t", "top"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.server, "kill-server"])
-            .output();
-    }
-}
+use support::tmux::Tmux;
 
 fn dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tt-{name}-{}", std::process::id()));
@@ -154,7 +63,7 @@ fn line_of(screen: &str, text: &str) -> Option<usize> {
 fn keys_sort_filter_reset_help_and_quit() {
     let dir = dir("keys");
     let fake = FakeControl::start(&dir.join("control.sock"), vec![snapshot()]);
-    let tmux = Tmux::start("keys", &fake.path, 220, 30);
+    let tmux = Tmux::start("keys", &["--socket", fake.path.to_str().unwrap()], 220, 30);
     let screen = tmux.until("both VBDs and the group", |s| {
         s.contains("web1") && s.contains("db") && s.contains("[shared]")
     });
@@ -222,22 +131,14 @@ fn keys_sort_filter_reset_help_and_quit() {
         !s.contains("reset the counters of what is shown")
     });
     tmux.type_keys("q");
-    let deadline = Instant::now() + EVENTUALLY;
-    while tmux.alive() {
-        assert!(
-            Instant::now() < deadline,
-            "q did not quit: {}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.until_gone();
 }
 
 #[test]
 fn the_daemon_stopped_and_started_again_under_it_and_a_resize() {
     let dir = dir("restart");
     let socket = dir.join("control.sock");
-    let tmux = Tmux::start("restart", &socket, 200, 30);
+    let tmux = Tmux::start("restart", &["--socket", socket.to_str().unwrap()], 200, 30);
     let screen = tmux.until("no daemon yet", |s| s.contains("tokenbackd is not running"));
     assert!(
         screen.contains(socket.to_str().unwrap()),

@@ -8,10 +8,12 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod exporter;
 pub mod fake_control;
 pub mod load;
 pub mod loop_device;
 pub mod neighbour;
+pub mod tmux;
 pub mod workers;
 pub mod xenstored;
 
