@@ -54,7 +54,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 .block(Block::default().borders(Borders::ALL).title(" no daemon "));
             frame.render_widget(warning, body);
         }
-        Link::Up => frame.render_widget(table(app), body),
+        Link::Up => frame.render_widget(table(app, body.width), body),
     }
     frame.render_widget(Paragraph::new(status_line(app)), status);
     if app.mode == Mode::Help {
@@ -68,10 +68,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 fn title_line(app: &App) -> Line<'static> {
-    let daemon = app
-        .daemon
-        .version()
-        .map_or("tokenbackd".to_owned(), |v| v.daemon.clone());
+    let daemon = match (&app.link, app.daemon.version()) {
+        (Link::Up, Some(version)) => version.daemon.clone(),
+        _ => "no daemon".to_owned(),
+    };
     let vbds = app.rows.iter().filter(|r| r.kind == Kind::Vbd).count();
     let groups = app.rows.len() - vbds;
     let order = if app.descending { "▼" } else { "▲" };
@@ -114,41 +114,79 @@ fn status_line(app: &App) -> Line<'static> {
     ))
 }
 
-/// The columns, then TREND.
-fn table(app: &App) -> Table<'static> {
-    let mut headers: Vec<String> = Column::ALL
-        .iter()
-        .map(|&c| {
-            let mark = match (c == app.sort, app.descending) {
-                (false, _) => "",
-                (true, true) => "▼",
-                (true, false) => "▲",
-            };
-            format!("{}{mark}", c.header())
-        })
-        .collect();
-    headers.push("TREND".into());
-    let cells: Vec<Vec<String>> = app.rows.iter().map(|row| cells(app, row)).collect();
-    let widths: Vec<Constraint> = (0..headers.len())
+/// Columns left out, in this order, while the table is wider than the terminal: the trend,
+/// then what matters least at a glance, so the figures left keep their units (the sort
+/// column always stays).
+const GIVE_WAY: [Option<Column>; 7] = [
+    None,
+    Some(Column::State),
+    Some(Column::Balance),
+    Some(Column::LatencyP99),
+    Some(Column::InFlight),
+    Some(Column::Queued),
+    Some(Column::AdmissionP99),
+];
+
+/// The columns (None: TREND) that fit in `width`, each with its width.
+fn fitting(app: &App, cells: &[Vec<String>], width: u16) -> Vec<(usize, u16)> {
+    let all: Vec<Option<Column>> = Column::ALL.iter().map(|&c| Some(c)).chain([None]).collect();
+    let mut shown: Vec<(usize, u16)> = (0..all.len())
         .map(|i| {
             let widest = cells
                 .iter()
                 .map(|c| c[i].chars().count())
                 .max()
                 .unwrap_or(0);
-            Constraint::Length(widest.max(headers[i].chars().count()) as u16)
+            (i, widest.max(header(app, all[i]).chars().count()) as u16)
         })
         .collect();
-    let rows = app.rows.iter().zip(cells).map(|(row, cells)| {
+    let needed = |shown: &[(usize, u16)]| shown.iter().map(|(_, w)| w + 1).sum::<u16>();
+    for column in GIVE_WAY {
+        if needed(&shown) <= width.saturating_add(1) {
+            break;
+        }
+        if column != Some(app.sort) {
+            shown.retain(|&(i, _)| all[i] != column);
+        }
+    }
+    shown
+}
+
+fn header(app: &App, column: Option<Column>) -> String {
+    let Some(column) = column else {
+        return "TREND".into();
+    };
+    let mark = match (column == app.sort, app.descending) {
+        (false, _) => "",
+        (true, true) => "▼",
+        (true, false) => "▲",
+    };
+    format!("{}{mark}", column.header())
+}
+
+/// The rows under a header, in as many columns as fit in `width`.
+fn table(app: &App, width: u16) -> Table<'static> {
+    let all: Vec<Option<Column>> = Column::ALL.iter().map(|&c| Some(c)).chain([None]).collect();
+    let cells: Vec<Vec<String>> = app.rows.iter().map(|row| cells(app, row)).collect();
+    let shown = fitting(app, &cells, width);
+    let pick = |line: &[String]| -> Vec<Cell<'static>> {
+        shown
+            .iter()
+            .map(|&(i, _)| Cell::from(line[i].clone()))
+            .collect()
+    };
+    let widths: Vec<Constraint> = shown.iter().map(|&(_, w)| Constraint::Length(w)).collect();
+    let rows = app.rows.iter().zip(&cells).map(|(row, cells)| {
         let style = match (row.kind, &row.qos_error) {
             (_, Some(_)) => Style::default().fg(Color::Red),
             (Kind::Group, None) => Style::default().fg(Color::Cyan),
             (Kind::Vbd, None) => Style::default(),
         };
-        TableRow::new(cells.into_iter().map(Cell::from)).style(style)
+        TableRow::new(pick(cells)).style(style)
     });
-    let header = TableRow::new(headers.into_iter().map(Cell::from))
-        .style(Style::default().add_modifier(Modifier::REVERSED));
+    let headers: Vec<String> = all.iter().map(|&c| header(app, c)).collect();
+    let header =
+        TableRow::new(pick(&headers)).style(Style::default().add_modifier(Modifier::REVERSED));
     Table::new(rows, widths).header(header).column_spacing(1)
 }
 
