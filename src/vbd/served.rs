@@ -113,6 +113,9 @@ pub struct Served<M: GrantMapping> {
     completions: Vec<Completion>,
     /// When the limiter next admits, for the worker's timer.
     pub next_admission: Option<u64>,
+    /// The front end was not asked to notify: the limiter holds requests until a timer that
+    /// wakes the worker anyway, and new ones are read from the rings then (see `final_take`).
+    quiet: bool,
     /// Where ring indices, bucket levels and unanswered requests are kept across a restart.
     state: Option<StateFile>,
     state_path: Option<std::path::PathBuf>,
@@ -237,6 +240,7 @@ impl<M: GrantMapping> Served<M> {
             admitted: Vec::new(),
             completions: Vec::new(),
             next_admission: None,
+            quiet: false,
             state,
             state_path: connect.state.map(|plan| plan.path),
             levels_saved_at: now,
@@ -441,7 +445,15 @@ impl<M: GrantMapping> Served<M> {
     /// Before the worker sleeps: asks every front end to notify at its next request
     /// (`RING_FINAL_CHECK_FOR_REQUESTS`) and takes what raced with that; returns whether there
     /// was any (then the worker stays awake and re-arms later).
+    ///
+    /// Not while the limiter holds requests until an instant: requests that arrive meanwhile
+    /// only join the back of its queue, so a notification for each would be a wake-up for
+    /// nothing. The rings are read at every `admit` instead, the timer's included.
     pub fn final_take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) -> bool {
+        self.quiet = self.next_admission.is_some();
+        if self.quiet {
+            return false;
+        }
         let mut took = false;
         for q in 0..self.queues.len() {
             if self.closing.is_some() {
@@ -458,6 +470,9 @@ impl<M: GrantMapping> Served<M> {
 
     /// Starts what the limiter admits by `now` and notes when it next will.
     pub fn admit<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        if self.quiet {
+            self.take_all(ctx, now);
+        }
         let mut admitted = std::mem::take(&mut self.admitted);
         self.next_admission = self.limiter.poll_admit_due(now, &mut admitted);
         self.dispatch(ctx, &mut admitted, now);
