@@ -17,6 +17,7 @@ use super::control::{Command, Connect, Report, ReportSink};
 use super::served::{Closing, Context, Served};
 use super::timer::{monotonic_ns, Timer};
 use crate::platform::{EventChannel, GrantAccess, Port};
+use crate::stats::{ResetCount, WorkerStats};
 use crate::storage::EngineKind;
 
 pub(super) const WAKER: Token = Token(0);
@@ -227,6 +228,26 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                             "devid" => id.devid, "qos" => ?qos);
                         vbd.retune(&mut self.ctx, &qos, now);
                     }
+                }
+                Ok(Command::Stats(reply)) => {
+                    let vbds = self.vbds.iter().flatten().map(|v| v.stats(now)).collect();
+                    // Throttle groups are not served yet: none to report.
+                    let stats = WorkerStats {
+                        vbds,
+                        groups: Vec::new(),
+                    };
+                    // A control thread that stopped waiting is not ours to report.
+                    let _ = reply.send(stats);
+                }
+                Ok(Command::Reset(filter, reply)) => {
+                    let mut count = ResetCount::default();
+                    for vbd in self.vbds.iter_mut().flatten() {
+                        if filter.matches_vbd(vbd.id, None) {
+                            vbd.reset_stats(now);
+                            count.vbds += 1;
+                        }
+                    }
+                    let _ = reply.send(count);
                 }
                 Ok(Command::Shutdown) => self.shutdown(now),
                 Err(TryRecvError::Empty) => return,
