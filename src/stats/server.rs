@@ -187,7 +187,7 @@ impl Conn {
                     self.partial_since = Some(now);
                     self.answer_lines(answerer);
                     if self.pending() > MAX_PENDING {
-                        return Ok(());
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -216,7 +216,8 @@ impl Conn {
                 Err(e) => error_reply(&e.to_string()),
             };
             self.out.extend_from_slice(&encode(&reply));
-            if self.refused {
+            // The rest waits: this client is dropped if it does not read meanwhile.
+            if self.refused || self.pending() > MAX_PENDING {
                 return;
             }
         }
