@@ -524,3 +524,30 @@ fn connections_past_64_get_an_error_line_and_are_closed() {
         c.reply()["ok"] == true
     });
 }
+
+#[test]
+fn requests_the_storage_fails_are_counted() {
+    let mut host = Host::start("control-errors");
+    // The daemon can write no file past 2 MiB: writes there fail with EFBIG.
+    let limit = 2 * MIB;
+    let _daemon = Tokenbackd::start_with_file_size_limit(&host.run, &[], limit);
+    let domid = host.new_named_guest("web1");
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, _) = attach_guest(&mut host, domid, &file, &[], |_| {});
+    front.write(0, &[1; 4096]).unwrap();
+    for n in 0..3 {
+        let past = limit / 512 + 64 + n * 8;
+        assert!(
+            front.write(past, &[2; 4096]).is_err(),
+            "a write past the limit"
+        );
+    }
+    let mut client = Client::connect(&host.run.root().join("tokenbackd.sock"));
+    let v = only_vbd(&mut client, domid);
+    assert_eq!(v["storage"]["errors"], 3, "{v}");
+    // Failed or not, each was admitted and reached the storage.
+    assert_eq!(v["counters"]["requests"]["write"], 4);
+    assert!(v["storage"]["latency_p99_ns"].as_u64().unwrap() > 0);
+    assert_eq!(client.ask(&json!({"op": "reset"}))["reset"]["vbds"], 1);
+    assert_eq!(only_vbd(&mut client, domid)["storage"]["errors"], 0);
+}
