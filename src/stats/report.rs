@@ -200,7 +200,7 @@ pub fn group(report: &GroupReport) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::{Op, Request, Vbd, VbdConfig};
+    use crate::limiter::{Group, Op, Request, Vbd, VbdConfig};
     use crate::platform::DomId;
 
     #[test]
@@ -215,6 +215,59 @@ mod tests {
         assert!((50_000..=50_000 * 9 / 8).contains(&s.latency_p50_ns.unwrap()));
         assert!((99_000..=100_000).contains(&s.latency_p99_ns.unwrap()));
         assert_eq!(s.errors, 1);
+    }
+
+    #[test]
+    fn a_group_object_is_its_list_entry_and_the_group_limiter_figures() {
+        let limits = VbdConfig::parse([("iops-total", "100")]).unwrap().limits;
+        let mut limiter = Group::new(&limits, 0);
+        let member = limiter.add_member(Vbd::new(&VbdConfig::default(), 0));
+        let vbd = limiter.member_mut(member).unwrap();
+        for id in 0..12 {
+            let request = Request {
+                id,
+                op: Op::Read,
+                bytes: 512,
+            };
+            vbd.enqueue(request, 0);
+        }
+        let mut admitted = Vec::new();
+        limiter.poll_admit_due(0, &mut admitted);
+        let id = DeviceId {
+            frontend_id: DomId(7),
+            devid: 51712,
+        };
+        let report = GroupReport {
+            name: "gold".into(),
+            qos: QosInForce {
+                keys: [("iops-total".to_owned(), "100".to_owned())].into(),
+                error: None,
+            },
+            members: vec![(id, 3)],
+            limiter: limiter.stats(0),
+        };
+        let members = json!([{"domid": 7, "devid": 51712, "weight": 3}]);
+        assert_eq!(
+            listed_group(&report),
+            json!({"name": "gold", "members": members})
+        );
+        let g = group(&report);
+        assert_eq!(g["name"], "gold");
+        assert_eq!(g["members"], members);
+        assert_eq!(
+            g["qos"],
+            json!({"keys": {"iops-total": "100"}, "error": null})
+        );
+        // The bucket holds 10 (a tenth of a second): 10 went, 2 wait.
+        assert_eq!(g["counters"]["requests"], json!({"read": 10, "write": 0}));
+        assert_eq!(g["counters"]["sectors"]["read"], 10);
+        assert_eq!(
+            (g["queued"].as_u64(), g["in_flight"].as_u64()),
+            (Some(2), Some(10))
+        );
+        assert_eq!(g["balances"][0]["balance"].as_f64(), Some(0.0));
+        assert_eq!(g["since_reset_ns"], 0);
+        assert_eq!(g["rates"]["read_iops"], 0.0);
     }
 
     #[test]
