@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::limiter::VbdConfig;
 use crate::platform::DomId;
+use crate::stats::{Filter, ResetCount, WorkerStats};
 use crate::storage::Backing;
 use crate::xenbus::{DeviceId, FrontendRings};
 
@@ -53,6 +54,10 @@ pub enum Command {
     Disconnect(DeviceId),
     /// New QoS keys for a VBD: they apply from the worker's next decision (DESIGN "Retune").
     Retune(DeviceId, Box<VbdConfig>),
+    /// The control socket asks for the counters and live state of every VBD and group.
+    Stats(mpsc::Sender<WorkerStats>),
+    /// The control socket zeroes the counters of the VBDs and groups that match.
+    Reset(Filter, mpsc::Sender<ResetCount>),
     /// The daemon stops: finish what is in flight on every VBD, leave the rings as they are
     /// (the VBDs stay Connected for the next tokenbackd), and end the thread.
     Shutdown,

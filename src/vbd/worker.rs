@@ -17,6 +17,7 @@ use super::control::{Command, Connect, Report, ReportSink};
 use super::served::{Closing, Context, Served};
 use super::timer::{monotonic_ns, Timer};
 use crate::platform::{EventChannel, GrantAccess, Port};
+use crate::stats::{Filter, ResetCount, WorkerStats};
 use crate::storage::EngineKind;
 
 pub(super) const WAKER: Token = Token(0);
@@ -228,11 +229,40 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                         vbd.retune(&mut self.ctx, &qos, now);
                     }
                 }
+                // A control thread that stopped waiting is not ours to report.
+                Ok(Command::Stats(reply)) => {
+                    let _ = reply.send(self.stats(now));
+                }
+                Ok(Command::Reset(filter, reply)) => {
+                    let _ = reply.send(self.reset(&filter, now));
+                }
                 Ok(Command::Shutdown) => self.shutdown(now),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => return self.shutdown(now),
             }
         }
+    }
+
+    /// Every VBD's (and group's) figures, for the control socket.
+    fn stats(&self, now: u64) -> WorkerStats {
+        WorkerStats {
+            vbds: self.vbds.iter().flatten().map(|v| v.stats(now)).collect(),
+            // Throttle groups are not served yet: none to report.
+            groups: Vec::new(),
+        }
+    }
+
+    /// Zeroes the counters of the VBDs (and groups) `filter` selects.
+    fn reset(&mut self, filter: &Filter, now: u64) -> ResetCount {
+        let mut count = ResetCount::default();
+        for vbd in self.vbds.iter_mut().flatten() {
+            // Served on its own: in no group.
+            if filter.matches_vbd(vbd.id, None) {
+                vbd.reset_stats(now);
+                count.vbds += 1;
+            }
+        }
+        count
     }
 
     fn shutdown(&mut self, now: u64) {

@@ -5,6 +5,8 @@
 //! the keys (at connect the VBD is then served without limits; later, the last good set stays
 //! in force); a good set removes a stale `qos-error`.
 
+use std::collections::BTreeMap;
+
 use xenstore_wire::perms::Perms;
 
 use super::store::{Store, StoreError};
@@ -32,6 +34,14 @@ pub fn is_qos_key(name: &str) -> bool {
         || FAMILIES.iter().any(|family| name.starts_with(family))
 }
 
+/// A set of keys judged good.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub config: VbdConfig,
+    /// The keys as written, those set only: what the control socket shows in force.
+    pub keys: BTreeMap<String, String>,
+}
+
 fn guest_writable(perms: &Perms, guest: DomId) -> bool {
     perms.access_for(guest.0, None).can_write()
 }
@@ -41,7 +51,7 @@ pub fn read(
     store: &mut Store,
     dir: &str,
     guest: DomId,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+) -> Result<Result<Accepted, Refusal>, StoreError> {
     let verdict = judge(store, dir, guest)?;
     let error = format!("{dir}/{QOS_ERROR}");
     match &verdict {
@@ -55,10 +65,10 @@ fn judge(
     store: &mut Store,
     dir: &str,
     guest: DomId,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+) -> Result<Result<Accepted, Refusal>, StoreError> {
     // Gone meanwhile: the VBD is being removed, and no limit matters.
     let Some((perms, keys)) = store.read_children(dir, is_qos_key)? else {
-        return Ok(Ok(VbdConfig::default()));
+        return Ok(Ok(Accepted::default()));
     };
     // The directory first: if the guest may create keys there, none can be trusted.
     let writable = std::iter::once((dir.to_owned(), &perms))
@@ -71,11 +81,14 @@ fn judge(
         }));
     }
     // An emptied key (how docs/qos.md removes a key in one write) is as if never there.
-    let pairs = keys
-        .iter()
-        .filter(|k| !k.value.trim().is_empty())
-        .map(|k| (k.name.as_str(), k.value.as_str()));
-    Ok(VbdConfig::parse(pairs).map_err(Refusal::from))
+    let set = || keys.iter().filter(|k| !k.value.trim().is_empty());
+    let pairs = set().map(|k| (k.name.as_str(), k.value.as_str()));
+    Ok(VbdConfig::parse(pairs)
+        .map(|config| Accepted {
+            config,
+            keys: set().map(|k| (k.name.clone(), k.value.clone())).collect(),
+        })
+        .map_err(Refusal::from))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
-use crate::limiter::VbdConfig;
 use crate::platform::DomId;
+use crate::stats::{Directory, QosInForce, VbdInfo};
 use crate::storage;
 use crate::vbd::{Connect, Dispatch, Report};
 use crate::xenbus::keys;
@@ -40,9 +40,19 @@ struct Vbd {
 
 /// The QoS keys a worker applies to a VBD, and why the latest set was refused if it was.
 struct InForce {
-    config: VbdConfig,
+    accepted: qos::Accepted,
     /// Logged once per reason, not on every watch event of a bad set.
     refused: Option<String>,
+}
+
+impl InForce {
+    /// As the control socket shows it.
+    fn shown(&self) -> QosInForce {
+        QosInForce {
+            keys: self.accepted.keys.clone(),
+            error: self.refused.clone(),
+        }
+    }
 }
 
 impl Vbd {
@@ -70,6 +80,8 @@ pub struct Vbds<D> {
     limits: Limits,
     dispatch: D,
     vbds: HashMap<DeviceId, Vbd>,
+    /// What the control socket shows of each served VBD.
+    directory: Arc<Directory>,
     log: Logger,
 }
 
@@ -83,6 +95,7 @@ impl<D: Dispatch> Vbds<D> {
         states: StateDir,
         limits: Limits,
         dispatch: D,
+        directory: Arc<Directory>,
         log: Logger,
     ) -> Self {
         Vbds {
@@ -91,6 +104,7 @@ impl<D: Dispatch> Vbds<D> {
             limits,
             dispatch,
             vbds: HashMap::new(),
+            directory,
             log,
         }
     }
@@ -167,13 +181,13 @@ impl<D: Dispatch> Vbds<D> {
             return Ok(());
         };
         match qos::read(store, &dir, frontend_id)? {
-            Ok(config) => {
+            Ok(accepted) => {
                 in_force.refused = None;
-                if config != in_force.config {
-                    info!(vbd.log, "QoS retuned"; "qos" => ?config);
-                    in_force.config = config.clone();
-                    self.dispatch.retune(id, config);
+                if accepted.config != in_force.accepted.config {
+                    info!(vbd.log, "QoS retuned"; "qos" => ?accepted.config);
+                    self.dispatch.retune(id, accepted.config.clone());
                 }
+                in_force.accepted = accepted;
             }
             Err(refusal) => {
                 let reason = refusal.to_string();
@@ -184,6 +198,7 @@ impl<D: Dispatch> Vbds<D> {
                 }
             }
         }
+        self.directory.retuned(id, in_force.shown());
         Ok(())
     }
 
@@ -397,6 +412,7 @@ impl<D: Dispatch> Vbds<D> {
             Action::Disconnect => {
                 info!(vbd.log, "disconnecting");
                 vbd.qos = None;
+                self.directory.disconnected(id);
                 self.dispatch.disconnect(id);
             }
             Action::Fatal(reason) => {
@@ -407,6 +423,7 @@ impl<D: Dispatch> Vbds<D> {
                 info!(vbd.log, "removed");
                 let path = vbd.frontend_state();
                 self.vbds.remove(&id);
+                self.directory.disconnected(id);
                 store.unwatch(&path, &frontend_token(id))?;
                 closed_if_closing(store, &dir)?;
             }
@@ -434,20 +451,27 @@ impl<D: Dispatch> Vbds<D> {
         let device = vbd.handshake.device();
         let frontend_id = device.frontend_id;
         let discard = device.discard_enable && storage.discard();
-        let (config, refused) = match qos::read(store, &dir, frontend_id)? {
-            Ok(config) => (config, None),
+        let (accepted, refused) = match qos::read(store, &dir, frontend_id)? {
+            Ok(accepted) => (accepted, None),
             Err(refusal) => {
                 warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
-                (VbdConfig::default(), Some(refusal.to_string()))
+                (qos::Accepted::default(), Some(refusal.to_string()))
             }
         };
+        let config = accepted.config.clone();
         info!(vbd.log, "connecting"; "queues" => rings.queues.len(), "resume" => resume,
             "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
             "qos" => ?config);
-        vbd.qos = Some(InForce {
-            config: config.clone(),
-            refused,
-        });
+        let in_force = InForce { accepted, refused };
+        let info = VbdInfo {
+            vdev: store.read(&format!("{dir}/dev"))?,
+            domain: store.read(&format!("/local/domain/{}/name", frontend_id.0))?,
+            target: (store.read(&format!("{dir}/physical-device-path"))?).unwrap_or_default(),
+            backend: dir,
+            qos: in_force.shown(),
+        };
+        self.directory.connected(id, info);
+        vbd.qos = Some(in_force);
         self.dispatch.connect(Connect {
             id,
             frontend_id,
