@@ -254,10 +254,50 @@ fn a_daemon_that_goes_away_mid_batch_ends_it_with_the_reason() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
+    // The connection closed, and a new one found nobody listening.
     assert!(
-        stderr.contains("tokenbackd closed the control connection"),
+        stderr.contains("tokenbackd is not running: nothing listens at"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_daemon_restarted_between_iterations_is_read_on_a_new_connection() {
+    let dir = dir("restarted");
+    let socket = dir.join("control.sock");
+    let fake = FakeControl::start(&socket, snapshots());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokentop"))
+        .args([
+            "-b",
+            "-d",
+            "2",
+            "-i",
+            "2",
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("DOMID"), "{first}");
+    // Well within the 2 s before the next iteration.
+    fake.stop();
+    let again = FakeControl::start(&socket, snapshots());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(again.requests("version").len(), 1, "one new connection");
+    assert_eq!(again.requests("stats").len(), 1);
 }
 
 #[test]

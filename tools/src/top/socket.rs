@@ -202,11 +202,26 @@ impl Daemon {
         self.with_client(|c| c.reset(filter))
     }
 
-    /// Runs `call` on the connection, made first if there is none; a failure other than a
-    /// refusal drops the connection, so the next call starts afresh.
+    /// Runs `call` on the connection, made first if there is none. A connection kept from
+    /// before may be to a daemon that has since restarted: when it fails, `call` is tried
+    /// once more on a new one (a reset done twice zeroes the same counters).
     fn with_client<T>(
         &mut self,
-        call: impl FnOnce(&mut Client) -> Result<T, SocketError>,
+        mut call: impl FnMut(&mut Client) -> Result<T, SocketError>,
+    ) -> Result<T, SocketError> {
+        let kept = self.client.is_some();
+        match self.try_once(&mut call) {
+            Err(SocketError::Refused { op, error }) => Err(SocketError::Refused { op, error }),
+            Err(_) if kept => self.try_once(&mut call),
+            result => result,
+        }
+    }
+
+    /// `call` on the connection (made first if there is none); a failure other than a
+    /// refusal drops the connection.
+    fn try_once<T>(
+        &mut self,
+        call: &mut impl FnMut(&mut Client) -> Result<T, SocketError>,
     ) -> Result<T, SocketError> {
         let client = match &mut self.client {
             Some(client) => client,
