@@ -50,6 +50,13 @@ pub enum Link {
     Down(String),
 }
 
+/// A row's recent points: fractions of its tightest limit, or its IOPS when unlimited.
+#[derive(Debug, Default)]
+pub struct Trend {
+    pub limited: bool,
+    pub points: VecDeque<f64>,
+}
+
 pub struct App {
     pub daemon: Daemon,
     sampler: Sampler,
@@ -58,7 +65,7 @@ pub struct App {
     all: Vec<Row>,
     /// What is shown: filtered and sorted.
     pub rows: Vec<Row>,
-    pub history: HashMap<Key, VecDeque<f64>>,
+    pub history: HashMap<Key, Trend>,
     pub sort: Column,
     pub descending: bool,
     pub filter: String,
@@ -121,18 +128,23 @@ impl App {
     fn record_history(&mut self) {
         let mut seen = HashMap::new();
         for row in &self.all {
-            let history = self.history.remove(&key(row)).unwrap_or_default();
-            let point = match &row.usage {
-                Some(usage) => usage.fraction(),
-                // Unlimited: the rate against the highest seen lately.
-                None => row.rates.read_iops + row.rates.write_iops,
+            let mut trend = self.history.remove(&key(row)).unwrap_or_default();
+            let (limited, point) = match &row.usage {
+                Some(usage) => (true, usage.fraction()),
+                None => (false, row.rates.read_iops + row.rates.write_iops),
             };
-            let mut history = history;
-            if history.len() == HISTORY {
-                history.pop_front();
+            // A limit set or removed: the old points are in another unit.
+            if trend.limited != limited {
+                trend = Trend {
+                    limited,
+                    points: VecDeque::new(),
+                };
             }
-            history.push_back(point);
-            seen.insert(key(row), history);
+            if trend.points.len() == HISTORY {
+                trend.points.pop_front();
+            }
+            trend.points.push_back(point);
+            seen.insert(key(row), trend);
         }
         // Rows gone from the daemon lose their trend.
         self.history = seen;

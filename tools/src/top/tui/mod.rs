@@ -13,8 +13,8 @@ use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
-pub use app::{parse_interval, Action, App, Link, Mode};
-pub use view::HELP;
+use app::Action;
+pub use app::{parse_interval, App};
 
 /// The terminal in raw mode on the alternate screen, given back as it was on drop, on
 /// error and on panic alike.

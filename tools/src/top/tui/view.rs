@@ -202,9 +202,9 @@ fn cells(app: &App, row: &Row) -> Vec<String> {
             c => c.human(row),
         })
         .collect();
-    cells.push(app.history.get(&key(row)).map_or(String::new(), |h| {
-        let points: Vec<f64> = h.iter().copied().collect();
-        sparkline(&points, row.usage.is_some())
+    cells.push(app.history.get(&key(row)).map_or(String::new(), |trend| {
+        let points: Vec<f64> = trend.points.iter().copied().collect();
+        sparkline(&points, trend.limited)
     }));
     cells
 }
