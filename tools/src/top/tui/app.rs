@@ -394,6 +394,37 @@ mod tests {
     }
 
     #[test]
+    fn a_trend_starts_afresh_when_its_limit_comes_or_goes() {
+        use crate::top::model::tests_support::VBD;
+        use crate::top::model::{Stats, Vbd};
+        let mut app = app();
+        let mut vbd: Vbd = serde_json::from_str(VBD).unwrap();
+        let observe = |app: &mut App, vbd: &Vbd| {
+            let stats = Stats {
+                now_ns: 1,
+                vbds: vec![vbd.clone()],
+                groups: vec![],
+            };
+            app.all = table::rows(&app.sampler.observe(stats));
+            app.record_history();
+            let trend = &app.history[&key(&app.all[0])];
+            (
+                trend.limited,
+                trend.points.iter().copied().collect::<Vec<f64>>(),
+            )
+        };
+        // 3 of 500 IOPS, twice.
+        observe(&mut app, &vbd);
+        assert_eq!(observe(&mut app, &vbd), (true, vec![0.006, 0.006]));
+        vbd.qos.keys.clear();
+        assert_eq!(
+            observe(&mut app, &vbd),
+            (false, vec![3.0]),
+            "IOPS, not fractions"
+        );
+    }
+
+    #[test]
     fn intervals_are_bounded() {
         assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_interval("0.01").unwrap_err().contains("at least"));
