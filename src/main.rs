@@ -28,7 +28,9 @@ use xenstore_wire::client::Endpoint;
 On a Xen host tokenbackd serves every VBD under /local/domain/<domid>/backend/<type> once the
 hotplug script has written physical-device-path, with the QoS keys of its backend directory
 (tokens-refill, tokens-max, iops-*, bps-*; see docs/qos.md), which xenstore-write changes
-while the guest runs; a refused set's reason is in qos-error beside them. On Xen 4.17 the kernel's
+while the guest runs; a refused set's reason is in qos-error beside them. Throttle groups
+(a VBD's group and weight keys) are declared with the same keys in
+/local/domain/<domid>/tokenback/groups/<name>/. On Xen 4.17 the kernel's
 xen-blkback serves backend/vbd too and must be unloaded first; from Xen 4.19 --backend-type
 vbd3 serves backendtype=tap disks beside it.
 
