@@ -381,3 +381,27 @@ fn bad_group_keys_and_a_missing_group_are_refused_and_the_old_limits_stay() {
     assert_eq!(log.matches("group keys refused").count(), 4, "{log}");
     assert!(bed.daemon.is_running());
 }
+
+#[test]
+fn a_member_is_in_its_group_again_after_tokenbackd_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut bed = Bed::start("groups-restart", &[]);
+    bed.write_group("gold", &[("iops-total", "400")]);
+    bed.await_log("group created", 1);
+    let g = bed.guest(&[("group", "gold"), ("iops-total", "2000")], 4);
+    let measure = |bed: &mut Bed| {
+        let done = drive(&mut bed.guests[g].0, DEPTH, Until::Count(1000), read_4k);
+        steady_rate(&done, 200, None)
+    };
+    let before = measure(&mut bed);
+    assert!(bed.daemon.stop_with(libc::SIGTERM).success());
+    bed.daemon = Tokenbackd::start(&bed.host.run, &[]);
+    let after = measure(&mut bed);
+    println!("in gold (iops-total=400): {before:.0}/s; after a restart {after:.0}/s");
+    assert!(within(before, 400.0, 0.1), "gold's 400/s: {before}");
+    assert!(
+        within(after, 400.0, 0.1),
+        "gold's 400/s after the restart: {after}"
+    );
+    assert_eq!(bed.qos_error(&bed.vbd_dir(g)), None);
+}
