@@ -218,10 +218,11 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                     "sector" => f.sector, "sectors" => f.sectors, "error" => &f.error,
                     "unlogged_before" => f.unlogged);
             }
-            if vbd.is_settled() {
+            let settled = vbd.is_settled();
+            if settled {
                 vbd.hand_over(&mut self.ctx, now);
             }
-            if vbd.is_drained() || vbd.is_settled() {
+            if settled || vbd.is_drained() {
                 self.retire(v);
                 continue;
             }
@@ -399,12 +400,8 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
         info!(log, "connected"; "queues" => vbd.ports().count(), "engine" => ?self.engine,
             "adopted" => adopted);
         self.vbds[v] = Some(vbd);
-        // The pool sent it here for its group; a group removed meanwhile leaves it on its own.
-        if let Some(key) = group.and_then(|name| self.ctx.groups.find(&name)) {
-            if let Some(vbd) = self.vbds[v].as_mut() {
-                vbd.join(&mut self.ctx, key, v);
-            }
-        }
+        // The pool sent it to its group's worker (a group removed meanwhile: it is on its own).
+        self.place(v, group.as_deref(), now);
         // The front end may have published already; the loop re-arms before it sleeps.
         if let Some(vbd) = self.vbds[v].as_mut() {
             vbd.take_all(&mut self.ctx, now);
