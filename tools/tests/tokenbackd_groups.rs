@@ -21,6 +21,10 @@ use tokenback_tools::toolstack::DiskPaths;
 const MIB: u64 = 1 << 20;
 /// Deep enough that a guest descheduled for a while still has requests held.
 const DEPTH: usize = 32;
+/// Deeper for shares: a member whose queue empties for an instant loses its deficit (DESIGN
+/// "Groups"), so a guest descheduled for longer than its backlog (42 ms at 750/s and depth
+/// 32, on a machine shared with other builds) gives its share away. 128 is 170 ms.
+const SHARE_DEPTH: usize = 128;
 /// Writes of the move test: enough to outlast its group changes.
 const WRITES: u64 = 2400;
 const GROUPS: &str = "/local/domain/0/tokenback/groups";
@@ -49,7 +53,11 @@ impl Bed {
     fn guest(&mut self, qos: &[(&str, &str)], queues: u32) -> usize {
         let n = self.guests.len();
         let file = storage_file(&self.host, &format!("disk{n}.img"), 16 * MIB);
-        let (front, paths) = attach(&mut self.host, &file, qos, |o| o.max_queues = queues);
+        let (front, paths) = attach(&mut self.host, &file, qos, |o| {
+            o.max_queues = queues;
+            // Room for SHARE_DEPTH requests in one ring.
+            o.max_ring_page_order = 2;
+        });
         self.guests.push((front, paths, file));
         n
     }
@@ -131,6 +139,14 @@ fn rate(done: &[Done], from: Instant, span: Duration) -> f64 {
     count(done, from, from + span) as f64 / span.as_secs_f64()
 }
 
+/// Whether a rate measured over a second or two is `limit`'s: never above it by more than 5%,
+/// and generous below, as in tokenbackd_qos: on a machine shared with other builds the daemon
+/// stalls beyond 1 ms now and then, and such decisions are lost (DESIGN "Late timers"). The
+/// exact rates over 10,000 requests are the weights test's and tokenbackd_rates'.
+fn held_at(rate: f64, limit: f64) -> bool {
+    (limit * 0.75..=limit * 1.05).contains(&rate)
+}
+
 fn within(rate: f64, limit: f64, tolerance: f64) -> bool {
     (rate - limit).abs() <= limit * tolerance
 }
@@ -149,8 +165,8 @@ fn weights_share_the_group_3_to_1_and_a_lone_member_gets_all_of_it() {
         let (a, b) = bed.guests.split_at_mut(light);
         let (front_heavy, front_light) = (&mut a[heavy].0, &mut b[0].0);
         std::thread::scope(|scope| {
-            let h = scope.spawn(|| drive(front_heavy, DEPTH, span, read_4k));
-            let l = scope.spawn(|| drive(front_light, DEPTH, span, read_4k));
+            let h = scope.spawn(|| drive(front_heavy, SHARE_DEPTH, span, read_4k));
+            let l = scope.spawn(|| drive(front_light, SHARE_DEPTH, span, read_4k));
             (h.join().unwrap(), l.join().unwrap())
         })
     };
@@ -173,8 +189,14 @@ fn weights_share_the_group_3_to_1_and_a_lone_member_gets_all_of_it() {
         "weight 3 of 3:1 got {share}"
     );
     assert!(within(total, 1000.0, 0.05), "the group's 1000/s: {total}");
-    // Alone: the whole group limit.
-    let done = drive(&mut bed.guests[heavy].0, DEPTH, Until::Count(4000), read_4k);
+    // Alone: the whole group limit, over 10,000 requests as tokenbackd_rates measures (a
+    // stall of the daemon beyond 1 ms is lost, DESIGN "Late timers").
+    let done = drive(
+        &mut bed.guests[heavy].0,
+        DEPTH,
+        Until::Count(10_200),
+        read_4k,
+    );
     let alone = steady_rate(&done, 200, None);
     println!("the lone member: {alone:.1} IOPS");
     assert!(within(alone, 1000.0, 0.02), "alone in the group: {alone}/s");
@@ -218,12 +240,9 @@ fn a_group_retuned_and_removed_while_its_members_run() {
         "group iops-total=400: {before:.0}/s; retuned to 200: {after:.0}/s; group removed, \
          own iops-total=700: {own:.0}/s"
     );
-    assert!(within(before, 400.0, 0.1), "group of 400/s: {before}");
-    assert!(within(after, 200.0, 0.1), "group retuned to 200/s: {after}");
-    assert!(
-        within(own, 700.0, 0.1),
-        "own 700/s once the group went: {own}"
-    );
+    assert!(held_at(before, 400.0), "group of 400/s: {before}");
+    assert!(held_at(after, 200.0), "group retuned to 200/s: {after}");
+    assert!(held_at(own, 700.0), "own 700/s once the group went: {own}");
     let dir = bed.vbd_dir(g);
     bed.await_qos_error(&dir, "says the group is gone", |e| {
         e == Some("group silver does not exist")
@@ -338,7 +357,7 @@ fn bad_group_keys_and_a_missing_group_are_refused_and_the_old_limits_stay() {
     bed.await_qos_error(&dir, "removed", |e| e.is_none());
     let joined = measure(&mut bed);
     println!("in bronze (iops-total=300): {joined:.0}/s");
-    assert!(within(joined, 300.0, 0.1), "bronze's 300/s: {joined}");
+    assert!(held_at(joined, 300.0), "bronze's 300/s: {joined}");
     // Bad group sets, one after another: refused whole, reason in the group's qos-error.
     let group_dir = format!("{GROUPS}/bronze");
     let domid = guest_domid(&bed.guests[g].0);
@@ -368,7 +387,7 @@ fn bad_group_keys_and_a_missing_group_are_refused_and_the_old_limits_stay() {
     std::thread::sleep(Duration::from_millis(200));
     let held = measure(&mut bed);
     println!("bronze refused (guest-writable, 5000 written): {held:.0}/s");
-    assert!(within(held, 300.0, 0.1), "bronze's last good 300/s: {held}");
+    assert!(held_at(held, 300.0), "bronze's last good 300/s: {held}");
     // The VBD names a group that does not exist: refused, the old limits (bronze) stay.
     bed.write_vbd(g, &[("group", "missing")]);
     bed.await_qos_error(&dir, "names the missing group", |e| {
@@ -376,7 +395,7 @@ fn bad_group_keys_and_a_missing_group_are_refused_and_the_old_limits_stay() {
     });
     let stayed = measure(&mut bed);
     println!("the VBD names a missing group: {stayed:.0}/s");
-    assert!(within(stayed, 300.0, 0.1), "still in bronze: {stayed}");
+    assert!(held_at(stayed, 300.0), "still in bronze: {stayed}");
     let log = bed.daemon.log();
     assert_eq!(log.matches("group keys refused").count(), 4, "{log}");
     assert!(bed.daemon.is_running());
@@ -398,9 +417,9 @@ fn a_member_is_in_its_group_again_after_tokenbackd_restarts() {
     bed.daemon = Tokenbackd::start(&bed.host.run, &[]);
     let after = measure(&mut bed);
     println!("in gold (iops-total=400): {before:.0}/s; after a restart {after:.0}/s");
-    assert!(within(before, 400.0, 0.1), "gold's 400/s: {before}");
+    assert!(held_at(before, 400.0), "gold's 400/s: {before}");
     assert!(
-        within(after, 400.0, 0.1),
+        held_at(after, 400.0),
         "gold's 400/s after the restart: {after}"
     );
     assert_eq!(bed.qos_error(&bed.vbd_dir(g)), None);
