@@ -135,16 +135,18 @@ impl Workers {
         (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0)
     }
 
-    /// Where a VBD with these keys belongs: its group's worker, or `otherwise`.
-    fn home(&self, qos: &VbdConfig, otherwise: usize) -> usize {
-        let group = qos.group.as_ref().and_then(|name| self.groups.get(name));
-        group.copied().unwrap_or(otherwise)
+    /// The worker of the group a VBD with these keys belongs to, if it names one.
+    fn group_worker(&self, qos: &VbdConfig) -> Option<usize> {
+        let name = qos.group.as_ref()?;
+        self.groups.get(name).copied()
     }
 }
 
 impl Dispatch for Workers {
     fn connect(&mut self, connect: Connect) {
-        let worker = self.home(&connect.qos, self.pick());
+        let worker = self
+            .group_worker(&connect.qos)
+            .unwrap_or_else(|| self.pick());
         let placed = Placed {
             worker,
             connect: connect.clone(),
@@ -170,9 +172,9 @@ impl Dispatch for Workers {
 
     fn retune(&mut self, id: DeviceId, qos: VbdConfig) {
         // Not placed: it is being disconnected, or was never connected.
-        let home = self.home(&qos, usize::MAX);
+        let home = self.group_worker(&qos);
         if let Some(placed) = self.placement.get_mut(&id) {
-            placed.moving |= home != usize::MAX && home != placed.worker;
+            placed.moving |= home.is_some_and(|w| w != placed.worker);
             placed.connect.qos = qos.clone();
             // A group the worker does not have makes it move the VBD (then `moved`).
             self.handles[placed.worker].send(Command::Retune(id, Box::new(qos)));
@@ -207,7 +209,9 @@ impl Dispatch for Workers {
             }
             return;
         };
-        let worker = self.home(&placed.connect.qos, placed.worker);
+        let worker = self
+            .group_worker(&placed.connect.qos)
+            .unwrap_or(placed.worker);
         let mut connect = placed.connect.clone();
         connect.state = connect.state.map(|plan| StatePlan {
             resume: true,
