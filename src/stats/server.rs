@@ -163,6 +163,7 @@ struct Conn {
 }
 
 /// What becomes of a connection after an event.
+#[derive(Debug, PartialEq, Eq)]
 enum Fate {
     Keep,
     /// The client closed and has every reply.
@@ -172,6 +173,18 @@ enum Fate {
 }
 
 impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            framer: Framer::default(),
+            out: Vec::new(),
+            written: 0,
+            partial_since: None,
+            eof: false,
+            refused: false,
+        }
+    }
+
     fn pending(&self) -> usize {
         self.out.len() - self.written
     }
@@ -335,18 +348,7 @@ impl Server {
                 warn!(self.log, "registering a control connection"; "error" => %e);
                 continue;
             }
-            self.conns.insert(
-                n,
-                Conn {
-                    stream,
-                    framer: Framer::default(),
-                    out: Vec::new(),
-                    written: 0,
-                    partial_since: None,
-                    eof: false,
-                    refused: false,
-                },
-            );
+            self.conns.insert(n, Conn::new(stream));
         }
     }
 
@@ -381,5 +383,132 @@ impl Server {
                 Some(why) => info!(self.log, "control connection dropped"; "reason" => why),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::stats::Directory;
+
+    /// A connection's server end and its client end (blocking, with a timeout).
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (Conn::new(UnixStream::from_std(server)), client)
+    }
+
+    /// Answers from no workers: version and empty lists.
+    fn answerer() -> Answerer {
+        Answerer::new(Vec::new(), Arc::new(Directory::default()))
+    }
+
+    fn replies(client: &std::os::unix::net::UnixStream, n: usize) -> Vec<Value> {
+        let mut reader = std::io::BufReader::new(client);
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                serde_json::from_str(&line).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_a_partial_line_waits_or_times_out() {
+        let (mut conn, mut client) = pair();
+        let answerer = answerer();
+        let t0 = Instant::now();
+        client
+            .write_all(b"{\"op\":\"version\"}\n{\"op\":\"x\"}\n{\"op\":\"li")
+            .unwrap();
+        assert_eq!(conn.serve(&answerer, t0), Fate::Keep);
+        let got = replies(&client, 2);
+        assert_eq!(got[0]["protocol"], 1);
+        assert_eq!(got[1]["ok"], false);
+        // The partial line's clock runs from its latest bytes.
+        assert_eq!(conn.expires(), Some(t0 + PARTIAL_TIMEOUT));
+        let t1 = t0 + Duration::from_secs(4);
+        client.write_all(b"s").unwrap();
+        assert_eq!(conn.serve(&answerer, t1), Fate::Keep);
+        assert_eq!(conn.expires(), Some(t1 + PARTIAL_TIMEOUT));
+        client.write_all(b"t\"}\n").unwrap();
+        assert_eq!(conn.serve(&answerer, t1), Fate::Keep);
+        assert_eq!(conn.expires(), None);
+        assert_eq!(replies(&client, 1)[0]["vbds"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_client_that_closes_gets_its_replies_first() {
+        let (mut conn, client) = pair();
+        (&client)
+            .write_all(b"{\"op\":\"version\"}\n{\"op\":\"list\"}\n{\"op\"")
+            .unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(conn.serve(&answerer(), Instant::now()), Fate::Done);
+        // As the server closes it.
+        drop(conn);
+        let mut all = String::new();
+        (&client).read_to_string(&mut all).unwrap();
+        assert_eq!(all.lines().count(), 2, "{all}");
+    }
+
+    #[test]
+    fn a_line_past_64_kib_gets_its_error_then_the_connection_ends() {
+        let (mut conn, client) = pair();
+        let answerer = answerer();
+        let long = vec![b'x'; 64 * 1024 + 1];
+        let writer = std::thread::spawn(move || {
+            // The server stops reading once the line is too long: this may not all go.
+            let _ = (&client).write_all(&long);
+            client
+        });
+        let mut fate = Fate::Keep;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fate == Fate::Keep && Instant::now() < deadline {
+            fate = conn.serve(&answerer, Instant::now());
+        }
+        assert_eq!(fate, Fate::Drop("request line too long"));
+        drop(conn);
+        let client = writer.join().unwrap();
+        let mut all = String::new();
+        (&client).read_to_string(&mut all).unwrap();
+        assert_eq!(
+            all,
+            "{\"error\":\"request line longer than 65536 bytes\",\"ok\":false}\n"
+        );
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_past_1_mib_of_replies() {
+        let (mut conn, client) = pair();
+        client.set_nonblocking(true).unwrap();
+        let answerer = answerer();
+        let requests = b"{\"op\":\"version\"}\n".repeat(1000);
+        let reply_len = encode(&answerer.answer(&Request::Version)).len();
+        for _ in 0..10_000 {
+            match (&client).write(&requests) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("writing requests: {e}"),
+            }
+            match conn.serve(&answerer, Instant::now()) {
+                Fate::Keep => assert!(conn.pending() <= MAX_PENDING),
+                fate => {
+                    assert_eq!(fate, Fate::Drop("more than 1 MiB of replies unread"));
+                    // Answering stopped with the first reply past the bound.
+                    assert!(conn.pending() <= MAX_PENDING + reply_len);
+                    return;
+                }
+            }
+        }
+        panic!("never dropped; {} bytes pending", conn.pending());
     }
 }
