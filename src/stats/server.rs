@@ -37,6 +37,11 @@ const FIRST_CONN: usize = 2;
 pub enum ControlError {
     #[error("{0} exists and is not a socket")]
     NotASocket(PathBuf),
+    #[error(
+        "{0} is another daemon's control socket (it answers): give this one its own with \
+         --control-socket"
+    )]
+    InUse(PathBuf),
     #[error("creating the control socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -64,8 +69,9 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Creates the socket at `path`, mode 0600, replacing a stale one (the instance lock,
-    /// taken before, proves that no other daemon serves it).
+    /// Creates the socket at `path`, mode 0600, replacing a stale one. The instance lock is
+    /// per backend tree, so a daemon of the other tree may be serving `path`: a socket that
+    /// accepts a connection is left alone.
     ///
     /// The mode comes from the umask at bind(2), so the socket is never wider, even briefly;
     /// the umask is the process's, so call this before other threads create files (one that
@@ -77,6 +83,9 @@ impl ControlSocket {
         };
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ControlError::InUse(path.to_owned()));
+                }
                 std::fs::remove_file(path).map_err(bind_error)?
             }
             Ok(_) => return Err(ControlError::NotASocket(path.to_owned())),
@@ -484,6 +493,27 @@ mod tests {
             all,
             "{\"error\":\"request line longer than 65536 bytes\",\"ok\":false}\n"
         );
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_or_another_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let first = ControlSocket::bind(&path).expect("a stale socket is replaced");
+        // Bound and listening, though not served yet: a second daemon must not take it.
+        match ControlSocket::bind(&path) {
+            Err(ControlError::InUse(p)) => assert_eq!(p, path),
+            other => panic!("a live socket was replaced: {:?}", other.err()),
+        }
+        drop(first);
+        assert!(!path.exists(), "dropped unserved: the file goes");
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(matches!(
+            ControlSocket::bind(&path),
+            Err(ControlError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
     }
 
     #[test]
