@@ -200,17 +200,16 @@ impl Conn {
 
     /// Reads what the client sent and answers every complete line.
     fn read(&mut self, answerer: &Answerer, now: Instant) -> io::Result<()> {
+        // Lines left when replies piled up: the client has read some since.
+        self.answer_lines(answerer);
         let mut buf = [0u8; 16 * 1024];
-        while !self.eof && !self.refused {
+        while !self.eof && !self.refused && self.pending() <= MAX_PENDING {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.framer.feed(&buf[..n]);
                     self.partial_since = Some(now);
                     self.answer_lines(answerer);
-                    if self.pending() > MAX_PENDING {
-                        break;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -224,7 +223,7 @@ impl Conn {
     }
 
     fn answer_lines(&mut self, answerer: &Answerer) {
-        loop {
+        while !self.refused && self.pending() <= MAX_PENDING {
             let reply = match self.framer.next_line() {
                 Ok(None) => return,
                 Ok(Some(line)) => match Request::parse(&line) {
@@ -237,11 +236,8 @@ impl Conn {
                 }
                 Err(e) => error_reply(&e.to_string()),
             };
+            // Past the bound the rest waits: the client is dropped unless it reads meanwhile.
             self.out.extend_from_slice(&encode(&reply));
-            // The rest waits: this client is dropped if it does not read meanwhile.
-            if self.refused || self.pending() > MAX_PENDING {
-                return;
-            }
         }
     }
 
@@ -514,6 +510,34 @@ mod tests {
             Err(ControlError::NotASocket(_))
         ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    }
+
+    #[test]
+    fn lines_left_at_the_bound_are_answered_once_the_client_reads() {
+        let (mut conn, client) = pair();
+        client.set_nonblocking(true).unwrap();
+        let answerer = answerer();
+        let reply_len = encode(&answerer.answer(&Request::Version)).len();
+        // Twice the bound's worth of replies, their requests read from the socket already.
+        let n = 2 * MAX_PENDING / reply_len;
+        conn.framer.feed(&b"{\"op\":\"version\"}\n".repeat(n));
+        let mut got = 0;
+        let mut buf = vec![0; 1 << 20];
+        for _ in 0..1000 {
+            // No new bytes from the client: only what it read lets more replies go.
+            assert_eq!(conn.serve(&answerer, Instant::now()), Fate::Keep);
+            loop {
+                match (&client).read(&mut buf) {
+                    Ok(k) => got += buf[..k].iter().filter(|&&b| b == b'\n').count(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("reading replies: {e}"),
+                }
+            }
+            if got == n {
+                return;
+            }
+        }
+        panic!("{got} of {n} replies");
     }
 
     #[test]
