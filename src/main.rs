@@ -36,6 +36,10 @@ vbd3 serves backendtype=tap disks beside it.
 
 Without Xen, --sim DIR serves the simulated Xen host in DIR (tokenback-sim creates one).
 
+What each disk is given (counters, rates, bucket balances, storage latency, the keys in force)
+is read from the control socket, one JSON object a line each way, as tokentop does; see
+docs/qos.md, \"Control socket\". It is removed at exit.
+
 One tokenbackd serves a backend tree: a second one started on the same tree and state
 directory exits at once, saying so (two back ends answering one front end crash Linux
 blkfront).

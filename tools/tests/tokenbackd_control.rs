@@ -551,3 +551,44 @@ fn requests_the_storage_fails_are_counted() {
     assert_eq!(client.ask(&json!({"op": "reset"}))["reset"]["vbds"], 1);
     assert_eq!(only_vbd(&mut client, domid)["storage"]["errors"], 0);
 }
+
+#[test]
+fn the_keys_in_force_follow_a_retune_and_a_refused_set_shows_its_reason() {
+    let mut host = Host::start("control-keys");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let domid = host.new_named_guest("web1");
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let qos = [("iops-total", "500")];
+    let (_front, paths) = attach_guest(&mut host, domid, &file, &qos, |_| {});
+    let mut client = Client::connect(&host.run.root().join("tokenbackd.sock"));
+    let shown = |client: &mut Client| only_vbd(client, domid)["qos"].clone();
+    assert_eq!(
+        shown(&mut client),
+        json!({"keys": {"iops-total": "500"}, "error": null, "group": null, "weight": 1})
+    );
+    let write = |key: &str, value: &str| {
+        let path = format!("{}/{key}", paths.backend);
+        support::xs_ok(
+            &host.run.xenstored_socket(),
+            "xenstore-write",
+            &[&path, value],
+        );
+    };
+    // Refused: the last good set stays in force, with the reason beside it.
+    write("iops-total", "fast");
+    support::eventually("qos.error shown", || !shown(&mut client)["error"].is_null());
+    let qos = shown(&mut client);
+    assert_eq!(qos["keys"], json!({"iops-total": "500"}));
+    assert!(
+        qos["error"].as_str().unwrap().contains("iops-total"),
+        "{qos}"
+    );
+    // A good set: in force, the reason gone.
+    write("iops-total", "800");
+    support::eventually("the retune shown", || {
+        shown(&mut client)
+            == json!({"keys": {"iops-total": "800"}, "error": null, "group": null, "weight": 1})
+    });
+    let v = only_vbd(&mut client, domid);
+    assert_eq!(balance(&v, "iops-total")["capacity"], 80.0);
+}
