@@ -68,5 +68,5 @@ pub use config::{
 pub use cost::{Direction, Op, Request};
 pub use group::{Group, GroupStats, MemberId};
 pub use limits::Balance;
-pub use stats::{CounterSnapshot, PerDirection};
+pub use stats::{CounterSnapshot, DelayHistogram, PerDirection, Recent, RATE_WINDOW_NS};
 pub use vbd::{Admitted, Vbd, VbdStats, MAKE_UP_NS};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::limiter::{LimitConfig, VbdConfig};
 use crate::platform::DomId;
+use crate::stats::{Filter, ResetCount, WorkerStats};
 use crate::storage::Backing;
 use crate::xenbus::{DeviceId, FrontendRings};
 
@@ -63,6 +64,10 @@ pub enum Command {
     Group(String, Box<LimitConfig>),
     /// Remove the named group; members still in it keep their own limits.
     RemoveGroup(String),
+    /// The control socket asks for the counters and live state of every VBD and group.
+    Stats(mpsc::Sender<WorkerStats>),
+    /// The control socket zeroes the counters of the VBDs and groups that match.
+    Reset(Filter, mpsc::Sender<ResetCount>),
     /// The daemon stops: finish what is in flight on every VBD, leave the rings as they are
     /// (the VBDs stay Connected for the next tokenbackd), and end the thread.
     Shutdown,

@@ -128,6 +128,25 @@ impl Groups {
         named.group.remove_member(membership.member).map(Box::new)
     }
 
+    /// A member's limiter, to read.
+    pub fn member(&self, membership: Membership) -> Option<&limiter::Vbd> {
+        let named = self.slots.get(membership.group.0)?.as_ref()?;
+        named.group.member(membership.member)
+    }
+
+    /// Zeroes the counters of the groups whose names `selected` picks (not their members');
+    /// returns how many.
+    pub fn reset_counters(&mut self, selected: impl Fn(&str) -> bool, now: u64) -> usize {
+        let mut count = 0;
+        for named in self.slots.iter_mut().flatten() {
+            if selected(&named.name) {
+                named.group.reset_counters(now);
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// A member's limiter, to enqueue, complete or retune.
     pub fn member_mut(&mut self, membership: Membership) -> Option<&mut limiter::Vbd> {
         let named = self.slots.get_mut(membership.group.0)?.as_mut()?;

@@ -18,4 +18,4 @@ mod worker;
 
 pub use control::{Command, Connect, Dispatch, Report, ReportSink, StatePlan};
 pub use persistent::MAX_PERSISTENT_GRANTS;
-pub use pool::{StartError, Workers};
+pub use pool::{StartError, WorkerLink, Workers};

@@ -33,18 +33,33 @@ pub enum StartError {
     Io(#[from] io::Error),
 }
 
-struct Handle {
+/// How a command reaches a worker: its channel and the waker of its poll.
+#[derive(Clone)]
+pub struct WorkerLink {
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
+}
+
+impl WorkerLink {
+    /// Sends a command; false when the worker has ended (its poll failed, which it logged,
+    /// or the daemon is stopping).
+    pub fn send(&self, command: Command) -> bool {
+        let sent = self.commands.send(command).is_ok();
+        if sent {
+            let _ = self.waker.wake();
+        }
+        sent
+    }
+}
+
+struct Handle {
+    link: WorkerLink,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Handle {
     fn send(&self, command: Command) {
-        // A worker that ended (its poll failed) is logged by itself.
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        self.link.send(command);
     }
 }
 
@@ -98,8 +113,10 @@ impl Workers {
                 .name(format!("worker-{index}"))
                 .spawn(move || worker.run())?;
             handles.push(Handle {
-                commands: tx,
-                waker,
+                link: WorkerLink {
+                    commands: tx,
+                    waker,
+                },
                 thread: Some(thread),
             });
         }
@@ -110,6 +127,11 @@ impl Workers {
             left_moving: HashMap::new(),
             reports,
         })
+    }
+
+    /// Every worker's link, for the control socket's queries.
+    pub fn links(&self) -> Vec<WorkerLink> {
+        self.handles.iter().map(|h| h.link.clone()).collect()
     }
 
     /// Tells every worker to finish what is in flight and stop, leaving the VBDs connected,

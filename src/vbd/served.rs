@@ -21,6 +21,7 @@ use crate::limiter::{self, Admitted, VbdConfig};
 use crate::platform::{
     CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, LocalBuf, Port,
 };
+use crate::stats::{StorageCounters, VbdReport};
 use crate::storage::{
     open_engine, BufPool, Completion, Engine, EngineKind, IoBuf, Op, OrderGate, RequestError,
 };
@@ -89,6 +90,15 @@ fn unlimited() -> Box<limiter::Vbd> {
 }
 
 impl Limiter {
+    fn vbd_ref<'a>(&'a self, groups: &'a Groups) -> &'a limiter::Vbd {
+        match self {
+            Limiter::Own(vbd) => vbd,
+            Limiter::Member(membership) => groups
+                .member(*membership)
+                .expect("a member's group outlives its membership"),
+        }
+    }
+
     fn vbd<'a>(&'a mut self, groups: &'a mut Groups) -> &'a mut limiter::Vbd {
         match self {
             Limiter::Own(vbd) => vbd,
@@ -121,6 +131,8 @@ struct Slot {
     plan: Plan,
     segments: Vec<DataSegment>,
     stage: Stage,
+    /// When its first storage stage was submitted, for the storage latency.
+    submitted: u64,
 }
 
 /// A connected VBD.
@@ -146,6 +158,9 @@ pub struct Served<M: GrantMapping> {
     completions: Vec<Completion>,
     /// When the limiter next admits, for the worker's timer.
     pub next_admission: Option<u64>,
+    /// The front end was not asked to notify: the limiter holds requests until a timer that
+    /// wakes the worker anyway, and new ones are read from the rings then (see `final_take`).
+    quiet: bool,
     /// Where ring indices, bucket levels and unanswered requests are kept across a restart.
     state: Option<StateFile>,
     state_path: Option<std::path::PathBuf>,
@@ -153,6 +168,8 @@ pub struct Served<M: GrantMapping> {
     levels_saved_at: u64,
     /// Requests the storage failed, for the worker's log.
     failures: FailureLog,
+    /// Storage latency and failures, for the control socket.
+    storage_counters: StorageCounters,
 }
 
 /// A request the storage failed (answered BLKIF_RSP_ERROR), for the worker to log.
@@ -270,10 +287,12 @@ impl<M: GrantMapping> Served<M> {
             admitted: Vec::new(),
             completions: Vec::new(),
             next_admission: None,
+            quiet: false,
             state,
             state_path: connect.state.map(|plan| plan.path),
             levels_saved_at: now,
             failures: FailureLog::default(),
+            storage_counters: StorageCounters::default(),
         };
         if let Some(saved) = saved {
             served.resume(ctx, evtchn, saved, now);
@@ -306,6 +325,7 @@ impl<M: GrantMapping> Served<M> {
                 plan: Plan::PLACEHOLDER,
                 segments: Vec::new(),
                 stage: Stage::Free,
+                submitted: 0,
             });
             if !saved.requests.iter().any(|r| r.slot == slot) {
                 self.free.push(slot);
@@ -356,6 +376,30 @@ impl<M: GrantMapping> Served<M> {
         }
     }
 
+    /// Counters and live state at `now`, for the control socket.
+    pub fn stats(&self, groups: &Groups, now: u64) -> VbdReport {
+        let limiter = self.limiter.vbd_ref(groups);
+        VbdReport {
+            id: self.id,
+            queues: self.queues.len(),
+            group: self.group_name(groups).map(str::to_owned),
+            weight: limiter.weight(),
+            limiter: limiter.stats(now),
+            storage: self.storage_counters.snapshot(),
+        }
+    }
+
+    /// The name of the group it is served in.
+    pub fn group_name<'a>(&self, groups: &'a Groups) -> Option<&'a str> {
+        groups.name(self.membership()?.group)
+    }
+
+    /// Zeroes the counters (the live state, levels and queues, is kept).
+    pub fn reset_stats(&mut self, groups: &mut Groups, now: u64) {
+        self.limiter.vbd(groups).reset_counters(now);
+        self.storage_counters = StorageCounters::default();
+    }
+
     /// Our ports, with the queue each belongs to.
     pub fn ports(&self) -> impl Iterator<Item = (Port, usize)> + '_ {
         self.queues.iter().enumerate().map(|(i, q)| (q.port, i))
@@ -380,6 +424,7 @@ impl<M: GrantMapping> Served<M> {
         if status != Status::Error {
             return;
         }
+        self.storage_counters.record_error();
         let entry = &self.slots[slot as usize];
         let (op, bytes) = match (entry.stage, entry.plan.work) {
             (Stage::PreFlush | Stage::PostFlush, _) => ("flush", 0),
@@ -479,7 +524,15 @@ impl<M: GrantMapping> Served<M> {
     /// Before the worker sleeps: asks every front end to notify at its next request
     /// (`RING_FINAL_CHECK_FOR_REQUESTS`) and takes what raced with that; returns whether there
     /// was any (then the worker stays awake and re-arms later).
+    ///
+    /// Not while the limiter holds requests until an instant: requests that arrive meanwhile
+    /// only join the back of its queue, so a notification for each would be a wake-up for
+    /// nothing. The rings are read at every `admit` instead, the timer's included.
     pub fn final_take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) -> bool {
+        self.quiet = self.next_admission.is_some();
+        if self.quiet {
+            return false;
+        }
         let mut took = false;
         for q in 0..self.queues.len() {
             if self.closing.is_some() {
@@ -497,6 +550,9 @@ impl<M: GrantMapping> Served<M> {
     /// Starts what its own limiter admits by `now` and notes when it next will; a member's
     /// admissions come from its group ([`Served::admitted`]), a moving VBD's from nowhere.
     pub fn admit<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
+        if self.quiet {
+            self.take_all(ctx, now);
+        }
         if let (None, Limiter::Own(vbd)) = (&self.closing, &mut self.limiter) {
             let mut admitted = std::mem::take(&mut self.admitted);
             self.next_admission = vbd.poll_admit_due(now, &mut admitted);
@@ -705,7 +761,9 @@ impl<M: GrantMapping> Served<M> {
                 (Stage::Data, Op::Discard { offset, len })
             }
         };
-        self.slots[slot as usize].stage = stage;
+        let entry = &mut self.slots[slot as usize];
+        entry.stage = stage;
+        entry.submitted = now;
         self.submit(ctx, u64::from(slot), op, now);
     }
 
@@ -787,6 +845,10 @@ impl<M: GrantMapping> Served<M> {
             file.save_rsp_prod_pvt(entry.queue, queue.ring.state().rsp_prod_pvt);
             file.clear(slot);
         }
+        if matches!(stage, Stage::PreFlush | Stage::Data | Stage::PostFlush) {
+            let ns = now.saturating_sub(entry.submitted);
+            self.storage_counters.record_latency(ns);
+        }
         if stage != Stage::Held {
             let mut released = Vec::new();
             self.gate.completed(entry.plan.class(), &mut released);
@@ -867,6 +929,7 @@ fn accept<G: GrantAccess>(
                 plan: Plan::PLACEHOLDER,
                 segments: Vec::new(),
                 stage: Stage::Free,
+                submitted: 0,
             });
             (slots.len() - 1) as u32
         }

@@ -19,6 +19,7 @@ use super::served::{Closing, Context, Served};
 use super::timer::{monotonic_ns, Timer};
 use crate::limiter::{Admitted, LimitConfig, VbdConfig};
 use crate::platform::{EventChannel, GrantAccess, Port};
+use crate::stats::{self, Filter, QosInForce, ResetCount, WorkerStats};
 use crate::storage::EngineKind;
 use crate::xenbus::DeviceId;
 
@@ -250,6 +251,13 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
                 Ok(Command::Adopt(connect)) => self.connect(*connect, now, true),
                 Ok(Command::Group(name, limits)) => self.set_group(&name, &limits, now),
                 Ok(Command::RemoveGroup(name)) => self.remove_group(&name, now),
+                // A control thread that stopped waiting is not ours to report.
+                Ok(Command::Stats(reply)) => {
+                    let _ = reply.send(self.stats(now));
+                }
+                Ok(Command::Reset(filter, reply)) => {
+                    let _ = reply.send(self.reset(&filter, now));
+                }
                 Ok(Command::Shutdown) => self.shutdown(now),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => return self.shutdown(now),
@@ -350,6 +358,38 @@ impl<G: GrantAccess, E: EventChannel> Worker<G, E> {
         self.vbds
             .iter()
             .position(|vbd| vbd.as_ref().is_some_and(|vbd| vbd.id == id))
+    }
+
+    /// Every VBD's and group's figures, for the control socket.
+    fn stats(&self, now: u64) -> WorkerStats {
+        let groups = &self.ctx.groups;
+        let group = |report: GroupReport| stats::GroupReport {
+            name: report.name,
+            // The keys in force are the driver's: the control thread adds them.
+            qos: QosInForce::default(),
+            members: report.members,
+            limiter: report.stats,
+        };
+        WorkerStats {
+            vbds: (self.vbds.iter().flatten())
+                .map(|v| v.stats(groups, now))
+                .collect(),
+            groups: groups.reports(now).into_iter().map(group).collect(),
+        }
+    }
+
+    /// Zeroes the counters of the VBDs and groups `filter` selects.
+    fn reset(&mut self, filter: &Filter, now: u64) -> ResetCount {
+        let mut count = ResetCount::default();
+        for vbd in self.vbds.iter_mut().flatten() {
+            let group = vbd.group_name(&self.ctx.groups).map(str::to_owned);
+            if filter.matches_vbd(vbd.id, group.as_deref()) {
+                vbd.reset_stats(&mut self.ctx.groups, now);
+                count.vbds += 1;
+            }
+        }
+        count.groups = (self.ctx.groups).reset_counters(|name| filter.matches_group(name), now);
+        count
     }
 
     fn shutdown(&mut self, now: u64) {

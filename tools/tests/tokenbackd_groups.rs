@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+use support::control::{socket_of, Client};
 use support::daemon::{attach, Tokenbackd};
 use support::load::{count, drive, read_4k, steady_rate, Done, Until};
 use support::{pattern, storage_file, xs, xs_ok, Host};
@@ -64,6 +66,13 @@ impl Bed {
 
     fn socket(&self) -> PathBuf {
         self.host.run.xenstored_socket()
+    }
+
+    /// The control socket's reply to `request`.
+    fn control(&self, request: Value) -> Value {
+        let reply = Client::connect(&socket_of(&self.host.run)).ask(&request);
+        assert_eq!(reply["ok"], true, "{request}: {reply}");
+        reply
     }
 
     /// `xenstore-write` of KEY VALUE pairs below `dir`, in one transaction.
@@ -212,6 +221,7 @@ fn a_group_retuned_and_removed_while_its_members_run() {
     // Its own limit is above the group's: the group's holds until the group goes.
     let g = bed.guest(&[("group", "silver"), ("iops-total", "700")], 4);
     let socket = bed.socket();
+    let control = socket_of(&bed.host.run);
     let group_key = format!("{GROUPS}/silver/iops-total");
     let group_dir = format!("{GROUPS}/silver");
     let front = &mut bed.guests[g].0;
@@ -228,6 +238,7 @@ fn a_group_retuned_and_removed_while_its_members_run() {
         let retuned = Instant::now();
         xs_ok(&socket, "xenstore-write", &[&group_key, "200"]);
         std::thread::sleep(Duration::from_millis(1500));
+        in_the_group(&mut Client::connect(&control));
         let removed = Instant::now();
         xs_ok(&socket, "xenstore-rm", &[&group_dir]);
         (guest.join().unwrap(), retuned, removed)
@@ -247,7 +258,47 @@ fn a_group_retuned_and_removed_while_its_members_run() {
     bed.await_qos_error(&dir, "says the group is gone", |e| {
         e == Some("group silver does not exist")
     });
+    // The control socket: no group left, the VBD on its own limits with the reason.
+    let stats = bed.control(json!({"op": "stats"}));
+    assert_eq!(stats["groups"], json!([]), "{stats}");
+    let vbd = &stats["vbds"][0];
+    assert_eq!(vbd["qos"]["group"], Value::Null, "{vbd}");
+    assert_eq!(vbd["qos"]["keys"], json!({"iops-total": "700"}), "{vbd}");
+    assert_eq!(vbd["qos"]["error"], "group silver does not exist", "{vbd}");
     assert!(bed.daemon.is_running());
+}
+
+/// What the control socket says of group silver and its one member while it runs at 200/s.
+fn in_the_group(client: &mut Client) {
+    let listed = client.ask(&json!({"op": "list"}));
+    assert_eq!(listed["groups"][0]["name"], "silver", "{listed}");
+    assert_eq!(listed["vbds"][0]["group"], "silver", "{listed}");
+    let stats = client.ask(&json!({"op": "stats", "group": "silver"}));
+    let group = &stats["groups"][0];
+    assert_eq!(
+        group["qos"]["keys"],
+        json!({"iops-total": "200"}),
+        "{group}"
+    );
+    assert_eq!(group["qos"]["error"], Value::Null, "{group}");
+    let member = &stats["vbds"][0];
+    assert_eq!(group["members"][0]["domid"], member["domid"], "{stats}");
+    assert_eq!(group["members"][0]["weight"], 1, "{group}");
+    assert_eq!(member["qos"]["group"], "silver", "{member}");
+    // Everything the member did went through the group: its admissions are the group's.
+    let (through_group, own) = (
+        group["counters"]["requests"]["read"].as_u64().unwrap(),
+        member["counters"]["requests"]["read"].as_u64().unwrap(),
+    );
+    assert!(through_group > 500 && through_group <= own, "{stats}");
+    let rate = group["rates"]["read_iops"].as_f64().unwrap();
+    assert!(
+        (100.0..=300.0).contains(&rate),
+        "the group at 200/s: {group}"
+    );
+    // A reset of the group zeroes it and its member.
+    let reset = client.ask(&json!({"op": "reset", "group": "silver"}));
+    assert_eq!(reset["reset"], json!({"vbds": 1, "groups": 1}), "{reset}");
 }
 
 /// Keeps `DEPTH` 4 KiB writes in flight over `sectors`, the n-th with `pattern(4096, n)` at

@@ -14,6 +14,7 @@ use super::qos::{self, QOS_ERROR};
 use super::store::{Store, StoreError};
 use crate::limiter::{parse_group, ConfigError, LimitConfig};
 use crate::platform::DomId;
+use crate::stats::QosInForce;
 
 /// Why a group's keys are not honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum Change {
 /// A group's keys in force, and why the latest set was refused if it was.
 struct InForce {
     limits: LimitConfig,
+    /// The keys of the set in force as written (only those set), for the control socket.
+    keys: BTreeMap<String, String>,
     /// Logged once per reason, not on every watch event of a bad set.
     refused: Option<String>,
 }
@@ -79,6 +82,19 @@ impl Groups {
     /// The directory watched.
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// Every declared group's keys in force and refusal, for the control socket.
+    pub fn shown(&self) -> BTreeMap<String, QosInForce> {
+        (self.groups.iter())
+            .map(|(name, g)| {
+                let shown = QosInForce {
+                    keys: g.keys.clone(),
+                    error: g.refused.clone(),
+                };
+                (name.clone(), shown)
+            })
+            .collect()
     }
 
     /// Whether the group `name` is declared.
@@ -132,20 +148,19 @@ impl Groups {
         let writable = std::iter::once((dir.clone(), &perms))
             .chain(keys.iter().map(|k| (format!("{dir}/{}", k.name), &k.perms)))
             .find_map(|(node, perms)| Some((node, writable_by_another(perms, self.backend)?)));
+        // An emptied key is as if never there, as for a VBD.
+        let set = || keys.iter().filter(|k| !k.value.trim().is_empty());
         let verdict = match writable {
             Some((node, by)) => Err(Refusal::Writable { node, by }),
-            None => {
-                // An emptied key is as if never there, as for a VBD.
-                let pairs = keys
-                    .iter()
-                    .filter(|k| !k.value.trim().is_empty())
-                    .map(|k| (k.name.as_str(), k.value.as_str()));
-                LimitConfig::parse(pairs).map_err(Refusal::from)
-            }
+            None => LimitConfig::parse(set().map(|k| (k.name.as_str(), k.value.as_str())))
+                .map_err(Refusal::from),
         };
         qos::publish(store, &dir, verdict.as_ref().err())?;
         let (limits, refused) = match verdict {
-            Ok(limits) => (Some(limits), None),
+            Ok(limits) => {
+                let shown = set().map(|k| (k.name.clone(), k.value.clone())).collect();
+                (Some((limits, shown)), None)
+            }
             Err(refusal) => (None, Some(refusal.to_string())),
         };
         Ok(self.apply(name, limits, refused))
@@ -155,7 +170,7 @@ impl Groups {
     fn apply(
         &mut self,
         name: &str,
-        limits: Option<LimitConfig>,
+        limits: Option<(LimitConfig, BTreeMap<String, String>)>,
         refused: Option<String>,
     ) -> Option<Change> {
         let before = self.groups.get(name).and_then(|g| g.refused.as_ref());
@@ -165,9 +180,10 @@ impl Groups {
         }
         match self.groups.get_mut(name) {
             None => {
-                let limits = limits.unwrap_or_default();
+                let (limits, keys) = limits.unwrap_or_default();
                 let in_force = InForce {
                     limits: limits.clone(),
+                    keys,
                     refused,
                 };
                 self.groups.insert(name.to_owned(), in_force);
@@ -175,7 +191,11 @@ impl Groups {
             }
             Some(in_force) => {
                 in_force.refused = refused;
-                let limits = limits.filter(|l| *l != in_force.limits)?;
+                let (limits, keys) = limits?;
+                in_force.keys = keys;
+                if limits == in_force.limits {
+                    return None;
+                }
                 in_force.limits = limits.clone();
                 Some(Change::Retuned(name.to_owned(), limits))
             }
@@ -228,21 +248,29 @@ mod tests {
     fn a_refused_set_keeps_the_limits_in_force() {
         let log = Logger::root(slog::Discard, slog::o!());
         let mut groups = Groups::new("/g".into(), DomId(0), log);
-        let a = LimitConfig::parse([("iops-total", "1000")]).unwrap();
-        let b = LimitConfig::parse([("iops-total", "500")]).unwrap();
+        let keyed = |value: &str| {
+            let keys = BTreeMap::from([("iops-total".to_owned(), value.to_owned())]);
+            (LimitConfig::parse([("iops-total", value)]).unwrap(), keys)
+        };
+        let (a, b) = (keyed("1000"), keyed("500"));
         assert_eq!(
             groups.apply("g1", Some(a.clone()), None),
-            Some(Change::Created("g1".into(), a.clone()))
+            Some(Change::Created("g1".into(), a.0.clone()))
         );
         assert_eq!(groups.apply("g1", Some(a.clone()), None), None);
         assert_eq!(groups.apply("g1", None, Some("bad".into())), None);
         assert_eq!(groups.groups["g1"].refused.as_deref(), Some("bad"));
-        assert_eq!(groups.groups["g1"].limits, a);
+        assert_eq!(groups.groups["g1"].limits, a.0);
+        // What the control socket shows: the set in force and the refusal.
+        let shown = &groups.shown()["g1"];
+        assert_eq!(shown.keys, a.1);
+        assert_eq!(shown.error.as_deref(), Some("bad"));
         assert_eq!(
             groups.apply("g1", Some(b.clone()), None),
-            Some(Change::Retuned("g1".into(), b))
+            Some(Change::Retuned("g1".into(), b.0))
         );
         assert_eq!(groups.groups["g1"].refused, None);
+        assert_eq!(groups.shown()["g1"].keys, b.1);
         // Created with a refused set: it exists, without limits.
         assert_eq!(
             groups.apply("g2", None, Some("bad".into())),

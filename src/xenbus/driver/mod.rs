@@ -36,6 +36,7 @@ use self::store::{Store, StoreError};
 use self::vbds::Vbds;
 use self::watch::Fired;
 use super::{BackendTree, Limits};
+use crate::stats::Directory;
 use crate::vbd::{Dispatch, Report};
 
 pub use self::qos::QOS_ERROR;
@@ -107,10 +108,12 @@ impl Driver {
     ///
     /// `on_failure` runs on the driver's thread if it ends by itself (xenstore lost): how the
     /// daemon learns that it must stop.
+    /// `directory` is kept up to date with what the control socket shows of each served VBD.
     pub fn spawn<D: Dispatch + Send + 'static>(
         self,
         reports: Receiver<Report>,
         dispatch: D,
+        directory: Arc<Directory>,
         on_failure: impl FnOnce() + Send + 'static,
     ) -> Result<Running<D>, DriverError> {
         let root = self.config.tree.root().to_owned();
@@ -124,7 +127,7 @@ impl Driver {
         };
         let states = StateDir::new(&self.config.state_dir, &self.config.tree);
         let tree = self.config.tree.clone();
-        let vbds = Vbds::new(tree, states, limits, dispatch, self.log.clone());
+        let vbds = Vbds::new(tree, states, limits, dispatch, directory, self.log.clone());
         let thread = std::thread::Builder::new()
             .name("xenbus".into())
             .spawn(move || {

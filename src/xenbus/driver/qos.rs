@@ -6,6 +6,8 @@
 //! in force); a good set removes a stale `qos-error`. A set naming a throttle group that is not
 //! declared is refused too, until the group appears.
 
+use std::collections::BTreeMap;
+
 use xenstore_wire::perms::Perms;
 
 use super::store::{Store, StoreError};
@@ -35,6 +37,14 @@ pub fn is_qos_key(name: &str) -> bool {
         || FAMILIES.iter().any(|family| name.starts_with(family))
 }
 
+/// A set of keys judged good.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub config: VbdConfig,
+    /// The keys as written, those set only: what the control socket shows in force.
+    pub keys: BTreeMap<String, String>,
+}
+
 fn guest_writable(perms: &Perms, guest: DomId) -> bool {
     perms.access_for(guest.0, None).can_write()
 }
@@ -46,10 +56,10 @@ pub fn read(
     dir: &str,
     guest: DomId,
     exists: impl Fn(&str) -> bool,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
-    let verdict = judge(store, dir, guest)?.and_then(|config| match &config.group {
+) -> Result<Result<Accepted, Refusal>, StoreError> {
+    let verdict = judge(store, dir, guest)?.and_then(|accepted| match &accepted.config.group {
         Some(group) if !exists(group) => Err(Refusal::NoGroup(group.clone())),
-        _ => Ok(config),
+        _ => Ok(accepted),
     });
     publish(store, dir, verdict.as_ref().err())?;
     Ok(verdict)
@@ -74,10 +84,10 @@ fn judge(
     store: &mut Store,
     dir: &str,
     guest: DomId,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+) -> Result<Result<Accepted, Refusal>, StoreError> {
     // Gone meanwhile: the VBD is being removed, and no limit matters.
     let Some((perms, keys)) = store.read_children(dir, is_qos_key)? else {
-        return Ok(Ok(VbdConfig::default()));
+        return Ok(Ok(Accepted::default()));
     };
     // The directory first: if the guest may create keys there, none can be trusted.
     let writable = std::iter::once((dir.to_owned(), &perms))
@@ -90,11 +100,14 @@ fn judge(
         }));
     }
     // An emptied key (how docs/qos.md removes a key in one write) is as if never there.
-    let pairs = keys
-        .iter()
-        .filter(|k| !k.value.trim().is_empty())
-        .map(|k| (k.name.as_str(), k.value.as_str()));
-    Ok(VbdConfig::parse(pairs).map_err(Refusal::from))
+    let set = || keys.iter().filter(|k| !k.value.trim().is_empty());
+    let pairs = set().map(|k| (k.name.as_str(), k.value.as_str()));
+    Ok(VbdConfig::parse(pairs)
+        .map(|config| Accepted {
+            config,
+            keys: set().map(|k| (k.name.clone(), k.value.clone())).collect(),
+        })
+        .map_err(Refusal::from))
 }
 
 #[cfg(test)]

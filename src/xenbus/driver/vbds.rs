@@ -15,8 +15,8 @@ use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
-use crate::limiter::VbdConfig;
 use crate::platform::DomId;
+use crate::stats::{Directory, QosInForce, VbdInfo};
 use crate::storage;
 use crate::vbd::{Connect, Dispatch, Report};
 use crate::xenbus::keys;
@@ -41,9 +41,19 @@ struct Vbd {
 
 /// The QoS keys a worker applies to a VBD, and why the latest set was refused if it was.
 struct InForce {
-    config: VbdConfig,
+    accepted: qos::Accepted,
     /// Logged once per reason, not on every watch event of a bad set.
     refused: Option<String>,
+}
+
+impl InForce {
+    /// As the control socket shows it.
+    fn shown(&self) -> QosInForce {
+        QosInForce {
+            keys: self.accepted.keys.clone(),
+            error: self.refused.clone(),
+        }
+    }
 }
 
 impl Vbd {
@@ -72,6 +82,8 @@ pub struct Vbds<D> {
     dispatch: D,
     vbds: HashMap<DeviceId, Vbd>,
     groups: Groups,
+    /// What the control socket shows of each served VBD.
+    directory: Arc<Directory>,
     log: Logger,
 }
 
@@ -85,6 +97,7 @@ impl<D: Dispatch> Vbds<D> {
         states: StateDir,
         limits: Limits,
         dispatch: D,
+        directory: Arc<Directory>,
         log: Logger,
     ) -> Self {
         let groups = Groups::new(tree.groups_root(), tree.backend_id(), log.clone());
@@ -95,6 +108,7 @@ impl<D: Dispatch> Vbds<D> {
             dispatch,
             vbds: HashMap::new(),
             groups,
+            directory,
             log,
         }
     }
@@ -129,6 +143,7 @@ impl<D: Dispatch> Vbds<D> {
                 Change::Removed(name) => self.group_removed(store, &name)?,
             }
         }
+        self.directory.set_groups(self.groups.shown());
         Ok(())
     }
 
@@ -139,14 +154,16 @@ impl<D: Dispatch> Vbds<D> {
             let Some(in_force) = vbd.qos.as_mut() else {
                 continue;
             };
-            if in_force.config.group.as_deref() != Some(name) {
+            if in_force.accepted.config.group.as_deref() != Some(name) {
                 continue;
             }
             warn!(vbd.log, "its group was removed: served on its own limits"; "group" => name);
-            in_force.config.group = None;
+            in_force.accepted.config.group = None;
+            in_force.accepted.keys.remove("group");
             in_force.refused = Some(refusal.to_string());
             qos::publish(store, &self.tree.device_dir(id), Some(&refusal))?;
-            self.dispatch.retune(id, in_force.config.clone());
+            self.dispatch.retune(id, in_force.accepted.config.clone());
+            self.directory.retuned(id, in_force.shown());
         }
         // After the retunes: the group's worker sees its members leave first.
         self.dispatch.remove_group(name);
@@ -226,13 +243,13 @@ impl<D: Dispatch> Vbds<D> {
         };
         let groups = &self.groups;
         match qos::read(store, &dir, frontend_id, |name| groups.exists(name))? {
-            Ok(config) => {
+            Ok(accepted) => {
                 in_force.refused = None;
-                if config != in_force.config {
-                    info!(vbd.log, "QoS retuned"; "qos" => ?config);
-                    in_force.config = config.clone();
-                    self.dispatch.retune(id, config);
+                if accepted.config != in_force.accepted.config {
+                    info!(vbd.log, "QoS retuned"; "qos" => ?accepted.config);
+                    self.dispatch.retune(id, accepted.config.clone());
                 }
+                in_force.accepted = accepted;
             }
             Err(refusal) => {
                 let reason = refusal.to_string();
@@ -243,6 +260,7 @@ impl<D: Dispatch> Vbds<D> {
                 }
             }
         }
+        self.directory.retuned(id, in_force.shown());
         Ok(())
     }
 
@@ -461,6 +479,7 @@ impl<D: Dispatch> Vbds<D> {
             Action::Disconnect => {
                 info!(vbd.log, "disconnecting");
                 vbd.qos = None;
+                self.directory.disconnected(id);
                 self.dispatch.disconnect(id);
             }
             Action::Fatal(reason) => {
@@ -471,6 +490,7 @@ impl<D: Dispatch> Vbds<D> {
                 info!(vbd.log, "removed");
                 let path = vbd.frontend_state();
                 self.vbds.remove(&id);
+                self.directory.disconnected(id);
                 store.unwatch(&path, &frontend_token(id))?;
                 closed_if_closing(store, &dir)?;
             }
@@ -499,20 +519,27 @@ impl<D: Dispatch> Vbds<D> {
         let frontend_id = device.frontend_id;
         let discard = device.discard_enable && storage.discard();
         let groups = &self.groups;
-        let (config, refused) = match qos::read(store, &dir, frontend_id, |g| groups.exists(g))? {
-            Ok(config) => (config, None),
+        let (accepted, refused) = match qos::read(store, &dir, frontend_id, |g| groups.exists(g))? {
+            Ok(accepted) => (accepted, None),
             Err(refusal) => {
                 warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
-                (VbdConfig::default(), Some(refusal.to_string()))
+                (qos::Accepted::default(), Some(refusal.to_string()))
             }
         };
+        let config = accepted.config.clone();
         info!(vbd.log, "connecting"; "queues" => rings.queues.len(), "resume" => resume,
             "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
             "qos" => ?config);
-        vbd.qos = Some(InForce {
-            config: config.clone(),
-            refused,
-        });
+        let in_force = InForce { accepted, refused };
+        let info = VbdInfo {
+            vdev: store.read(&format!("{dir}/dev"))?,
+            domain: store.read(&format!("/local/domain/{}/name", frontend_id.0))?,
+            target: (store.read(&format!("{dir}/physical-device-path"))?).unwrap_or_default(),
+            backend: dir,
+            qos: in_force.shown(),
+        };
+        self.directory.connected(id, info);
+        vbd.qos = Some(in_force);
         self.dispatch.connect(Connect {
             id,
             frontend_id,

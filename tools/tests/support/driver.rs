@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokenback::limiter::{LimitConfig, VbdConfig};
 use tokenback::platform::sim::SimPlatform;
 use tokenback::platform::DomId;
+use tokenback::stats::Directory;
 use tokenback::storage::EngineKind;
 use tokenback::vbd::{Connect, Dispatch, ReportSink, Workers};
 use tokenback::xenbus::driver::{Driver, DriverConfig, Running};
@@ -96,7 +97,8 @@ impl Daemon {
             workers,
             calls: Arc::clone(&calls),
         };
-        let running = driver.spawn(reports, recorded, || {}).unwrap();
+        let directory = Arc::new(Directory::default());
+        let running = driver.spawn(reports, recorded, directory, || {}).unwrap();
         assert_eq!(running.root(), "/local/domain/0/backend/vbd");
         Daemon {
             running: Some(running),
