@@ -205,18 +205,9 @@ impl Groups {
 
 #[cfg(test)]
 mod tests {
+    use super::super::qos::tests::perms;
     use super::*;
-    use xenstore_wire::perms::{Access, Perm};
-
-    fn perms(entries: &[(u16, Access)]) -> Perms {
-        Perms::new(
-            entries
-                .iter()
-                .map(|&(domid, access)| Perm { access, domid })
-                .collect(),
-        )
-        .unwrap()
-    }
+    use xenstore_wire::perms::Access;
 
     #[test]
     fn only_the_backend_may_write_a_group() {

@@ -111,11 +111,12 @@ fn judge(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use xenstore_wire::perms::{Access, Perm};
 
-    fn perms(entries: &[(u16, Access)]) -> Perms {
+    /// Permissions from (domid, access) entries, the first being the owner's.
+    pub(in crate::xenbus::driver) fn perms(entries: &[(u16, Access)]) -> Perms {
         Perms::new(
             entries
                 .iter()
