@@ -30,11 +30,17 @@ use xenstore_wire::client::Endpoint;
 On a Xen host tokenbackd serves every VBD under /local/domain/<domid>/backend/<type> once the
 hotplug script has written physical-device-path, with the QoS keys of its backend directory
 (tokens-refill, tokens-max, iops-*, bps-*; see docs/qos.md), which xenstore-write changes
-while the guest runs; a refused set's reason is in qos-error beside them. On Xen 4.17 the kernel's
+while the guest runs; a refused set's reason is in qos-error beside them. Throttle groups
+(a VBD's group and weight keys) are declared with the same keys in
+/local/domain/<domid>/tokenback/groups/<name>/. On Xen 4.17 the kernel's
 xen-blkback serves backend/vbd too and must be unloaded first; from Xen 4.19 --backend-type
 vbd3 serves backendtype=tap disks beside it.
 
 Without Xen, --sim DIR serves the simulated Xen host in DIR (tokenback-sim creates one).
+
+What each disk is given (counters, rates, bucket balances, storage latency, the keys in force)
+is read from the control socket, one JSON object a line each way, as tokentop does; see
+docs/qos.md, \"Control socket\". It is removed at exit.
 
 One tokenbackd serves a backend tree: a second one started on the same tree and state
 directory exits at once, saying so (two back ends answering one front end crash Linux

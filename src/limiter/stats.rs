@@ -80,7 +80,8 @@ impl DelayHistogram {
     }
 }
 
-/// The shortest span a rate is taken over: rates cover between one and about two of these.
+/// The shortest span a rate is taken over: rates cover between one and two of these while
+/// admissions flow (plus at most the gap between two), less than three in any case.
 pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Cumulative admissions at an instant.
@@ -236,7 +237,7 @@ pub struct CounterSnapshot {
 }
 
 /// What was admitted over a recent span: at least [`RATE_WINDOW_NS`] once the counters are
-/// that old, less than about twice that.
+/// that old, less than three times that (see [`RATE_WINDOW_NS`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Recent {
     /// Requests admitted.
@@ -368,6 +369,38 @@ mod tests {
             );
             assert!((bps[0] - expected * 4096.0).abs() < 2.0 * 4096.0);
             assert_eq!(iops[1], 0.0);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_rate_spans_one_to_three_seconds_and_counts_exactly_what_its_span_holds(
+            gaps in proptest::collection::vec(0..2_500 * MS, 1..200),
+            late in 0..3_000 * MS,
+        ) {
+            let mut c = Counters::new(0);
+            let mut at = 0;
+            let mut admitted = Vec::new();
+            for (i, gap) in gaps.iter().enumerate() {
+                at += gap;
+                c.record_admission(&read(i as u64), 0, at);
+                admitted.push(at);
+                // Read between admissions too: reads must not move the marks.
+                let recent = c.snapshot(at + gap / 2, 0).recent;
+                proptest::prop_assert!(recent.span_ns < 3 * RATE_WINDOW_NS);
+            }
+            let now = at + late;
+            let recent = c.snapshot(now, 0).recent;
+            proptest::prop_assert!(recent.span_ns >= RATE_WINDOW_NS.min(now));
+            proptest::prop_assert!(recent.span_ns < 3 * RATE_WINDOW_NS);
+            // A mark holds the counts as of its instant: admissions at it are after it.
+            let start = now - recent.span_ns;
+            let held = admitted.iter().filter(|&&t| t >= start).count() as u64;
+            let before = admitted.iter().filter(|&&t| t > start).count() as u64;
+            proptest::prop_assert!(
+                (before..=held).contains(&recent.requests.read),
+                "{} admitted in a span holding {before}..={held}", recent.requests.read
+            );
         }
     }
 

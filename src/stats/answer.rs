@@ -83,7 +83,10 @@ impl Answerer {
                 (answer.vbds.into_iter())
                     .filter_map(|r| directory.get(&r.id).map(|info| (r, info.clone()))),
             );
-            groups.extend(answer.groups);
+            groups.extend(answer.groups.into_iter().map(|mut g| {
+                g.qos = self.directory.group(&g.name).unwrap_or_default();
+                g
+            }));
         }
         vbds.sort_by_key(|(r, _)| r.id);
         groups.sort_by(|a, b| a.name.cmp(&b.name));

@@ -35,6 +35,8 @@ pub struct VbdInfo {
 #[derive(Debug, Default)]
 pub struct Directory {
     vbds: Mutex<BTreeMap<DeviceId, VbdInfo>>,
+    /// Each declared throttle group's keys in force, by name.
+    groups: Mutex<BTreeMap<String, QosInForce>>,
 }
 
 impl Directory {
@@ -64,5 +66,17 @@ impl Directory {
     /// A copy, taken for one request.
     pub fn snapshot(&self) -> BTreeMap<DeviceId, VbdInfo> {
         self.lock().clone()
+    }
+
+    /// The throttle groups as declared now (each groups watch event replaces them all).
+    pub fn set_groups(&self, groups: BTreeMap<String, QosInForce>) {
+        // As for the VBDs: a poisoned lock still holds whole values.
+        *self.groups.lock().unwrap_or_else(PoisonError::into_inner) = groups;
+    }
+
+    /// The keys in force of the group `name`, if it is declared.
+    pub fn group(&self, name: &str) -> Option<QosInForce> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.get(name).cloned()
     }
 }

@@ -37,6 +37,11 @@ const FIRST_CONN: usize = 2;
 pub enum ControlError {
     #[error("{0} exists and is not a socket")]
     NotASocket(PathBuf),
+    #[error(
+        "{0} is another daemon's control socket (it answers): give this one its own with \
+         --control-socket"
+    )]
+    InUse(PathBuf),
     #[error("creating the control socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -64,8 +69,9 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Creates the socket at `path`, mode 0600, replacing a stale one (the instance lock,
-    /// taken before, proves that no other daemon serves it).
+    /// Creates the socket at `path`, mode 0600, replacing a stale one. The instance lock is
+    /// per backend tree, so a daemon of the other tree may be serving `path`: a socket that
+    /// accepts a connection is left alone.
     ///
     /// The mode comes from the umask at bind(2), so the socket is never wider, even briefly;
     /// the umask is the process's, so call this before other threads create files (one that
@@ -77,6 +83,9 @@ impl ControlSocket {
         };
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ControlError::InUse(path.to_owned()));
+                }
                 std::fs::remove_file(path).map_err(bind_error)?
             }
             Ok(_) => return Err(ControlError::NotASocket(path.to_owned())),
@@ -163,6 +172,7 @@ struct Conn {
 }
 
 /// What becomes of a connection after an event.
+#[derive(Debug, PartialEq, Eq)]
 enum Fate {
     Keep,
     /// The client closed and has every reply.
@@ -172,23 +182,34 @@ enum Fate {
 }
 
 impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            framer: Framer::default(),
+            out: Vec::new(),
+            written: 0,
+            partial_since: None,
+            eof: false,
+            refused: false,
+        }
+    }
+
     fn pending(&self) -> usize {
         self.out.len() - self.written
     }
 
     /// Reads what the client sent and answers every complete line.
     fn read(&mut self, answerer: &Answerer, now: Instant) -> io::Result<()> {
+        // Lines left when replies piled up: the client has read some since.
+        self.answer_lines(answerer);
         let mut buf = [0u8; 16 * 1024];
-        while !self.eof && !self.refused {
+        while !self.eof && !self.refused && self.pending() <= MAX_PENDING {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.framer.feed(&buf[..n]);
                     self.partial_since = Some(now);
                     self.answer_lines(answerer);
-                    if self.pending() > MAX_PENDING {
-                        break;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -202,7 +223,7 @@ impl Conn {
     }
 
     fn answer_lines(&mut self, answerer: &Answerer) {
-        loop {
+        while !self.refused && self.pending() <= MAX_PENDING {
             let reply = match self.framer.next_line() {
                 Ok(None) => return,
                 Ok(Some(line)) => match Request::parse(&line) {
@@ -215,11 +236,8 @@ impl Conn {
                 }
                 Err(e) => error_reply(&e.to_string()),
             };
+            // Past the bound the rest waits: the client is dropped unless it reads meanwhile.
             self.out.extend_from_slice(&encode(&reply));
-            // The rest waits: this client is dropped if it does not read meanwhile.
-            if self.refused || self.pending() > MAX_PENDING {
-                return;
-            }
         }
     }
 
@@ -335,18 +353,7 @@ impl Server {
                 warn!(self.log, "registering a control connection"; "error" => %e);
                 continue;
             }
-            self.conns.insert(
-                n,
-                Conn {
-                    stream,
-                    framer: Framer::default(),
-                    out: Vec::new(),
-                    written: 0,
-                    partial_since: None,
-                    eof: false,
-                    refused: false,
-                },
-            );
+            self.conns.insert(n, Conn::new(stream));
         }
     }
 
@@ -381,5 +388,181 @@ impl Server {
                 Some(why) => info!(self.log, "control connection dropped"; "reason" => why),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::stats::Directory;
+
+    /// A connection's server end and its client end (blocking, with a timeout).
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (Conn::new(UnixStream::from_std(server)), client)
+    }
+
+    /// Answers from no workers: version and empty lists.
+    fn answerer() -> Answerer {
+        Answerer::new(Vec::new(), Arc::new(Directory::default()))
+    }
+
+    fn replies(client: &std::os::unix::net::UnixStream, n: usize) -> Vec<Value> {
+        let mut reader = std::io::BufReader::new(client);
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                serde_json::from_str(&line).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_a_partial_line_waits_or_times_out() {
+        let (mut conn, mut client) = pair();
+        let answerer = answerer();
+        let t0 = Instant::now();
+        client
+            .write_all(b"{\"op\":\"version\"}\n{\"op\":\"x\"}\n{\"op\":\"li")
+            .unwrap();
+        assert_eq!(conn.serve(&answerer, t0), Fate::Keep);
+        let got = replies(&client, 2);
+        assert_eq!(got[0]["protocol"], 1);
+        assert_eq!(got[1]["ok"], false);
+        // The partial line's clock runs from its latest bytes.
+        assert_eq!(conn.expires(), Some(t0 + PARTIAL_TIMEOUT));
+        let t1 = t0 + Duration::from_secs(4);
+        client.write_all(b"s").unwrap();
+        assert_eq!(conn.serve(&answerer, t1), Fate::Keep);
+        assert_eq!(conn.expires(), Some(t1 + PARTIAL_TIMEOUT));
+        client.write_all(b"t\"}\n").unwrap();
+        assert_eq!(conn.serve(&answerer, t1), Fate::Keep);
+        assert_eq!(conn.expires(), None);
+        assert_eq!(replies(&client, 1)[0]["vbds"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_client_that_closes_gets_its_replies_first() {
+        let (mut conn, client) = pair();
+        (&client)
+            .write_all(b"{\"op\":\"version\"}\n{\"op\":\"list\"}\n{\"op\"")
+            .unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(conn.serve(&answerer(), Instant::now()), Fate::Done);
+        // As the server closes it.
+        drop(conn);
+        let mut all = String::new();
+        (&client).read_to_string(&mut all).unwrap();
+        assert_eq!(all.lines().count(), 2, "{all}");
+    }
+
+    #[test]
+    fn a_line_past_64_kib_gets_its_error_then_the_connection_ends() {
+        let (mut conn, client) = pair();
+        let answerer = answerer();
+        let long = vec![b'x'; 64 * 1024 + 1];
+        let writer = std::thread::spawn(move || {
+            // The server stops reading once the line is too long: this may not all go.
+            let _ = (&client).write_all(&long);
+            client
+        });
+        let mut fate = Fate::Keep;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fate == Fate::Keep && Instant::now() < deadline {
+            fate = conn.serve(&answerer, Instant::now());
+        }
+        assert_eq!(fate, Fate::Drop("request line too long"));
+        drop(conn);
+        let client = writer.join().unwrap();
+        let mut all = String::new();
+        (&client).read_to_string(&mut all).unwrap();
+        assert_eq!(
+            all,
+            "{\"error\":\"request line longer than 65536 bytes\",\"ok\":false}\n"
+        );
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_or_another_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let first = ControlSocket::bind(&path).expect("a stale socket is replaced");
+        // Bound and listening, though not served yet: a second daemon must not take it.
+        match ControlSocket::bind(&path) {
+            Err(ControlError::InUse(p)) => assert_eq!(p, path),
+            other => panic!("a live socket was replaced: {:?}", other.err()),
+        }
+        drop(first);
+        assert!(!path.exists(), "dropped unserved: the file goes");
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(matches!(
+            ControlSocket::bind(&path),
+            Err(ControlError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    }
+
+    #[test]
+    fn lines_left_at_the_bound_are_answered_once_the_client_reads() {
+        let (mut conn, client) = pair();
+        client.set_nonblocking(true).unwrap();
+        let answerer = answerer();
+        let reply_len = encode(&answerer.answer(&Request::Version)).len();
+        // Twice the bound's worth of replies, their requests read from the socket already.
+        let n = 2 * MAX_PENDING / reply_len;
+        conn.framer.feed(&b"{\"op\":\"version\"}\n".repeat(n));
+        let mut got = 0;
+        let mut buf = vec![0; 1 << 20];
+        for _ in 0..1000 {
+            // No new bytes from the client: only what it read lets more replies go.
+            assert_eq!(conn.serve(&answerer, Instant::now()), Fate::Keep);
+            loop {
+                match (&client).read(&mut buf) {
+                    Ok(k) => got += buf[..k].iter().filter(|&&b| b == b'\n').count(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("reading replies: {e}"),
+                }
+            }
+            if got == n {
+                return;
+            }
+        }
+        panic!("{got} of {n} replies");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_past_1_mib_of_replies() {
+        let (mut conn, client) = pair();
+        client.set_nonblocking(true).unwrap();
+        let answerer = answerer();
+        let requests = b"{\"op\":\"version\"}\n".repeat(1000);
+        let reply_len = encode(&answerer.answer(&Request::Version)).len();
+        for _ in 0..10_000 {
+            match (&client).write(&requests) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("writing requests: {e}"),
+            }
+            match conn.serve(&answerer, Instant::now()) {
+                Fate::Keep => assert!(conn.pending() <= MAX_PENDING),
+                fate => {
+                    assert_eq!(fate, Fate::Drop("more than 1 MiB of replies unread"));
+                    // Answering stopped with the first reply past the bound.
+                    assert!(conn.pending() <= MAX_PENDING + reply_len);
+                    return;
+                }
+            }
+        }
+        panic!("never dropped; {} bytes pending", conn.pending());
     }
 }

@@ -6,6 +6,7 @@
 //! it, and reports back ([`Report`]).
 
 pub mod control;
+mod groups;
 mod persistent;
 mod plan;
 mod pool;

@@ -7,13 +7,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::control::Client;
 use support::daemon::{attach_guest, Tokenbackd};
 use support::load::{drive, read_4k, Done, Until};
 use support::{storage_file, Host, EVENTUALLY};
@@ -34,60 +35,6 @@ const WEB1_QOS: [(&str, &str); 3] = [
 ];
 
 /// A client of the control socket.
-struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let stream = UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
-        stream.set_read_timeout(Some(EVENTUALLY)).unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
-    }
-
-    /// The next reply line, parsed.
-    fn reply(&mut self) -> Value {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).unwrap();
-        assert!(
-            n > 0,
-            "the daemon closed the connection instead of replying"
-        );
-        assert!(line.ends_with('\n'), "a reply is a whole line: {line:?}");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
-    }
-
-    /// Sends raw bytes and reads one reply.
-    fn reply_to(&mut self, bytes: &[u8]) -> Value {
-        self.send(bytes);
-        self.reply()
-    }
-
-    fn ask(&mut self, request: &Value) -> Value {
-        self.send(format!("{request}\n").as_bytes());
-        self.reply()
-    }
-
-    /// Whether the daemon closed the connection (after any replies still unread).
-    fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => true,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
-            Err(e) => panic!("reading until the daemon closes: {e}"),
-        }
-    }
-}
-
 /// The VBDs of a `stats` reply.
 fn vbds(reply: &Value) -> &Vec<Value> {
     assert_eq!(reply["ok"], true, "{reply}");
@@ -550,4 +497,45 @@ fn requests_the_storage_fails_are_counted() {
     assert!(v["storage"]["latency_p99_ns"].as_u64().unwrap() > 0);
     assert_eq!(client.ask(&json!({"op": "reset"}))["reset"]["vbds"], 1);
     assert_eq!(only_vbd(&mut client, domid)["storage"]["errors"], 0);
+}
+
+#[test]
+fn the_keys_in_force_follow_a_retune_and_a_refused_set_shows_its_reason() {
+    let mut host = Host::start("control-keys");
+    let _daemon = Tokenbackd::start(&host.run, &[]);
+    let domid = host.new_named_guest("web1");
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let qos = [("iops-total", "500")];
+    let (_front, paths) = attach_guest(&mut host, domid, &file, &qos, |_| {});
+    let mut client = Client::connect(&host.run.root().join("tokenbackd.sock"));
+    let shown = |client: &mut Client| only_vbd(client, domid)["qos"].clone();
+    assert_eq!(
+        shown(&mut client),
+        json!({"keys": {"iops-total": "500"}, "error": null, "group": null, "weight": 1})
+    );
+    let write = |key: &str, value: &str| {
+        let path = format!("{}/{key}", paths.backend);
+        support::xs_ok(
+            &host.run.xenstored_socket(),
+            "xenstore-write",
+            &[&path, value],
+        );
+    };
+    // Refused: the last good set stays in force, with the reason beside it.
+    write("iops-total", "fast");
+    support::eventually("qos.error shown", || !shown(&mut client)["error"].is_null());
+    let qos = shown(&mut client);
+    assert_eq!(qos["keys"], json!({"iops-total": "500"}));
+    assert!(
+        qos["error"].as_str().unwrap().contains("iops-total"),
+        "{qos}"
+    );
+    // A good set: in force, the reason gone.
+    write("iops-total", "800");
+    support::eventually("the retune shown", || {
+        shown(&mut client)
+            == json!({"keys": {"iops-total": "800"}, "error": null, "group": null, "weight": 1})
+    });
+    let v = only_vbd(&mut client, domid);
+    assert_eq!(balance(&v, "iops-total")["capacity"], 80.0);
 }

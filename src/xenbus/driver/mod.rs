@@ -7,6 +7,7 @@
 //! The xenstore client is the blocking one: every request is a short round trip to a local
 //! xenstored, and the handshakes' actions are carried out one after another in any case.
 
+mod groups;
 mod qos;
 mod reattach;
 mod resize;
@@ -208,7 +209,9 @@ impl<D: Dispatch> Loop<D> {
 
     fn serve(&mut self) -> Result<(), DriverError> {
         let store = &mut self.driver.store;
-        // Each watch fires once at once: the tree's first event lists the tree.
+        // Each watch fires once at once: the groups' first event lists the groups, before
+        // the tree's lists the VBDs that may name them.
+        store.watch(self.vbds.groups_root(), watch::groups_token())?;
         store.watch(self.driver.config.tree.root(), watch::tree_token())?;
         store.watch(watch::RELEASE_PATH, watch::release_token())?;
         info!(self.driver.log, "watching");
@@ -264,6 +267,7 @@ impl<D: Dispatch> Loop<D> {
             Some(Fired::Backend(id, key)) => self.vbds.backend_changed(store, id, key),
             Some(Fired::Frontend(id)) => self.vbds.frontend_changed(store, id),
             Some(Fired::Release) => self.vbds.domains_released(store),
+            Some(Fired::Groups(path)) => self.vbds.groups_changed(store, path),
             None => Ok(()),
         };
         match result {

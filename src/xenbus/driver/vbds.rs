@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use slog::{debug, error, info, o, warn, Logger};
 
+use super::groups::{Change, Groups};
 use super::qos;
 use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
@@ -80,6 +81,7 @@ pub struct Vbds<D> {
     limits: Limits,
     dispatch: D,
     vbds: HashMap<DeviceId, Vbd>,
+    groups: Groups,
     /// What the control socket shows of each served VBD.
     directory: Arc<Directory>,
     log: Logger,
@@ -98,15 +100,74 @@ impl<D: Dispatch> Vbds<D> {
         directory: Arc<Directory>,
         log: Logger,
     ) -> Self {
+        let groups = Groups::new(tree.groups_root(), tree.backend_id(), log.clone());
         Vbds {
             tree,
             states,
             limits,
             dispatch,
             vbds: HashMap::new(),
+            groups,
             directory,
             log,
         }
+    }
+
+    /// The throttle groups' directory, to watch.
+    pub fn groups_root(&self) -> &str {
+        self.groups.root()
+    }
+
+    /// Something changed below the groups' directory: the workers get the groups' new limits;
+    /// the VBDs refused for naming a group that did not exist are judged again when it
+    /// appears, and the members of a removed group keep their own limits, their `qos-error`
+    /// saying the group is gone (docs/qos.md "Throttle groups").
+    pub fn groups_changed(&mut self, store: &mut Store, path: &str) -> Result<(), StoreError> {
+        for change in self.groups.changed(store, path)? {
+            match change {
+                Change::Created(name, limits) => {
+                    info!(self.log, "group created"; "group" => &name, "limits" => ?limits);
+                    self.dispatch.group(&name, limits);
+                    let refused: Vec<DeviceId> = (self.vbds.iter())
+                        .filter(|(_, vbd)| vbd.qos.as_ref().is_some_and(|q| q.refused.is_some()))
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in refused {
+                        self.qos_changed(store, id)?;
+                    }
+                }
+                Change::Retuned(name, limits) => {
+                    info!(self.log, "group retuned"; "group" => &name, "limits" => ?limits);
+                    self.dispatch.group(&name, limits);
+                }
+                Change::Removed(name) => self.group_removed(store, &name)?,
+            }
+        }
+        self.directory.set_groups(self.groups.shown());
+        Ok(())
+    }
+
+    fn group_removed(&mut self, store: &mut Store, name: &str) -> Result<(), StoreError> {
+        info!(self.log, "group removed"; "group" => name);
+        let refusal = qos::Refusal::NoGroup(name.to_owned());
+        for (&id, vbd) in &mut self.vbds {
+            let Some(in_force) = vbd.qos.as_mut() else {
+                continue;
+            };
+            if in_force.accepted.config.group.as_deref() != Some(name) {
+                continue;
+            }
+            warn!(vbd.log, "its group was removed: served on its own limits"; "group" => name);
+            in_force.accepted.config.group = None;
+            in_force.accepted.keys.remove("group");
+            in_force.refused = Some(refusal.to_string());
+            qos::publish(store, &self.tree.device_dir(id), Some(&refusal))?;
+            self.dispatch.retune(id, in_force.accepted.config.clone());
+            self.directory.retuned(id, in_force.shown());
+        }
+        // After the retunes: the group's worker sees its members leave first.
+        self.dispatch.remove_group(name);
+        Ok(())
     }
 
     /// The workers, for the caller to shut down.
@@ -180,7 +241,8 @@ impl<D: Dispatch> Vbds<D> {
         let Some(in_force) = &mut vbd.qos else {
             return Ok(());
         };
-        match qos::read(store, &dir, frontend_id)? {
+        let groups = &self.groups;
+        match qos::read(store, &dir, frontend_id, |name| groups.exists(name))? {
             Ok(accepted) => {
                 in_force.refused = None;
                 if accepted.config != in_force.accepted.config {
@@ -264,6 +326,11 @@ impl<D: Dispatch> Vbds<D> {
             Report::ConnectFailed(id, reason) => (id, Event::RingsFailed(reason)),
             Report::Broken(id, reason) => (id, Event::Broken(reason)),
             Report::Drained(id) => (id, Event::Drained),
+            // Between workers: nothing the handshake sees.
+            Report::Moved(id) => {
+                self.dispatch.moved(id);
+                return Ok(());
+            }
         };
         self.deliver(store, id, event)
     }
@@ -451,7 +518,8 @@ impl<D: Dispatch> Vbds<D> {
         let device = vbd.handshake.device();
         let frontend_id = device.frontend_id;
         let discard = device.discard_enable && storage.discard();
-        let (accepted, refused) = match qos::read(store, &dir, frontend_id)? {
+        let groups = &self.groups;
+        let (accepted, refused) = match qos::read(store, &dir, frontend_id, |g| groups.exists(g))? {
             Ok(accepted) => (accepted, None),
             Err(refusal) => {
                 warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokenback::limiter::VbdConfig;
+use tokenback::limiter::{LimitConfig, VbdConfig};
 use tokenback::platform::sim::SimPlatform;
 use tokenback::platform::DomId;
 use tokenback::stats::Directory;
@@ -21,6 +21,9 @@ pub enum Call {
     Connect(DeviceId, Box<VbdConfig>),
     Disconnect(DeviceId),
     Retune(DeviceId, Box<VbdConfig>),
+    Group(String, Box<LimitConfig>),
+    RemoveGroup(String),
+    Moved(DeviceId),
 }
 
 /// The workers, with every call recorded.
@@ -45,6 +48,25 @@ impl Dispatch for Recorded {
         let call = Call::Retune(id, Box::new(qos.clone()));
         self.calls.lock().unwrap().push(call);
         self.workers.retune(id, qos);
+    }
+
+    fn group(&mut self, name: &str, limits: LimitConfig) {
+        let call = Call::Group(name.to_owned(), Box::new(limits.clone()));
+        self.calls.lock().unwrap().push(call);
+        self.workers.group(name, limits);
+    }
+
+    fn remove_group(&mut self, name: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::RemoveGroup(name.to_owned()));
+        self.workers.remove_group(name);
+    }
+
+    fn moved(&mut self, id: DeviceId) {
+        self.calls.lock().unwrap().push(Call::Moved(id));
+        self.workers.moved(id);
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod driver;
 pub mod exporter;
