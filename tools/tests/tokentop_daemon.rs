@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 use support::daemon::{attach_guest, Tokenbackd};
 use support::load::{drive, read_4k, Until};
 use support::tmux::Tmux;
-use support::{storage_file, Host};
+use support::{eventually, storage_file, xs_ok, Host};
 use tokenback_tools::blkfront::Blkfront;
 
 const MIB: u64 = 1 << 20;
 /// Requests each guest keeps in flight.
 const DEPTH: usize = 8;
 
-/// web1 (iops-read=200) and db1 (unlimited) served by one tokenbackd.
+/// web1 (iops-read=200, weight 3 in group gold of iops-total=1000) and db1 (unlimited)
+/// served by one tokenbackd.
 struct Bed {
     host: Host,
     daemon: Tokenbackd,
@@ -34,12 +35,25 @@ impl Bed {
     fn start(name: &str) -> Bed {
         let mut host = Host::start(name);
         let daemon = Tokenbackd::start(&host.run, &[]);
+        // The group first: a VBD naming a group that does not exist is refused.
+        let gold = "/local/domain/0/tokenback/groups/gold/iops-total";
+        xs_ok(
+            &host.run.xenstored_socket(),
+            "xenstore-write",
+            &[gold, "1000"],
+        );
+        eventually("group gold created", || {
+            daemon.log().contains("group created")
+        });
         let mut guest = |name: &str, qos: &[(&str, &str)]| {
             let domid = host.new_named_guest(name);
             let file = storage_file(&host, &format!("{name}.img"), 8 * MIB);
             attach_guest(&mut host, domid, &file, qos, |_| {}).0
         };
-        let web1 = guest("web1", &[("iops-read", "200")]);
+        let web1 = guest(
+            "web1",
+            &[("iops-read", "200"), ("group", "gold"), ("weight", "3")],
+        );
         let db1 = guest("db1", &[]);
         Bed {
             host,
@@ -102,7 +116,9 @@ fn batch_and_json_count_exactly_what_the_guests_completed() {
     let web1 = row(&doc, "web1");
     assert_eq!(web1["requests"], json!({"read": 400, "write": 0}));
     assert_eq!(web1["bytes"], json!({"read": 400 * 4096, "write": 0}));
-    assert_eq!(web1["limits"], json!({"iops-read": "200"}));
+    // The keys in force, the group's name and the weight among them.
+    let keys = json!({"group": "gold", "iops-read": "200", "weight": "3"});
+    assert_eq!(web1["limits"], keys);
     assert_eq!(web1["vdev"], "xvda");
     assert_eq!(web1["usage"]["limit"], "iops-read");
     // The bucket holds 20 (a tenth of a second): most of 400 requests waited.
@@ -116,6 +132,19 @@ fn batch_and_json_count_exactly_what_the_guests_completed() {
         (json!({}), Value::Null)
     );
     assert_eq!(db1["delayed_percent"], 0.0, "nothing holds db1 back");
+    let gold = &doc["groups"][0];
+    assert_eq!(
+        (gold["kind"].as_str(), gold["name"].as_str()),
+        (Some("group"), Some("gold"))
+    );
+    assert_eq!(gold["members"], json!([[web1["domid"], web1["devid"]]]));
+    assert_eq!(gold["limits"], json!({"iops-total": "1000"}));
+    assert_eq!(
+        gold["requests"],
+        json!({"read": 400, "write": 0}),
+        "web1's, through the group"
+    );
+    assert_eq!(web1["group"], "gold");
 
     let out = bed.tokentop(&["-b", "-i", "1", "--sort", "name"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -123,13 +152,14 @@ fn batch_and_json_count_exactly_what_the_guests_completed() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(lines.len(), 3, "a header and two VBDs:\n{text}");
+    assert_eq!(lines.len(), 4, "a header, two VBDs and the group:\n{text}");
     assert_eq!(
-        (lines[0][1], lines[1][1], lines[2][1]),
-        ("NAME", "db1", "web1"),
+        (lines[0][1], lines[1][1], lines[2][1], lines[3][1]),
+        ("NAME", "db1", "web1", "gold"),
         "{text}"
     );
-    assert_eq!(lines[2][4], "iops-read=200", "{text}");
+    assert_eq!(lines[2][4], "group=gold,iops-read=200,weight=3", "{text}");
+    assert_eq!(lines[3][4], "iops-total=1000", "{text}");
 }
 
 #[test]
@@ -203,11 +233,13 @@ fn the_screen_resets_and_follows_the_daemon_stopped_and_started_again() {
     let mut bed = Bed::start("tt-screen");
     drive(&mut bed.web1, DEPTH, Until::Count(100), read_4k);
     let tmux = Tmux::start("daemon", &["--sim", bed.dir().to_str().unwrap()], 200, 20);
-    let screen = tmux.until("both guests", |s| s.contains("web1") && s.contains("db1"));
+    let screen = tmux.until("both guests and the group", |s| {
+        s.contains("web1") && s.contains("db1") && s.contains("[gold]")
+    });
     assert!(screen.contains("iops-read=200"), "{screen}");
     tmux.type_keys("z");
     tmux.until("the reset's answer", |s| {
-        s.contains("counters reset: 2 VBDs, 0 groups")
+        s.contains("counters reset: 2 VBDs, 1 groups")
     });
     assert_eq!(row(&bed.json(), "web1")["requests"]["read"], 0);
 
