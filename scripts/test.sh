@@ -14,7 +14,8 @@ command -v xenstore-write >/dev/null 2>&1 || need_apt+=(xenstore-utils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
