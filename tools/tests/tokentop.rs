@@ -429,6 +429,14 @@ fn help_and_bad_arguments() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
+    // output() gives it pipes, not a terminal.
+    let out = tokentop(&["--socket", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the screen needs a terminal: use -b or --json"),
+        "{stderr}"
+    );
     let out = tokentop(&[
         "--metrics-listen",
         "256.0.0.1:1",

@@ -1,6 +1,7 @@
 //! tokentop: a xentop-like view of tokenbackd's virtual disks and their QoS, read from its
 //! control socket: interactive, in batch rows or JSON, or as Prometheus metrics over HTTP.
 
+use std::io::IsTerminal;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +99,11 @@ fn main() -> ExitCode {
         };
         let out = &mut std::io::stdout().lock();
         return report(batch::run(&mut daemon, &options, out, std::thread::sleep));
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return report(Err(
+            "the screen needs a terminal: use -b or --json for scripts",
+        ));
     }
     let filter = args.filter.unwrap_or_default();
     let app = App::new(daemon, args.delay, args.sort, args.descending, filter);
