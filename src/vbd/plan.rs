@@ -69,6 +69,16 @@ impl Plan {
             RequestKind::WriteBarrier(s) | RequestKind::FlushDiskcache(s) => {
                 let barrier = matches!(kind, RequestKind::WriteBarrier(_));
                 let data = !s.segments().is_empty();
+                if !data {
+                    // No data, no position: Linux's blkfront sends its empty flush with the
+                    // sector of a request never positioned, (sector_t)-1, and blkback looks at
+                    // no sector without segments. Refused, blkfront turns the cache off quietly.
+                    return Ok(Plan {
+                        work: Work::Flush { barrier, data },
+                        offset: 0,
+                        bytes: 0,
+                    });
+                }
                 (Work::Flush { barrier, data }, s)
             }
             RequestKind::Discard(d) => {
@@ -207,6 +217,20 @@ mod tests {
         assert_eq!(barrier.class(), Class::Barrier);
         assert_eq!(barrier.limiter_request(0).op, limiter::Op::Flush);
         assert_eq!(barrier.limiter_request(0).bytes, 4096);
+    }
+
+    /// Linux's blkfront positions an empty flush at sector (sector_t)-1 (seen under real Xen:
+    /// refused, it turned the guest's write cache off).
+    #[test]
+    fn an_empty_flush_or_barrier_is_planned_whatever_its_sector() {
+        let mut segments = Vec::new();
+        for operation in [BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER] {
+            let plan = Plan::direct(&direct(operation, u64::MAX, &[]), &mut segments)
+                .unwrap_or_else(|e| panic!("operation {operation} at sector 2^64-1: {e:?}"));
+            assert!(matches!(plan.work, Work::Flush { data: false, .. }));
+            assert_eq!((plan.offset, plan.bytes), (0, 0));
+            assert_eq!(plan.limiter_request(0).op, limiter::Op::Flush);
+        }
     }
 
     /// Regression: `sector * 512` overflowed (a panic in debug builds, a wrapped offset in

@@ -216,7 +216,8 @@ pub(crate) fn flush_request(tag: Tag, handle: u16, mode: FlushMode) -> Option<Pr
             nr_segments: 0,
             handle,
             id: 0,
-            sector_number: 0,
+            // Linux's: the block layer's flush request is never positioned (blk_rq_init)
+            sector_number: u64::MAX,
             seg: [Segment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST],
         }),
     })

@@ -383,6 +383,9 @@ impl Blkback {
                     Status::NotSupported
                 } else if self.config.fail_flush {
                     Status::Error
+                } else if s.segments().is_empty() {
+                    // no data, no position (blkfront's empty flush is at sector 2^64-1)
+                    Status::Okay
                 } else {
                     self.transfer(s.sector_number(), s.segments(), true)
                 }
