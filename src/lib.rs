@@ -7,6 +7,7 @@ pub mod instance_lock;
 pub mod limiter;
 pub mod logging;
 pub mod platform;
+pub mod stats;
 pub mod stop_signals;
 pub mod storage;
 pub mod vbd;

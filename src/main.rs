@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
 use slog::{error, info, Logger};
@@ -12,6 +13,7 @@ use tokenback::logging::LogArgs;
 use tokenback::platform::linux::{LinuxPlatform, EVTCHN_PATH, GNTDEV_PATH};
 use tokenback::platform::sim::{RunDir, SimPlatform};
 use tokenback::platform::{DomId, Platform};
+use tokenback::stats::{Answerer, ControlSocket, Directory};
 use tokenback::stop_signals::StopSignals;
 use tokenback::storage::EngineKind;
 use tokenback::vbd::{ReportSink, Workers};
@@ -28,11 +30,17 @@ use xenstore_wire::client::Endpoint;
 On a Xen host tokenbackd serves every VBD under /local/domain/<domid>/backend/<type> once the
 hotplug script has written physical-device-path, with the QoS keys of its backend directory
 (tokens-refill, tokens-max, iops-*, bps-*; see docs/qos.md), which xenstore-write changes
-while the guest runs; a refused set's reason is in qos-error beside them. On Xen 4.17 the kernel's
+while the guest runs; a refused set's reason is in qos-error beside them. Throttle groups
+(a VBD's group and weight keys) are declared with the same keys in
+/local/domain/<domid>/tokenback/groups/<name>/. On Xen 4.17 the kernel's
 xen-blkback serves backend/vbd too and must be unloaded first; from Xen 4.19 --backend-type
 vbd3 serves backendtype=tap disks beside it.
 
 Without Xen, --sim DIR serves the simulated Xen host in DIR (tokenback-sim creates one).
+
+What each disk is given (counters, rates, bucket balances, storage latency, the keys in force)
+is read from the control socket, one JSON object a line each way, as tokentop does; see
+docs/qos.md, \"Control socket\". It is removed at exit.
 
 One tokenbackd serves a backend tree: a second one started on the same tree and state
 directory exits at once, saying so (two back ends answering one front end crash Linux
@@ -70,6 +78,11 @@ struct Args {
     /// [default: /run/tokenback, or DIR/state under --sim DIR]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The control socket tokentop reads (docs/qos.md, "Control socket"), mode 0600
+    /// [default: $RUNTIME_DIRECTORY/control.sock under systemd, else
+    /// /run/tokenback/control.sock, or DIR/tokenbackd.sock under --sim DIR]
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// Print the manual page (roff) and exit; docs/tokenbackd.8 is its output
     #[arg(long, hide = true)]
     man_page: bool,
@@ -135,6 +148,27 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The control socket's path.
+    fn control_socket(&self) -> PathBuf {
+        if let Some(path) = &self.control_socket {
+            return path.clone();
+        }
+        if let Some(sim) = &self.sim {
+            return sim.join("tokenbackd.sock");
+        }
+        // systemd's RuntimeDirectory=; several directories are separated by ':'.
+        let runtime = std::env::var_os("RUNTIME_DIRECTORY");
+        let first = runtime
+            .as_deref()
+            .and_then(|dirs| dirs.to_str()?.split(':').next().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty());
+        first
+            .unwrap_or_else(|| PathBuf::from("/run/tokenback"))
+            .join("control.sock")
+    }
+}
+
 /// Runs the workers and the xenbus driver until a stop signal, then drains and stops.
 fn serve<P: Platform>(
     platform: P,
@@ -153,6 +187,8 @@ where
     // us over every VBD.
     let _lock =
         InstanceLock::take(&state_dir, args.backend_type.name()).map_err(|e| e.to_string())?;
+    // Before any thread of ours starts: its mode comes from the process's umask.
+    let control = ControlSocket::bind(&args.control_socket()).map_err(|e| e.to_string())?;
     let config = DriverConfig {
         endpoint,
         tree,
@@ -171,14 +207,21 @@ where
         log,
     )
     .map_err(|e| e.to_string())?;
+    let directory = Arc::new(Directory::default());
+    let answerer = Answerer::new(workers.links(), Arc::clone(&directory));
+    let control = control
+        .spawn(answerer, log.new(slog::o!("thread" => "control")))
+        .map_err(|e| e.to_string())?;
     // A driver that ends by itself (xenstored gone) stops the daemon as a signal would.
     let running = driver
-        .spawn(reports.1, workers, StopSignals::raise)
+        .spawn(reports.1, workers, directory, StopSignals::raise)
         .map_err(|e| e.to_string())?;
     info!(log, "serving"; "tree" => running.root(), "workers" => args.workers,
-        "io_engine" => ?args.io_engine);
+        "io_engine" => ?args.io_engine, "control_socket" => %args.control_socket().display());
     let sig = signals.wait();
     info!(log, "stopping: finishing the requests in flight"; "signal" => sig);
+    // First: it asks the workers, which are about to end.
+    control.stop();
     let (workers, ended) = running.stop();
     if let Some(workers) = workers {
         workers.shutdown();

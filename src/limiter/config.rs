@@ -429,7 +429,8 @@ fn parse_number(
     }
 }
 
-fn parse_group(value: &str) -> Result<Option<String>, ConfigError> {
+/// A group name as `group` and the groups' directory names carry it (blank: no group).
+pub fn parse_group(value: &str) -> Result<Option<String>, ConfigError> {
     let name = value.trim_ascii();
     if name.is_empty() {
         return Ok(None);

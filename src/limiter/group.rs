@@ -82,7 +82,7 @@ impl Group {
             cursor: 0,
             granted: false,
             picked: None,
-            counters: Counters::default(),
+            counters: Counters::new(now),
             held_since: None,
             decided: Exact::whole(now),
         }
@@ -225,7 +225,7 @@ impl Group {
             }
         }
         self.counters
-            .record_admission(&admitted.request, admitted.delay_ns);
+            .record_admission(&admitted.request, admitted.delay_ns, at);
         if let Some(since) = self.held_since.take() {
             self.counters.add_throttled(at.saturating_sub(since));
         }
@@ -254,7 +254,7 @@ impl Group {
         let ongoing = self.held_since.map_or(0, |since| now.saturating_sub(since));
         let members = || self.slots.iter().flatten();
         GroupStats {
-            counters: self.counters.snapshot(ongoing),
+            counters: self.counters.snapshot(now, ongoing),
             balances: self.limits.balances(now).collect(),
             members: members().count(),
             queued: members().map(|m| m.vbd.queued()).sum(),
@@ -264,7 +264,7 @@ impl Group {
 
     /// Zero the group's cumulative counters (not its members').
     pub fn reset_counters(&mut self, now: u64) {
-        self.counters.reset();
+        self.counters.reset(now);
         self.held_since = self.held_since.map(|_| now);
     }
 

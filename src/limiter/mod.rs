@@ -62,11 +62,11 @@ mod vbd;
 mod tests;
 
 pub use config::{
-    ConfigError, LimitConfig, LimitKind, RateLimit, Shape, VbdConfig, MAX_BURST_LENGTH,
-    MAX_GROUP_NAME, MAX_INFLIGHT, MAX_IOPS_SIZE, MAX_RATE, MAX_WEIGHT,
+    parse_group, ConfigError, LimitConfig, LimitKind, RateLimit, Shape, VbdConfig,
+    MAX_BURST_LENGTH, MAX_GROUP_NAME, MAX_INFLIGHT, MAX_IOPS_SIZE, MAX_RATE, MAX_WEIGHT,
 };
 pub use cost::{Direction, Op, Request};
 pub use group::{Group, GroupStats, MemberId};
 pub use limits::Balance;
-pub use stats::{CounterSnapshot, PerDirection};
+pub use stats::{CounterSnapshot, DelayHistogram, PerDirection, Recent, RATE_WINDOW_NS};
 pub use vbd::{Admitted, Vbd, VbdStats, MAKE_UP_NS};

@@ -73,7 +73,7 @@ impl Vbd {
             in_flight: 0,
             max_inflight: config.max_inflight,
             weight: config.weight,
-            counters: Counters::default(),
+            counters: Counters::new(now),
             held_since: None,
             decided: Exact::whole(now),
         }
@@ -168,7 +168,7 @@ impl Vbd {
     pub fn stats(&self, now: u64) -> VbdStats {
         let ongoing = self.held_since.map_or(0, |since| now.saturating_sub(since));
         VbdStats {
-            counters: self.counters.snapshot(ongoing),
+            counters: self.counters.snapshot(now, ongoing),
             balances: self.balances(now),
             queued: self.queue.len(),
             in_flight: self.in_flight,
@@ -189,7 +189,7 @@ impl Vbd {
 
     /// Zero the cumulative counters (live state is kept).
     pub fn reset_counters(&mut self, now: u64) {
-        self.counters.reset();
+        self.counters.reset(now);
         self.held_since = self.held_since.map(|_| now);
     }
 
@@ -292,7 +292,7 @@ impl Vbd {
         self.decided = decision;
         self.in_flight = self.in_flight.saturating_add(1);
         let delay_ns = at.saturating_sub(since);
-        self.counters.record_admission(&request, delay_ns);
+        self.counters.record_admission(&request, delay_ns, at);
         if let Some(held) = self.held_since.take() {
             self.counters.add_throttled(at.saturating_sub(held));
         }

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use crate::limiter::VbdConfig;
+use crate::limiter::{LimitConfig, VbdConfig};
 use crate::platform::DomId;
+use crate::stats::{Filter, ResetCount, WorkerStats};
 use crate::storage::Backing;
 use crate::xenbus::{DeviceId, FrontendRings};
 
-/// A VBD to serve: everything the handshake learnt, validated.
-#[derive(Debug)]
+/// A VBD to serve: everything the handshake learnt, validated. Kept by the workers' pool too,
+/// to hand the VBD to another worker (resumed from its state file) when it joins a group there.
+#[derive(Debug, Clone)]
 pub struct Connect {
     pub id: DeviceId,
     /// The front end's domain: the granting domain of every ring, data and indirect page.
@@ -52,7 +54,20 @@ pub enum Command {
     /// Stop taking requests, answer those in flight, unmap, unbind; answer Drained.
     Disconnect(DeviceId),
     /// New QoS keys for a VBD: they apply from the worker's next decision (DESIGN "Retune").
+    /// A `group` this worker does not have sends the VBD to the worker that has it: it stops
+    /// taking requests, finishes those in flight and answers Moved.
     Retune(DeviceId, Box<VbdConfig>),
+    /// A VBD that left another worker (Moved): resume it from its state file, as a restarted
+    /// daemon would, without a report unless that fails (then Broken).
+    Adopt(Box<Connect>),
+    /// Create the named throttle group with these limits, or retune it (DESIGN "Groups").
+    Group(String, Box<LimitConfig>),
+    /// Remove the named group; members still in it keep their own limits.
+    RemoveGroup(String),
+    /// The control socket asks for the counters and live state of every VBD and group.
+    Stats(mpsc::Sender<WorkerStats>),
+    /// The control socket zeroes the counters of the VBDs and groups that match.
+    Reset(Filter, mpsc::Sender<ResetCount>),
     /// The daemon stops: finish what is in flight on every VBD, leave the rings as they are
     /// (the VBDs stay Connected for the next tokenbackd), and end the thread.
     Shutdown,
@@ -70,6 +85,10 @@ pub enum Report {
     Broken(DeviceId, String),
     /// After Disconnect: every in-flight request answered, rings unmapped, channels unbound.
     Drained(DeviceId),
+    /// The VBD left its worker to join a group on another one: nothing in flight, rings
+    /// unmapped, channels unbound, its held requests and levels in its state file for the
+    /// next worker to adopt.
+    Moved(DeviceId),
 }
 
 /// Where a worker sends its reports: a channel and the waker of the xenbus thread's poll.
@@ -102,4 +121,10 @@ pub trait Dispatch {
     fn disconnect(&mut self, id: DeviceId);
     /// Gives the worker serving `id` new QoS keys; nothing is answered.
     fn retune(&mut self, id: DeviceId, qos: VbdConfig);
+    /// Creates the throttle group `name` or retunes it; nothing is answered.
+    fn group(&mut self, name: &str, limits: LimitConfig);
+    /// Removes the throttle group `name` (its members were retuned out of it first).
+    fn remove_group(&mut self, name: &str);
+    /// A worker reported Moved: hands the VBD to the worker of its group.
+    fn moved(&mut self, id: DeviceId);
 }

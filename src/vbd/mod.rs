@@ -6,6 +6,7 @@
 //! it, and reports back ([`Report`]).
 
 pub mod control;
+mod groups;
 mod persistent;
 mod plan;
 mod pool;
@@ -17,4 +18,4 @@ mod worker;
 
 pub use control::{Command, Connect, Dispatch, Report, ReportSink, StatePlan};
 pub use persistent::MAX_PERSISTENT_GRANTS;
-pub use pool::{StartError, Workers};
+pub use pool::{StartError, WorkerLink, Workers};

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use blkif::{DataSegment, IndirectPage, Limits, RequestKind, SharedRing, Status};
 
 use super::control::Connect;
+use super::groups::{GroupKey, Groups, Membership};
 use super::persistent::{move_data, PersistentGrants};
 use super::plan::{Plan, Work};
 use super::queue::Queue;
@@ -20,6 +21,7 @@ use crate::limiter::{self, Admitted, VbdConfig};
 use crate::platform::{
     CopyOp, DomId, EventChannel, GrantAccess, GrantMapping, GrantRef, GuestRange, LocalBuf, Port,
 };
+use crate::stats::{StorageCounters, VbdReport};
 use crate::storage::{
     open_engine, BufPool, Completion, Engine, EngineKind, IoBuf, Op, OrderGate, RequestError,
 };
@@ -34,6 +36,8 @@ pub struct Context<G> {
     /// guest cannot change them while they are validated.
     indirect: Vec<(SharedRing, IndirectPage)>,
     page: Vec<u8>,
+    /// The worker's throttle groups, which hold their members' limiters.
+    pub groups: Groups,
 }
 
 impl<G: GrantAccess> Context<G> {
@@ -52,6 +56,7 @@ impl<G: GrantAccess> Context<G> {
             pool: BufPool::with_capacity(256),
             indirect,
             page: vec![0; crate::platform::PAGE_SIZE],
+            groups: Groups::default(),
         }
     }
 }
@@ -65,6 +70,44 @@ pub enum Closing {
     Shutdown,
     /// The front end broke a ring.
     Broken(String),
+    /// The VBD goes to another worker, to join a group there: no more requests are taken or
+    /// admitted; once those in flight are answered its state file is handed over. Any other
+    /// closing overrides it.
+    Move,
+}
+
+/// Where a VBD's requests are admitted.
+enum Limiter {
+    // Boxed: its counters make it large, and a membership is small.
+    Own(Box<limiter::Vbd>),
+    /// Its limiter is held by a group on the same worker, which admits for it.
+    Member(Membership),
+}
+
+/// A limiter without limits or requests: a placeholder while the real one changes hands.
+fn unlimited() -> Box<limiter::Vbd> {
+    Box::new(limiter::Vbd::new(&VbdConfig::default(), 0))
+}
+
+impl Limiter {
+    fn vbd_ref<'a>(&'a self, groups: &'a Groups) -> &'a limiter::Vbd {
+        match self {
+            Limiter::Own(vbd) => vbd,
+            Limiter::Member(membership) => groups
+                .member(*membership)
+                .expect("a member's group outlives its membership"),
+        }
+    }
+
+    fn vbd<'a>(&'a mut self, groups: &'a mut Groups) -> &'a mut limiter::Vbd {
+        match self {
+            Limiter::Own(vbd) => vbd,
+            // The worker takes every member out of a group before removing it.
+            Limiter::Member(membership) => groups
+                .member_mut(*membership)
+                .expect("a member's group outlives its membership"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +131,8 @@ struct Slot {
     plan: Plan,
     segments: Vec<DataSegment>,
     stage: Stage,
+    /// When its first storage stage was submitted, for the storage latency.
+    submitted: u64,
 }
 
 /// A connected VBD.
@@ -99,7 +144,7 @@ pub struct Served<M: GrantMapping> {
     persistent: Vec<PersistentGrants>,
     engine: Box<dyn Engine + Send>,
     discard: bool,
-    limiter: limiter::Vbd,
+    limiter: Limiter,
     gate: OrderGate<u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -113,6 +158,9 @@ pub struct Served<M: GrantMapping> {
     completions: Vec<Completion>,
     /// When the limiter next admits, for the worker's timer.
     pub next_admission: Option<u64>,
+    /// The front end was not asked to notify: the limiter holds requests until a timer that
+    /// wakes the worker anyway, and new ones are read from the rings then (see `final_take`).
+    quiet: bool,
     /// Where ring indices, bucket levels and unanswered requests are kept across a restart.
     state: Option<StateFile>,
     state_path: Option<std::path::PathBuf>,
@@ -120,6 +168,8 @@ pub struct Served<M: GrantMapping> {
     levels_saved_at: u64,
     /// Requests the storage failed, for the worker's log.
     failures: FailureLog,
+    /// Storage latency and failures, for the control socket.
+    storage_counters: StorageCounters,
 }
 
 /// A request the storage failed (answered BLKIF_RSP_ERROR), for the worker to log.
@@ -226,7 +276,7 @@ impl<M: GrantMapping> Served<M> {
             persistent,
             engine,
             discard: connect.discard,
-            limiter: limiter::Vbd::new(&connect.qos, now),
+            limiter: Limiter::Own(Box::new(limiter::Vbd::new(&connect.qos, now))),
             gate: OrderGate::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -237,10 +287,12 @@ impl<M: GrantMapping> Served<M> {
             admitted: Vec::new(),
             completions: Vec::new(),
             next_admission: None,
+            quiet: false,
             state,
             state_path: connect.state.map(|plan| plan.path),
             levels_saved_at: now,
             failures: FailureLog::default(),
+            storage_counters: StorageCounters::default(),
         };
         if let Some(saved) = saved {
             served.resume(ctx, evtchn, saved, now);
@@ -259,8 +311,11 @@ impl<M: GrantMapping> Served<M> {
         now: u64,
     ) {
         if let Some((balances, ago)) = &saved.balances {
-            self.limiter
-                .restore_balances(balances, now.saturating_sub(*ago), now);
+            self.limiter.vbd(&mut ctx.groups).restore_balances(
+                balances,
+                now.saturating_sub(*ago),
+                now,
+            );
         }
         let slots = saved.requests.iter().map(|r| r.slot + 1).max().unwrap_or(0);
         for slot in 0..slots {
@@ -270,6 +325,7 @@ impl<M: GrantMapping> Served<M> {
                 plan: Plan::PLACEHOLDER,
                 segments: Vec::new(),
                 stage: Stage::Free,
+                submitted: 0,
             });
             if !saved.requests.iter().any(|r| r.slot == slot) {
                 self.free.push(slot);
@@ -291,9 +347,10 @@ impl<M: GrantMapping> Served<M> {
                 Ok(()) => {
                     let plan = self.slots[slot as usize].plan;
                     self.limiter
+                        .vbd(&mut ctx.groups)
                         .enqueue(plan.limiter_request(u64::from(slot)), now);
                 }
-                Err(status) => self.finish(slot, status, now),
+                Err(status) => self.finish(ctx, slot, status, now),
             }
         }
         for queue in &mut self.queues {
@@ -312,11 +369,35 @@ impl<M: GrantMapping> Served<M> {
         }
     }
 
-    fn save_levels(&mut self, now: u64) {
+    fn save_levels(&mut self, groups: &mut Groups, now: u64) {
         if let Some(file) = &mut self.state {
-            file.save_balances(&self.limiter.balances(now), now);
+            file.save_balances(&self.limiter.vbd(groups).balances(now), now);
             self.levels_saved_at = now;
         }
+    }
+
+    /// Counters and live state at `now`, for the control socket.
+    pub fn stats(&self, groups: &Groups, now: u64) -> VbdReport {
+        let limiter = self.limiter.vbd_ref(groups);
+        VbdReport {
+            id: self.id,
+            queues: self.queues.len(),
+            group: self.group_name(groups).map(str::to_owned),
+            weight: limiter.weight(),
+            limiter: limiter.stats(now),
+            storage: self.storage_counters.snapshot(),
+        }
+    }
+
+    /// The name of the group it is served in.
+    pub fn group_name<'a>(&self, groups: &'a Groups) -> Option<&'a str> {
+        groups.name(self.membership()?.group)
+    }
+
+    /// Zeroes the counters (the live state, levels and queues, is kept).
+    pub fn reset_stats(&mut self, groups: &mut Groups, now: u64) {
+        self.limiter.vbd(groups).reset_counters(now);
+        self.storage_counters = StorageCounters::default();
     }
 
     /// Our ports, with the queue each belongs to.
@@ -343,6 +424,7 @@ impl<M: GrantMapping> Served<M> {
         if status != Status::Error {
             return;
         }
+        self.storage_counters.record_error();
         let entry = &self.slots[slot as usize];
         let (op, bytes) = match (entry.stage, entry.plan.work) {
             (Stage::PreFlush | Stage::PostFlush, _) => ("flush", 0),
@@ -404,6 +486,7 @@ impl<M: GrantMapping> Served<M> {
                             }
                             let plan = self.slots[slot as usize].plan;
                             self.limiter
+                                .vbd(&mut ctx.groups)
                                 .enqueue(plan.limiter_request(u64::from(slot)), now);
                             continue;
                         }
@@ -441,7 +524,15 @@ impl<M: GrantMapping> Served<M> {
     /// Before the worker sleeps: asks every front end to notify at its next request
     /// (`RING_FINAL_CHECK_FOR_REQUESTS`) and takes what raced with that; returns whether there
     /// was any (then the worker stays awake and re-arms later).
+    ///
+    /// Not while the limiter holds requests until an instant: requests that arrive meanwhile
+    /// only join the back of its queue, so a notification for each would be a wake-up for
+    /// nothing. The rings are read at every `admit` instead, the timer's included.
     pub fn final_take<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) -> bool {
+        self.quiet = self.next_admission.is_some();
+        if self.quiet {
+            return false;
+        }
         let mut took = false;
         for q in 0..self.queues.len() {
             if self.closing.is_some() {
@@ -456,23 +547,93 @@ impl<M: GrantMapping> Served<M> {
         took
     }
 
-    /// Starts what the limiter admits by `now` and notes when it next will.
+    /// Starts what its own limiter admits by `now` and notes when it next will; a member's
+    /// admissions come from its group ([`Served::admitted`]), a moving VBD's from nowhere.
     pub fn admit<G: GrantAccess>(&mut self, ctx: &mut Context<G>, now: u64) {
-        let mut admitted = std::mem::take(&mut self.admitted);
-        self.next_admission = self.limiter.poll_admit_due(now, &mut admitted);
-        self.dispatch(ctx, &mut admitted, now);
-        self.admitted = admitted;
+        if self.quiet {
+            self.take_all(ctx, now);
+        }
+        if let (None, Limiter::Own(vbd)) = (&self.closing, &mut self.limiter) {
+            let mut admitted = std::mem::take(&mut self.admitted);
+            self.next_admission = vbd.poll_admit_due(now, &mut admitted);
+            self.dispatch(ctx, &mut admitted, now);
+            self.admitted = admitted;
+        }
         if now.saturating_sub(self.levels_saved_at) >= LEVELS_EVERY_NS {
-            self.save_levels(now);
+            self.save_levels(&mut ctx.groups, now);
         }
     }
 
+    /// Starts a request its group admitted.
+    pub fn admitted<G: GrantAccess>(&mut self, ctx: &mut Context<G>, admitted: Admitted, now: u64) {
+        let mut batch = std::mem::take(&mut self.admitted);
+        batch.push(admitted);
+        self.dispatch(ctx, &mut batch, now);
+        self.admitted = batch;
+    }
+
     /// Applies new QoS keys. The retune is itself a decision (DESIGN "Retune"): what the old
-    /// keys admitted by `now` goes first, then the new keys price what is still held; the
-    /// caller's `advance` admits what they allow and re-arms the timer.
+    /// keys admitted by `now` goes first (the worker has its groups admit first too), then the
+    /// new keys price what is still held; the caller's `advance` admits what they allow and
+    /// re-arms the timer. Joining or leaving a group is the worker's (it knows the groups).
     pub fn retune<G: GrantAccess>(&mut self, ctx: &mut Context<G>, qos: &VbdConfig, now: u64) {
         self.admit(ctx, now);
-        self.limiter.retune(qos, now);
+        self.limiter.vbd(&mut ctx.groups).retune(qos, now);
+    }
+
+    /// The group this VBD is a member of.
+    pub fn membership(&self) -> Option<Membership> {
+        match self.limiter {
+            Limiter::Own(_) => None,
+            Limiter::Member(membership) => Some(membership),
+        }
+    }
+
+    /// Puts the VBD's limiter, with its queue and own buckets, into `group`; it is the worker's
+    /// VBD `index`. A member leaves its group first.
+    pub fn join<G>(&mut self, ctx: &mut Context<G>, group: GroupKey, index: usize) {
+        self.leave(ctx);
+        let own = std::mem::replace(&mut self.limiter, Limiter::Own(unlimited()));
+        let Limiter::Own(vbd) = own else {
+            unreachable!("left its group above");
+        };
+        self.limiter = match ctx.groups.join(group, vbd, index, self.id) {
+            Ok(membership) => Limiter::Member(membership),
+            Err(vbd) => Limiter::Own(vbd),
+        };
+        self.next_admission = None;
+    }
+
+    /// Takes the VBD's limiter back from its group, if it is in one: its own limits alone
+    /// apply from now.
+    pub fn leave<G>(&mut self, ctx: &mut Context<G>) {
+        if let Limiter::Member(membership) = self.limiter {
+            // Gone with its group only if the worker broke its own rule; start afresh then.
+            let vbd = ctx.groups.leave(membership).unwrap_or_else(unlimited);
+            self.limiter = Limiter::Own(vbd);
+        }
+    }
+
+    /// Whether it has a state file: only that carries it to another worker.
+    pub fn keeps_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Whether a moving VBD may be handed over: nothing but held requests left (they are in
+    /// its state file), nothing in the engine.
+    pub fn is_settled(&self) -> bool {
+        self.closing == Some(Closing::Move)
+            && self.engine.in_flight() == 0
+            && self.stalled.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.stage, Stage::Free | Stage::Held))
+    }
+
+    /// Before a settled VBD is handed over: its levels, for the worker that adopts it.
+    pub fn hand_over<G>(&mut self, ctx: &mut Context<G>, now: u64) {
+        self.save_levels(&mut ctx.groups, now);
     }
 
     /// Handles every completion the engine has, then retries operations it had no room for.
@@ -509,29 +670,38 @@ impl<M: GrantMapping> Served<M> {
     /// (dropped unanswered on a broken ring, which cannot carry them, or at shutdown, where
     /// the state file keeps them for the next daemon), the rest finish.
     pub fn close<G: GrantAccess>(&mut self, ctx: &mut Context<G>, why: Closing, now: u64) {
-        if self.closing.is_some() {
+        // A move holds everything back, so anything else may still take over from it.
+        if self.closing.as_ref().is_some_and(|c| *c != Closing::Move) {
+            return;
+        }
+        self.next_admission = None;
+        if why == Closing::Move {
+            // Held requests stay held (and in the state file) for the worker that adopts it;
+            // those in flight finish here.
+            self.leave(ctx);
+            self.closing = Some(why);
             return;
         }
         let keep_held = match why {
             Closing::Broken(_) => true,
             Closing::Shutdown => self.state.is_some(),
-            Closing::Disconnect => false,
+            Closing::Disconnect | Closing::Move => false,
         };
         if why == Closing::Shutdown {
             // Levels before the held requests are let go: they are charged again when redone.
-            self.save_levels(now);
+            self.save_levels(&mut ctx.groups, now);
         }
         self.closing = Some(why);
-        self.next_admission = None;
         let mut admitted = std::mem::take(&mut self.admitted);
-        self.limiter.release_all(now, &mut admitted);
+        let limiter = self.limiter.vbd(&mut ctx.groups);
+        limiter.release_all(now, &mut admitted);
         if keep_held {
             // Dropped unstarted: nothing can be answered on a broken ring, and at shutdown
             // their copies in the state file are redone by the next daemon.
             for a in admitted.drain(..) {
                 self.slots[a.request.id as usize].stage = Stage::Free;
                 self.free.push(a.request.id as u32);
-                self.limiter.complete(now);
+                limiter.complete(now);
             }
         } else {
             self.dispatch(ctx, &mut admitted, now);
@@ -580,18 +750,20 @@ impl<M: GrantMapping> Served<M> {
             Work::Read => (Stage::Data, self.read_op(ctx, slot)),
             Work::Write => match self.write_op(ctx, slot) {
                 Ok(op) => (Stage::Data, op),
-                Err(status) => return self.finish(slot, status, now),
+                Err(status) => return self.finish(ctx, slot, status, now),
             },
             Work::Flush { data: true, .. } => (Stage::PreFlush, Op::Flush),
             Work::Flush { data: false, .. } => (Stage::PostFlush, Op::Flush),
             Work::Discard { len, secure } => {
                 if !self.discard || secure {
-                    return self.finish(slot, Status::NotSupported, now);
+                    return self.finish(ctx, slot, Status::NotSupported, now);
                 }
                 (Stage::Data, Op::Discard { offset, len })
             }
         };
-        self.slots[slot as usize].stage = stage;
+        let entry = &mut self.slots[slot as usize];
+        entry.stage = stage;
+        entry.submitted = now;
         self.submit(ctx, u64::from(slot), op, now);
     }
 
@@ -607,7 +779,7 @@ impl<M: GrantMapping> Served<M> {
                 recycle(ctx, rejected.op);
                 let status = status_of(&rejected.error);
                 self.failed(tag as u32, &rejected.error, status, now);
-                self.finish(tag as u32, status, now);
+                self.finish(ctx, tag as u32, status, now);
                 true
             }
         }
@@ -647,13 +819,13 @@ impl<M: GrantMapping> Served<M> {
             ctx.pool.put(buf);
         }
         if let Some(status) = status {
-            self.finish(slot, status, now);
+            self.finish(ctx, slot, status, now);
         }
     }
 
     /// Answers a request and frees its slot; what the gate releases is started by the caller's
     /// `start_ready`.
-    fn finish(&mut self, slot: u32, status: Status, now: u64) {
+    fn finish<G>(&mut self, ctx: &mut Context<G>, slot: u32, status: Status, now: u64) {
         let entry = &mut self.slots[slot as usize];
         let stage = std::mem::replace(&mut entry.stage, Stage::Free);
         let queue = &mut self.queues[entry.queue];
@@ -673,11 +845,15 @@ impl<M: GrantMapping> Served<M> {
             file.save_rsp_prod_pvt(entry.queue, queue.ring.state().rsp_prod_pvt);
             file.clear(slot);
         }
+        if matches!(stage, Stage::PreFlush | Stage::Data | Stage::PostFlush) {
+            let ns = now.saturating_sub(entry.submitted);
+            self.storage_counters.record_latency(ns);
+        }
         if stage != Stage::Held {
             let mut released = Vec::new();
             self.gate.completed(entry.plan.class(), &mut released);
             self.ready.extend(released);
-            self.limiter.complete(now);
+            self.limiter.vbd(&mut ctx.groups).complete(now);
         }
         self.free.push(slot);
     }
@@ -753,6 +929,7 @@ fn accept<G: GrantAccess>(
                 plan: Plan::PLACEHOLDER,
                 segments: Vec::new(),
                 stage: Stage::Free,
+                submitted: 0,
             });
             (slots.len() - 1) as u32
         }

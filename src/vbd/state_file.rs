@@ -179,7 +179,8 @@ pub struct SavedRequest {
 pub struct Saved {
     /// Per queue, the indices to resume the back ring from.
     pub rings: Vec<RingState>,
-    /// Requests taken and not answered, in no particular order.
+    /// Requests taken and not answered, by queue and in the order they were taken (a VBD
+    /// resumed from them keeps its FIFO order).
     pub requests: Vec<SavedRequest>,
     /// Bucket balances, and how long before the load they were read.
     pub balances: Option<(Vec<Balance>, u64)>,
@@ -426,12 +427,19 @@ impl StateFile {
             if (1..=size).contains(&past.wrapping_sub(ring.req_cons)) {
                 ring.req_cons = past;
             }
-            requests.push(SavedRequest {
+            let saved = SavedRequest {
                 slot,
                 queue,
                 request,
-            });
+            };
+            requests.push((entry.body.ring_idx, saved));
         }
+        // Oldest first: the furthest behind the queue's final req_cons.
+        requests.sort_by_key(|(ring_idx, r)| {
+            let req_cons = rings[r.queue].req_cons;
+            (r.queue, std::cmp::Reverse(req_cons.wrapping_sub(*ring_idx)))
+        });
+        let requests: Vec<SavedRequest> = requests.into_iter().map(|(_, r)| r).collect();
         for (q, ring) in rings.iter().enumerate() {
             let unanswered = ring.req_cons.wrapping_sub(ring.rsp_prod_pvt);
             let kept = requests.iter().filter(|r| r.queue == q).count() as u32;

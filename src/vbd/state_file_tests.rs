@@ -308,3 +308,28 @@ fn checksum_skipping_zero_words_is_byte_wise_fnv_1a() {
         }
     }
 }
+
+#[test]
+fn held_requests_come_back_in_the_order_they_were_taken_whatever_their_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vbd-1-51712");
+    let mut file = StateFile::create(&path, SHAPE).unwrap();
+    // Queue 0 wraps its index; slots were reused out of order (the free list is a stack).
+    let first = u32::MAX - 1;
+    file.save_rsp_prod_pvt(0, first);
+    let taken = [(7, 0), (2, 1), (9, 2), (0, 3)];
+    for (slot, i) in taken {
+        let idx = first.wrapping_add(i);
+        file.record(slot, 0, idx, &write(200 + u64::from(i), 8));
+        file.save_req_cons(0, idx.wrapping_add(1));
+    }
+    file.record(5, 1, 0, &discard(300));
+    file.save_req_cons(1, 1);
+    drop(file);
+
+    let (_file, saved) = open(&path).unwrap();
+    let got: Vec<(usize, u64)> = (saved.requests.iter())
+        .map(|r| (r.queue, r.request.id()))
+        .collect();
+    assert_eq!(got, vec![(0, 200), (0, 201), (0, 202), (0, 203), (1, 300)]);
+}

@@ -59,6 +59,17 @@ impl BackendTree {
         &self.root
     }
 
+    /// Where throttle groups are declared, one directory each (DESIGN "Where QoS lives in
+    /// xenstore"): the backend domain's own tree, beside the backends.
+    pub fn groups_root(&self) -> String {
+        format!("/local/domain/{}/tokenback/groups", self.backend_id.0)
+    }
+
+    /// The domain we serve as.
+    pub fn backend_id(&self) -> DomId {
+        self.backend_id
+    }
+
     /// A guest's directory of VBDs, listed to find its devids.
     pub fn guest_dir(&self, frontend_id: DomId) -> String {
         format!("{}/{}", self.root, frontend_id.0)

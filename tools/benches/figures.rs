@@ -5,7 +5,10 @@
 //! 1. 4 KiB random reads at queue depth 32, null storage (target >= 650 k IOPS);
 //! 2. 4 KiB random reads at queue depth 32 on a 1 GiB file with O_DIRECT, and fio's io_uring
 //!    engine on that file (target >= 0.9 of fio);
-//! 3. 1 MiB sequential reads at queue depth 16 on the same file, and fio (target >= 0.9).
+//! 3. 1 MiB sequential reads at queue depth 16 on the same file, and fio (target >= 0.9);
+//! 4. 4 KiB random reads at queue depth 32, null storage, with QoS keys that limit nothing
+//!    reachable (every rate key at 10^12) against none at all (target >= 0.97);
+//! 5. tokenbackd's CPU while a saturating guest is held at 100 IOPS (target <= 0.5% of a core).
 //!
 //! Each figure is the median of several runs. tokenbackd belongs to the root package, so
 //! build it first: `cargo build --release --bin tokenbackd`. fio must be installed (apt-get
@@ -26,23 +29,39 @@ const PLACEMENT: Placement = Placement {
 };
 const FILE_BYTES: u64 = 1 << 30;
 
-/// One figure: a workload through tokenbackd and, on a file, the same with fio.
+/// One figure: a workload through tokenbackd, and what it is compared with.
 struct Figure {
     name: &'static str,
     spec: String,
     engine: &'static str,
-    /// fio's `--rw`, `--bs`, `--iodepth`, when compared with fio.
-    fio: Option<(&'static str, &'static str, u32)>,
-    /// Report MiB/s instead of IOPS.
-    bandwidth: bool,
+    baseline: Baseline,
+    /// What is reported of each run.
+    shown: Shown,
     target: &'static str,
 }
 
-/// What one run of a figure measured: tokenbackd's rate and fio's (IOPS or MiB/s).
+/// What a figure is set against, run by run.
+enum Baseline {
+    None,
+    /// fio's `--rw`, `--bs`, `--iodepth` on the same file.
+    Fio(&'static str, &'static str, u32),
+    /// The same through tokenbackd with another disk spec.
+    Spec(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Iops,
+    MibPerSecond,
+    /// tokenbackd's CPU, in % of one core.
+    DaemonCpu,
+}
+
+/// What the runs of a figure measured: tokenbackd's figure and its baseline's.
 #[derive(Default)]
 struct Measured {
     tokenbackd: Vec<f64>,
-    fio: Vec<f64>,
+    baseline: Vec<f64>,
 }
 
 fn main() {
@@ -73,22 +92,33 @@ fn main() {
     let duration = Duration::from_secs(seconds);
     for run in 1..=runs {
         for (figure, measured) in figures.iter().zip(&mut measured) {
-            let rate = through_tokenbackd(figure, &tmp.join("figures-run"), duration);
+            let dir = tmp.join("figures-run");
+            let value = through_tokenbackd(figure, &figure.spec, &dir, duration);
             progress(&format!(
                 "run {run}/{runs}: {}: tokenbackd {}",
                 figure.name,
-                show(rate, figure.bandwidth)
+                show(value, figure.shown)
             ));
-            measured.tokenbackd.push(rate);
-            if let (Some((rw, bs, depth)), Some(_)) = (figure.fio, &fio) {
-                let (iops, mib) = run_fio(&file, rw, bs, depth, seconds);
-                let rate = if figure.bandwidth { mib } else { iops };
+            measured.tokenbackd.push(value);
+            let baseline = match &figure.baseline {
+                Baseline::Fio(rw, bs, depth) if fio.is_some() => {
+                    let (iops, mib) = run_fio(&file, rw, bs, *depth, seconds);
+                    Some(if figure.shown == Shown::Iops {
+                        iops
+                    } else {
+                        mib
+                    })
+                }
+                Baseline::Spec(spec) => Some(through_tokenbackd(figure, spec, &dir, duration)),
+                Baseline::Fio(..) | Baseline::None => None,
+            };
+            if let Some(value) = baseline {
                 progress(&format!(
-                    "run {run}/{runs}: {}: fio {}",
+                    "run {run}/{runs}: {}: baseline {}",
                     figure.name,
-                    show(rate, figure.bandwidth)
+                    show(value, figure.shown)
                 ));
-                measured.fio.push(rate);
+                measured.baseline.push(value);
             }
         }
     }
@@ -109,37 +139,58 @@ fn main() {
 
 fn figures(file: &Path) -> Vec<Figure> {
     let file = file.display();
+    let null_4k = "size=1G,rw=randread,bs=4k,qd=32,queues=1,verify=0";
+    // Every rate key, at a rate no guest reaches: each request is priced by every bucket.
+    let unreachable = ["iops-total", "iops-read", "bps-total", "bps-read"]
+        .map(|key| format!(",{key}=1000000000000"))
+        .concat();
     vec![
         Figure {
             name: "4 KiB random reads, QD 32, null storage",
-            spec: "size=1G,rw=randread,bs=4k,qd=32,queues=1,verify=0".into(),
+            spec: null_4k.into(),
             engine: "null",
-            fio: None,
-            bandwidth: false,
+            baseline: Baseline::None,
+            shown: Shown::Iops,
             target: ">= 650 k IOPS",
         },
         Figure {
             name: "4 KiB random reads, QD 32, 1 GiB file",
             spec: format!("file={file},rw=randread,bs=4k,qd=32,queues=1,verify=0"),
             engine: "uring",
-            fio: Some(("randread", "4k", 32)),
-            bandwidth: false,
+            baseline: Baseline::Fio("randread", "4k", 32),
+            shown: Shown::Iops,
             target: ">= 0.9 of fio",
         },
         Figure {
             name: "1 MiB sequential reads, QD 16, 1 GiB file",
             spec: format!("file={file},rw=read,bs=1M,qd=16,queues=1,verify=0"),
             engine: "uring",
-            fio: Some(("read", "1M", 16)),
-            bandwidth: true,
+            baseline: Baseline::Fio("read", "1M", 16),
+            shown: Shown::MibPerSecond,
             target: ">= 0.9 of fio",
+        },
+        Figure {
+            name: "QoS keys that limit nothing vs none",
+            spec: format!("{null_4k}{unreachable}"),
+            engine: "null",
+            baseline: Baseline::Spec(null_4k.into()),
+            shown: Shown::Iops,
+            target: ">= 0.97 of none",
+        },
+        Figure {
+            name: "tokenbackd's CPU, guest held at 100 IOPS",
+            spec: "size=64M,rw=randread,bs=4k,qd=32,iops-total=100".into(),
+            engine: "uring",
+            baseline: Baseline::None,
+            shown: Shown::DaemonCpu,
+            target: "<= 0.5% of a core",
         },
     ]
 }
 
-/// IOPS (or MiB/s) of one run of `figure` through tokenbackd on a fresh simulated host.
-fn through_tokenbackd(figure: &Figure, dir: &Path, duration: Duration) -> f64 {
-    let spec = DiskSpec::parse(&figure.spec).expect("the figures' specs are valid");
+/// What one run of `spec` (for `figure`) measured through tokenbackd on a fresh simulated host.
+fn through_tokenbackd(figure: &Figure, spec: &str, dir: &Path, duration: Duration) -> f64 {
+    let spec = DiskSpec::parse(spec).expect("the figures' specs are valid");
     // A fresh host each run: a failed run keeps its directory.
     let _ = std::fs::remove_dir_all(dir);
     let config = RunConfig {
@@ -160,11 +211,11 @@ fn through_tokenbackd(figure: &Figure, dir: &Path, duration: Duration) -> f64 {
         eprintln!("{}", String::from_utf8_lossy(&out));
         panic!("{}: {e}", figure.name)
     });
-    let disk = &results[0];
-    if figure.bandwidth {
-        disk.mib_per_s()
-    } else {
-        disk.iops()
+    let disk = &results.disks[0];
+    match figure.shown {
+        Shown::Iops => disk.iops(),
+        Shown::MibPerSecond => disk.mib_per_s(),
+        Shown::DaemonCpu => results.daemon_cpu * 100.0,
     }
 }
 
@@ -231,22 +282,23 @@ fn data_file(path: &PathBuf) -> std::io::Result<()> {
 fn table(figures: &[Figure], measured: &[Measured]) -> String {
     let mut out = format!(
         "{:<44} {:>16} {:>16} {:>6}  {}\n",
-        "figure", "tokenbackd", "fio direct", "ratio", "target"
+        "figure", "tokenbackd", "baseline", "ratio", "target"
     );
     for (figure, m) in figures.iter().zip(measured) {
         let ours = median(&m.tokenbackd);
-        let fio = (!m.fio.is_empty()).then(|| median(&m.fio));
-        let fio_text = match (figure.fio, fio) {
-            (None, _) => "-".to_owned(),
-            (Some(_), None) => "fio missing".to_owned(),
-            (Some(_), Some(f)) => show(f, figure.bandwidth),
+        let baseline = (!m.baseline.is_empty()).then(|| median(&m.baseline));
+        let baseline_text = match (&figure.baseline, baseline) {
+            (Baseline::None, _) => "-".to_owned(),
+            (Baseline::Fio(..), None) => "fio missing".to_owned(),
+            (Baseline::Fio(..), Some(b)) => format!("fio {}", show(b, figure.shown)),
+            (Baseline::Spec(_), b) => show(b.unwrap_or(0.0), figure.shown),
         };
-        let ratio = fio.map_or("-".to_owned(), |f| format!("{:.2}", ours / f));
+        let ratio = baseline.map_or("-".to_owned(), |b| format!("{:.3}", ours / b));
         out += &format!(
             "{:<44} {:>16} {:>16} {:>6}  {}\n",
             figure.name,
-            show(ours, figure.bandwidth),
-            fio_text,
+            show(ours, figure.shown),
+            baseline_text,
             ratio,
             figure.target
         );
@@ -254,11 +306,11 @@ fn table(figures: &[Figure], measured: &[Measured]) -> String {
     out
 }
 
-fn show(rate: f64, bandwidth: bool) -> String {
-    if bandwidth {
-        format!("{rate:.0} MiB/s")
-    } else {
-        format!("{:.1} k IOPS", rate / 1000.0)
+fn show(value: f64, shown: Shown) -> String {
+    match shown {
+        Shown::Iops => format!("{:.1} k IOPS", value / 1000.0),
+        Shown::MibPerSecond => format!("{value:.0} MiB/s"),
+        Shown::DaemonCpu => format!("{value:.2}% CPU"),
     }
 }
 

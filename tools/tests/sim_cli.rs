@@ -133,6 +133,9 @@ fn a_run_against_tokenbackd_follows_its_limits_and_verifies() {
     );
     assert!(before > 1500.0 && before < 2600.0, "{json}");
     assert!(after > 250.0 && after < 600.0, "{json}");
+    // tokenbackd served some 6000 requests: it used some CPU, and less than both cores.
+    let cpu = number(&json["tokenbackd_cpu_percent"]);
+    assert!(cpu > 0.0 && cpu < 200.0, "{json}");
 }
 
 #[test]

@@ -804,8 +804,19 @@ fn a_second_tokenbackd_on_the_same_tree_is_refused_and_the_first_serves_on() {
         "log:\n{}",
         second.log()
     );
-    // Another tree is another daemon's: vbd3 is not refused.
+    // Another tree is another daemon's: vbd3 is not refused, once it has a control socket of
+    // its own (the first daemon answers on the default one, which it must not take).
     let mut vbd3 = Tokenbackd::start_logging_to(&host.run, &["--backend-type", "vbd3"], "vbd3.log");
+    assert!(!vbd3.exit().success());
+    assert!(
+        vbd3.log().contains("another daemon's control socket"),
+        "log:\n{}",
+        vbd3.log()
+    );
+    let own = host.run.root().join("vbd3.sock");
+    let own = own.to_str().unwrap();
+    let args = ["--backend-type", "vbd3", "--control-socket", own];
+    let mut vbd3 = Tokenbackd::start_logging_to(&host.run, &args, "vbd3.log");
     eventually("tokenbackd --backend-type vbd3 serving", || {
         vbd3.log().contains("serving")
     });

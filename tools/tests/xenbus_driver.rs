@@ -14,7 +14,7 @@ use support::daemon::{disk, hotplug};
 use support::driver::{Call, Daemon};
 use support::storage_file;
 use support::{eventually, pattern, round_trip, Host, EVENTUALLY};
-use tokenback::limiter::VbdConfig;
+use tokenback::limiter::{LimitConfig, VbdConfig};
 use tokenback::platform::DomId;
 use tokenback::xenbus::DeviceId;
 use tokenback_tools::blkfront::{Blkfront, Error, Options};
@@ -306,7 +306,7 @@ fn bad_toolstack_keys_or_missing_storage_fail_only_their_vbd() {
     let connected: Vec<DeviceId> = (daemon.calls().iter())
         .filter_map(|c| match c {
             Call::Connect(id, _) => Some(*id),
-            Call::Disconnect(_) | Call::Retune(..) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(connected, [good]);
@@ -450,4 +450,70 @@ fn every_protocol_ring_order_and_queue_count_connects_and_moves_data() {
             }
         }
     }
+}
+
+#[test]
+fn groups_are_sent_to_the_workers_and_a_removed_groups_members_leave_it_first() {
+    let mut host = Host::start("driver-groups");
+    let daemon = Daemon::start(&host);
+    let groups = "/local/domain/0/tokenback/groups";
+    let limits = |rate: &str| Box::new(LimitConfig::parse([("iops-total", rate)]).unwrap());
+    let has = |call: &Call| {
+        eventually(&format!("{call:?} sent to the workers"), || {
+            daemon.calls().contains(call)
+        });
+    };
+    write(&mut host, &format!("{groups}/east/iops-total"), "1000");
+    has(&Call::Group("east".into(), limits("1000")));
+    let file = storage_file(&host, "disk.img", 4 * MIB);
+    let (mut front, paths, id) = attach(&mut host, &file, &[("group", "east")], |_| {});
+    let member = VbdConfig::parse([("group", "east")]).unwrap();
+    has(&Call::Connect(id, Box::new(member.clone())));
+    round_trip(&mut front, &file, 0, 4096, 20);
+
+    // Retuned; a bad set is refused in the group's qos-error and sent nowhere.
+    write(&mut host, &format!("{groups}/east/iops-total"), "2000");
+    has(&Call::Group("east".into(), limits("2000")));
+    write(&mut host, &format!("{groups}/east/iops-total"), "lots");
+    eventually("the group's qos-error", || {
+        host.read(&format!("{groups}/east/qos-error"))
+            .is_some_and(|e| e.contains("`lots`"))
+    });
+    let sent = |calls: &[Call]| {
+        (calls.iter())
+            .filter(|c| matches!(c, Call::Group(..)))
+            .count()
+    };
+    assert_eq!(sent(&daemon.calls()), 2, "{:?}", daemon.calls());
+    write(&mut host, &format!("{groups}/east/iops-total"), "2000");
+    eventually("the group's qos-error gone", || {
+        host.read(&format!("{groups}/east/qos-error")).is_none()
+    });
+
+    // A group on the other worker (the least loaded): joining it moves the VBD there.
+    write(&mut host, &format!("{groups}/west/iops-total"), "500");
+    has(&Call::Group("west".into(), limits("500")));
+    write(&mut host, &format!("{}/group", paths.backend), "west");
+    has(&Call::Moved(id));
+    round_trip(&mut front, &file, 8, 4096, 21);
+
+    // Removed while the VBD is in it: first the member leaves, then the group goes.
+    host.toolstack
+        .xenstore()
+        .rm(TxId::NONE, &format!("{groups}/west"))
+        .unwrap();
+    has(&Call::RemoveGroup("west".into()));
+    let calls = daemon.calls();
+    let at = |want: &Call| calls.iter().position(|c| c == want).unwrap();
+    let own = Call::Retune(id, Box::default());
+    assert!(
+        at(&own) < at(&Call::RemoveGroup("west".into())),
+        "{calls:?}"
+    );
+    assert_eq!(
+        host.read(&format!("{}/qos-error", paths.backend))
+            .as_deref(),
+        Some("group west does not exist")
+    );
+    round_trip(&mut front, &file, 16, 4096, 22);
 }

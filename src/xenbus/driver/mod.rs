@@ -7,6 +7,7 @@
 //! The xenstore client is the blocking one: every request is a short round trip to a local
 //! xenstored, and the handshakes' actions are carried out one after another in any case.
 
+mod groups;
 mod qos;
 mod reattach;
 mod resize;
@@ -35,6 +36,7 @@ use self::store::{Store, StoreError};
 use self::vbds::Vbds;
 use self::watch::Fired;
 use super::{BackendTree, Limits};
+use crate::stats::Directory;
 use crate::vbd::{Dispatch, Report};
 
 pub use self::qos::QOS_ERROR;
@@ -106,10 +108,12 @@ impl Driver {
     ///
     /// `on_failure` runs on the driver's thread if it ends by itself (xenstore lost): how the
     /// daemon learns that it must stop.
+    /// `directory` is kept up to date with what the control socket shows of each served VBD.
     pub fn spawn<D: Dispatch + Send + 'static>(
         self,
         reports: Receiver<Report>,
         dispatch: D,
+        directory: Arc<Directory>,
         on_failure: impl FnOnce() + Send + 'static,
     ) -> Result<Running<D>, DriverError> {
         let root = self.config.tree.root().to_owned();
@@ -123,7 +127,7 @@ impl Driver {
         };
         let states = StateDir::new(&self.config.state_dir, &self.config.tree);
         let tree = self.config.tree.clone();
-        let vbds = Vbds::new(tree, states, limits, dispatch, self.log.clone());
+        let vbds = Vbds::new(tree, states, limits, dispatch, directory, self.log.clone());
         let thread = std::thread::Builder::new()
             .name("xenbus".into())
             .spawn(move || {
@@ -205,7 +209,9 @@ impl<D: Dispatch> Loop<D> {
 
     fn serve(&mut self) -> Result<(), DriverError> {
         let store = &mut self.driver.store;
-        // Each watch fires once at once: the tree's first event lists the tree.
+        // Each watch fires once at once: the groups' first event lists the groups, before
+        // the tree's lists the VBDs that may name them.
+        store.watch(self.vbds.groups_root(), watch::groups_token())?;
         store.watch(self.driver.config.tree.root(), watch::tree_token())?;
         store.watch(watch::RELEASE_PATH, watch::release_token())?;
         info!(self.driver.log, "watching");
@@ -261,6 +267,7 @@ impl<D: Dispatch> Loop<D> {
             Some(Fired::Backend(id, key)) => self.vbds.backend_changed(store, id, key),
             Some(Fired::Frontend(id)) => self.vbds.frontend_changed(store, id),
             Some(Fired::Release) => self.vbds.domains_released(store),
+            Some(Fired::Groups(path)) => self.vbds.groups_changed(store, path),
             None => Ok(()),
         };
         match result {

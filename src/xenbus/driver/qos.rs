@@ -3,7 +3,10 @@
 //! backend's and readable, not writable, by the guest; a key set a guest could have written is
 //! refused whole, as is one that does not parse. A refusal is published in `qos-error` beside
 //! the keys (at connect the VBD is then served without limits; later, the last good set stays
-//! in force); a good set removes a stale `qos-error`.
+//! in force); a good set removes a stale `qos-error`. A set naming a throttle group that is not
+//! declared is refused too, until the group appears.
+
+use std::collections::BTreeMap;
 
 use xenstore_wire::perms::Perms;
 
@@ -21,6 +24,8 @@ pub enum Refusal {
     GuestWritable { node: String, guest: u16 },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+    #[error("group {0} does not exist")]
+    NoGroup(String),
 }
 
 /// Whether `name`, a key of a backend directory, is one of docs/qos.md's or looks like one
@@ -32,33 +37,57 @@ pub fn is_qos_key(name: &str) -> bool {
         || FAMILIES.iter().any(|family| name.starts_with(family))
 }
 
+/// A set of keys judged good.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub config: VbdConfig,
+    /// The keys as written, those set only: what the control socket shows in force.
+    pub keys: BTreeMap<String, String>,
+}
+
 fn guest_writable(perms: &Perms, guest: DomId) -> bool {
     perms.access_for(guest.0, None).can_write()
 }
 
-/// Reads the QoS keys of `dir`, whose guest is `guest`, and publishes the verdict.
+/// Reads the QoS keys of `dir`, whose guest is `guest`, and publishes the verdict; `exists`
+/// says which throttle groups are declared.
 pub fn read(
     store: &mut Store,
     dir: &str,
     guest: DomId,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
-    let verdict = judge(store, dir, guest)?;
-    let error = format!("{dir}/{QOS_ERROR}");
-    match &verdict {
-        Ok(_) => store.remove(&error)?,
-        Err(refusal) => store.write(&error, &refusal.to_string())?,
-    }
+    exists: impl Fn(&str) -> bool,
+) -> Result<Result<Accepted, Refusal>, StoreError> {
+    let verdict = judge(store, dir, guest)?.and_then(|accepted| match &accepted.config.group {
+        Some(group) if !exists(group) => Err(Refusal::NoGroup(group.clone())),
+        _ => Ok(accepted),
+    });
+    publish(store, dir, verdict.as_ref().err())?;
     Ok(verdict)
+}
+
+/// Publishes a refusal in `dir`'s `qos-error`, or removes a stale one; a directory removed
+/// meanwhile is not created again.
+pub fn publish(
+    store: &mut Store,
+    dir: &str,
+    refusal: Option<&impl std::fmt::Display>,
+) -> Result<(), StoreError> {
+    match refusal {
+        None => store.remove(&format!("{dir}/{QOS_ERROR}")),
+        Some(refusal) => store
+            .write_keys(dir, &[(QOS_ERROR, refusal.to_string())])
+            .map(drop),
+    }
 }
 
 fn judge(
     store: &mut Store,
     dir: &str,
     guest: DomId,
-) -> Result<Result<VbdConfig, Refusal>, StoreError> {
+) -> Result<Result<Accepted, Refusal>, StoreError> {
     // Gone meanwhile: the VBD is being removed, and no limit matters.
     let Some((perms, keys)) = store.read_children(dir, is_qos_key)? else {
-        return Ok(Ok(VbdConfig::default()));
+        return Ok(Ok(Accepted::default()));
     };
     // The directory first: if the guest may create keys there, none can be trusted.
     let writable = std::iter::once((dir.to_owned(), &perms))
@@ -71,19 +100,23 @@ fn judge(
         }));
     }
     // An emptied key (how docs/qos.md removes a key in one write) is as if never there.
-    let pairs = keys
-        .iter()
-        .filter(|k| !k.value.trim().is_empty())
-        .map(|k| (k.name.as_str(), k.value.as_str()));
-    Ok(VbdConfig::parse(pairs).map_err(Refusal::from))
+    let set = || keys.iter().filter(|k| !k.value.trim().is_empty());
+    let pairs = set().map(|k| (k.name.as_str(), k.value.as_str()));
+    Ok(VbdConfig::parse(pairs)
+        .map(|config| Accepted {
+            config,
+            keys: set().map(|k| (k.name.clone(), k.value.clone())).collect(),
+        })
+        .map_err(Refusal::from))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use xenstore_wire::perms::{Access, Perm};
 
-    fn perms(entries: &[(u16, Access)]) -> Perms {
+    /// Permissions from (domid, access) entries, the first being the owner's.
+    pub(in crate::xenbus::driver) fn perms(entries: &[(u16, Access)]) -> Perms {
         Perms::new(
             entries
                 .iter()

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use slog::{debug, error, info, o, warn, Logger};
 
+use super::groups::{Change, Groups};
 use super::qos;
 use super::reattach::{StateDir, TakeUp};
 use super::storage::{self as opening, Storage};
 use super::store::{Store, StoreError};
 use super::watch::frontend_token;
-use crate::limiter::VbdConfig;
 use crate::platform::DomId;
+use crate::stats::{Directory, QosInForce, VbdInfo};
 use crate::storage;
 use crate::vbd::{Connect, Dispatch, Report};
 use crate::xenbus::keys;
@@ -40,9 +41,19 @@ struct Vbd {
 
 /// The QoS keys a worker applies to a VBD, and why the latest set was refused if it was.
 struct InForce {
-    config: VbdConfig,
+    accepted: qos::Accepted,
     /// Logged once per reason, not on every watch event of a bad set.
     refused: Option<String>,
+}
+
+impl InForce {
+    /// As the control socket shows it.
+    fn shown(&self) -> QosInForce {
+        QosInForce {
+            keys: self.accepted.keys.clone(),
+            error: self.refused.clone(),
+        }
+    }
 }
 
 impl Vbd {
@@ -70,6 +81,9 @@ pub struct Vbds<D> {
     limits: Limits,
     dispatch: D,
     vbds: HashMap<DeviceId, Vbd>,
+    groups: Groups,
+    /// What the control socket shows of each served VBD.
+    directory: Arc<Directory>,
     log: Logger,
 }
 
@@ -83,16 +97,77 @@ impl<D: Dispatch> Vbds<D> {
         states: StateDir,
         limits: Limits,
         dispatch: D,
+        directory: Arc<Directory>,
         log: Logger,
     ) -> Self {
+        let groups = Groups::new(tree.groups_root(), tree.backend_id(), log.clone());
         Vbds {
             tree,
             states,
             limits,
             dispatch,
             vbds: HashMap::new(),
+            groups,
+            directory,
             log,
         }
+    }
+
+    /// The throttle groups' directory, to watch.
+    pub fn groups_root(&self) -> &str {
+        self.groups.root()
+    }
+
+    /// Something changed below the groups' directory: the workers get the groups' new limits;
+    /// the VBDs refused for naming a group that did not exist are judged again when it
+    /// appears, and the members of a removed group keep their own limits, their `qos-error`
+    /// saying the group is gone (docs/qos.md "Throttle groups").
+    pub fn groups_changed(&mut self, store: &mut Store, path: &str) -> Result<(), StoreError> {
+        for change in self.groups.changed(store, path)? {
+            match change {
+                Change::Created(name, limits) => {
+                    info!(self.log, "group created"; "group" => &name, "limits" => ?limits);
+                    self.dispatch.group(&name, limits);
+                    let refused: Vec<DeviceId> = (self.vbds.iter())
+                        .filter(|(_, vbd)| vbd.qos.as_ref().is_some_and(|q| q.refused.is_some()))
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in refused {
+                        self.qos_changed(store, id)?;
+                    }
+                }
+                Change::Retuned(name, limits) => {
+                    info!(self.log, "group retuned"; "group" => &name, "limits" => ?limits);
+                    self.dispatch.group(&name, limits);
+                }
+                Change::Removed(name) => self.group_removed(store, &name)?,
+            }
+        }
+        self.directory.set_groups(self.groups.shown());
+        Ok(())
+    }
+
+    fn group_removed(&mut self, store: &mut Store, name: &str) -> Result<(), StoreError> {
+        info!(self.log, "group removed"; "group" => name);
+        let refusal = qos::Refusal::NoGroup(name.to_owned());
+        for (&id, vbd) in &mut self.vbds {
+            let Some(in_force) = vbd.qos.as_mut() else {
+                continue;
+            };
+            if in_force.accepted.config.group.as_deref() != Some(name) {
+                continue;
+            }
+            warn!(vbd.log, "its group was removed: served on its own limits"; "group" => name);
+            in_force.accepted.config.group = None;
+            in_force.accepted.keys.remove("group");
+            in_force.refused = Some(refusal.to_string());
+            qos::publish(store, &self.tree.device_dir(id), Some(&refusal))?;
+            self.dispatch.retune(id, in_force.accepted.config.clone());
+            self.directory.retuned(id, in_force.shown());
+        }
+        // After the retunes: the group's worker sees its members leave first.
+        self.dispatch.remove_group(name);
+        Ok(())
     }
 
     /// The workers, for the caller to shut down.
@@ -166,14 +241,15 @@ impl<D: Dispatch> Vbds<D> {
         let Some(in_force) = &mut vbd.qos else {
             return Ok(());
         };
-        match qos::read(store, &dir, frontend_id)? {
-            Ok(config) => {
+        let groups = &self.groups;
+        match qos::read(store, &dir, frontend_id, |name| groups.exists(name))? {
+            Ok(accepted) => {
                 in_force.refused = None;
-                if config != in_force.config {
-                    info!(vbd.log, "QoS retuned"; "qos" => ?config);
-                    in_force.config = config.clone();
-                    self.dispatch.retune(id, config);
+                if accepted.config != in_force.accepted.config {
+                    info!(vbd.log, "QoS retuned"; "qos" => ?accepted.config);
+                    self.dispatch.retune(id, accepted.config.clone());
                 }
+                in_force.accepted = accepted;
             }
             Err(refusal) => {
                 let reason = refusal.to_string();
@@ -184,6 +260,7 @@ impl<D: Dispatch> Vbds<D> {
                 }
             }
         }
+        self.directory.retuned(id, in_force.shown());
         Ok(())
     }
 
@@ -249,6 +326,11 @@ impl<D: Dispatch> Vbds<D> {
             Report::ConnectFailed(id, reason) => (id, Event::RingsFailed(reason)),
             Report::Broken(id, reason) => (id, Event::Broken(reason)),
             Report::Drained(id) => (id, Event::Drained),
+            // Between workers: nothing the handshake sees.
+            Report::Moved(id) => {
+                self.dispatch.moved(id);
+                return Ok(());
+            }
         };
         self.deliver(store, id, event)
     }
@@ -397,6 +479,7 @@ impl<D: Dispatch> Vbds<D> {
             Action::Disconnect => {
                 info!(vbd.log, "disconnecting");
                 vbd.qos = None;
+                self.directory.disconnected(id);
                 self.dispatch.disconnect(id);
             }
             Action::Fatal(reason) => {
@@ -407,6 +490,7 @@ impl<D: Dispatch> Vbds<D> {
                 info!(vbd.log, "removed");
                 let path = vbd.frontend_state();
                 self.vbds.remove(&id);
+                self.directory.disconnected(id);
                 store.unwatch(&path, &frontend_token(id))?;
                 closed_if_closing(store, &dir)?;
             }
@@ -434,20 +518,28 @@ impl<D: Dispatch> Vbds<D> {
         let device = vbd.handshake.device();
         let frontend_id = device.frontend_id;
         let discard = device.discard_enable && storage.discard();
-        let (config, refused) = match qos::read(store, &dir, frontend_id)? {
-            Ok(config) => (config, None),
+        let groups = &self.groups;
+        let (accepted, refused) = match qos::read(store, &dir, frontend_id, |g| groups.exists(g))? {
+            Ok(accepted) => (accepted, None),
             Err(refusal) => {
                 warn!(vbd.log, "QoS keys refused: served without limits"; "reason" => %refusal);
-                (VbdConfig::default(), Some(refusal.to_string()))
+                (qos::Accepted::default(), Some(refusal.to_string()))
             }
         };
+        let config = accepted.config.clone();
         info!(vbd.log, "connecting"; "queues" => rings.queues.len(), "resume" => resume,
             "ring_page_order" => rings.ring_page_order, "protocol" => ?rings.protocol,
             "qos" => ?config);
-        vbd.qos = Some(InForce {
-            config: config.clone(),
-            refused,
-        });
+        let in_force = InForce { accepted, refused };
+        let info = VbdInfo {
+            vdev: store.read(&format!("{dir}/dev"))?,
+            domain: store.read(&format!("/local/domain/{}/name", frontend_id.0))?,
+            target: (store.read(&format!("{dir}/physical-device-path"))?).unwrap_or_default(),
+            backend: dir,
+            qos: in_force.shown(),
+        };
+        self.directory.connected(id, info);
+        vbd.qos = Some(in_force);
         self.dispatch.connect(Connect {
             id,
             frontend_id,

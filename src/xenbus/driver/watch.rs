@@ -7,6 +7,7 @@ use crate::xenbus::{BackendTree, DeviceId};
 
 const TREE: &str = "tokenback:tree";
 const RELEASE: &str = "tokenback:release";
+const GROUPS: &str = "tokenback:groups";
 const FRONTEND: &str = "tokenback:frontend:";
 
 /// `@releaseDomain`: a domain died and xenstored released it.
@@ -24,6 +25,8 @@ pub enum Fired<'a> {
     Frontend(DeviceId),
     /// Some domain was released.
     Release,
+    /// A throttle group's directory or key, or their root (docs/qos.md "Throttle groups").
+    Groups(&'a str),
 }
 
 pub fn tree_token() -> &'static str {
@@ -32,6 +35,10 @@ pub fn tree_token() -> &'static str {
 
 pub fn release_token() -> &'static str {
     RELEASE
+}
+
+pub fn groups_token() -> &'static str {
+    GROUPS
 }
 
 /// The token of the watch on VBD `id`'s front-end `state`.
@@ -47,6 +54,7 @@ pub fn classify<'a>(tree: &BackendTree, token: &str, path: &'a str) -> Option<Fi
             None => Fired::Tree,
         }),
         RELEASE => Some(Fired::Release),
+        GROUPS => Some(Fired::Groups(path)),
         _ => {
             let (frontend_id, devid) = token.strip_prefix(FRONTEND)?.split_once('/')?;
             Some(Fired::Frontend(DeviceId {
@@ -86,6 +94,8 @@ mod tests {
             Some(Fired::Frontend(id))
         );
         assert_eq!(classify(&tree, RELEASE, RELEASE_PATH), Some(Fired::Release));
+        let group = "/local/domain/0/tokenback/groups/g1/iops-total";
+        assert_eq!(classify(&tree, GROUPS, group), Some(Fired::Groups(group)));
         assert_eq!(classify(&tree, "someone-else", root), None);
         assert_eq!(classify(&tree, "tokenback:frontend:x/1", root), None);
     }

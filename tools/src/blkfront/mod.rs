@@ -147,6 +147,12 @@ impl Blkfront {
         self.queues.iter().map(Queue::in_flight).sum::<usize>() + self.done.len()
     }
 
+    /// Notifications sent to the back end for published requests: the ring asks for one only
+    /// when the back end re-armed `req_event` and has not seen the requests yet.
+    pub fn notifications(&self) -> u64 {
+        self.queues.iter().map(Queue::notified).sum()
+    }
+
     /// Submits `op` on the next queue (round robin) that has a free slot.
     pub fn submit(&mut self, op: Op) -> Result<Tag, Error> {
         let queue = self.next_free_queue()?;

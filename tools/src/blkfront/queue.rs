@@ -51,6 +51,8 @@ pub(crate) struct Queue {
     free_ids: Vec<u64>,
     /// Junk for the fields a request leaves unused, as Linux's reused shadows hold.
     stale: Stale,
+    /// Notifications sent to the back end.
+    notified: u64,
     _guest: Arc<GuestDomain>,
 }
 
@@ -83,6 +85,7 @@ impl Queue {
             shadow: (0..size).map(|_| None).collect(),
             free_ids: (0..u64::from(size)).rev().collect(),
             stale: Stale::new(index as u64),
+            notified: 0,
             _guest: Arc::clone(pages.guest()),
         })
     }
@@ -113,6 +116,11 @@ impl Queue {
         self.shadow.len() - self.free_ids.len()
     }
 
+    /// Notifications sent to the back end so far.
+    pub(crate) fn notified(&self) -> u64 {
+        self.notified
+    }
+
     pub(crate) fn has_room(&self) -> bool {
         !self.free_ids.is_empty()
     }
@@ -136,6 +144,7 @@ impl Queue {
     pub(crate) fn publish(&mut self, evtchn: &mut SimEventChannel) -> Result<(), Error> {
         if self.ring.push_requests_and_check_notify() {
             evtchn.notify(self.port)?;
+            self.notified += 1;
         }
         Ok(())
     }

@@ -108,6 +108,16 @@ pub struct DiskResult {
     pub error: Option<String>,
 }
 
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    pub disks: Vec<DiskResult>,
+    /// Seconds from the workloads' start to their end.
+    pub seconds: f64,
+    /// tokenbackd's CPU time over those seconds, in cores (0.01 = 1% of one core).
+    pub daemon_cpu: f64,
+}
+
 /// The rates (ops/s, bytes/s) around a retune.
 #[derive(Debug)]
 pub struct RetuneResult {
@@ -141,11 +151,7 @@ pub fn demo_disks(duration: Duration) -> Vec<DiskSpec> {
 }
 
 /// Runs `config`, printing progress and the summary to `out` unless `json`, then the JSON.
-pub fn run(
-    config: &RunConfig,
-    out: &mut dyn Write,
-    json: bool,
-) -> Result<Vec<DiskResult>, SimError> {
+pub fn run(config: &RunConfig, out: &mut dyn Write, json: bool) -> Result<RunResult, SimError> {
     let dir = config.dir.clone().unwrap_or_else(|| {
         // Short: unix socket paths below it must stay under 108 bytes.
         std::env::temp_dir().join(format!("tokenback-sim-{}", std::process::id()))
@@ -164,7 +170,7 @@ fn run_in(
     dir: &std::path::Path,
     out: &mut dyn Write,
     json: bool,
-) -> Result<Vec<DiskResult>, SimError> {
+) -> Result<RunResult, SimError> {
     let mut host = SimHost::start(dir)?;
     if let Some(scripts) = &config.script_dir {
         host.toolstack.set_script_dir(scripts);
@@ -255,27 +261,34 @@ fn run_in(
             daemon.log().display()
         );
     }
-    let started = Instant::now();
+    let (started, cpu_at_start) = (Instant::now(), daemon.cpu_seconds()?);
     let jobs: Vec<Job> = setups.into_iter().map(Job::start).collect();
     let watched = watch(&jobs, &mut daemon, out, config.live && !json, started);
     if watched.is_err() {
         stop.store(true, Ordering::Relaxed);
     }
     let seconds = started.elapsed().as_secs_f64().max(0.001);
-    let results: Vec<DiskResult> = jobs.into_iter().map(|j| result_of(j, seconds)).collect();
+    let disks: Vec<DiskResult> = jobs.into_iter().map(|j| result_of(j, seconds)).collect();
+    // Before the stop: its drain is not the workload's.
+    let cpu = daemon.cpu_seconds();
     let stopped = daemon.stop();
     watched?;
+    let result = RunResult {
+        disks,
+        seconds,
+        daemon_cpu: (cpu? - cpu_at_start).max(0.0) / seconds,
+    };
     if json {
-        let _ = writeln!(out, "{}", report::json(seconds, &results));
+        let _ = writeln!(out, "{}", report::json(&result));
     } else {
-        let _ = write!(out, "\n{}", table::summary(&results));
+        let _ = write!(out, "\n{}", table::summary(&result));
     }
     stopped?;
-    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    let failed = result.disks.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
         return Err(SimError::Failed(failed));
     }
-    Ok(results)
+    Ok(result)
 }
 
 /// Prints a line per disk each second until every job ends; fails if the daemon dies.

@@ -52,6 +52,12 @@ impl Daemon {
         })
     }
 
+    /// CPU time (user + system) it has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64, SimError> {
+        let child = self.child.as_ref().ok_or(SimError::Stopped)?;
+        Ok(cpu_seconds(child.id())?)
+    }
+
     /// Its log file.
     pub fn log(&self) -> &Path {
         &self.log
@@ -101,6 +107,30 @@ impl Daemon {
             log: self.log.clone(),
         }
     }
+}
+
+/// CPU time (user + system, all threads) process `pid` has used, from /proc/PID/stat.
+pub fn cpu_seconds(pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/PID/stat: no times");
+    // Fields after the command's closing parenthesis (the command may hold spaces and
+    // parentheses); utime and stime are the 14th and 15th of the line.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(bad)?
+        .1
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .ok_or_else(bad)
+    };
+    let ticks = field(11)? + field(12)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks as f64 / hz.max(1) as f64)
 }
 
 impl Drop for Daemon {

@@ -2,14 +2,16 @@
 
 use std::fmt::Write as _;
 
-use super::DiskResult;
+use super::{DiskResult, RunResult};
 
 /// The results as JSON.
-pub fn json(duration_s: f64, results: &[DiskResult]) -> String {
-    let disks: Vec<String> = results.iter().map(disk).collect();
+pub fn json(run: &RunResult) -> String {
+    let disks: Vec<String> = run.disks.iter().map(disk).collect();
     format!(
-        "{{\"duration_s\":{duration_s},\"ok\":{},\"disks\":[{}]}}",
-        results.iter().all(|r| r.error.is_none()),
+        "{{\"duration_s\":{},\"ok\":{},\"tokenbackd_cpu_percent\":{:.2},\"disks\":[{}]}}",
+        run.seconds,
+        run.disks.iter().all(|r| r.error.is_none()),
+        run.daemon_cpu * 100.0,
         disks.join(",")
     )
 }

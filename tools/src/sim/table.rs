@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::DiskResult;
+use super::RunResult;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -14,15 +14,15 @@ pub fn live_line(second: u64, name: &str, ops: u64, bytes: u64, limit: &str) -> 
     )
 }
 
-/// The summary table.
-pub fn summary(results: &[DiskResult]) -> String {
+/// The summary table, and what tokenbackd's work cost.
+pub fn summary(run: &RunResult) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<12} {:<9} {:>6} {:>4} {:>10} {:>9} {:>9} {:>9} {:>9}  limit",
         "disk", "rw", "bs", "qd", "ops", "IOPS", "MiB/s", "verified", "p99 ms"
     );
-    for r in results {
+    for r in &run.disks {
         let p99 = r
             .p99
             .map_or("-".into(), |p| format!("{:.2}", p.as_secs_f64() * 1000.0));
@@ -57,5 +57,11 @@ pub fn summary(results: &[DiskResult]) -> String {
             let _ = writeln!(out, "{:<12} FAILED: {error}", "");
         }
     }
+    let _ = writeln!(
+        out,
+        "tokenbackd: {:.1}% of a CPU core over {:.1}s (user + system, all its threads)",
+        run.daemon_cpu * 100.0,
+        run.seconds
+    );
     out
 }

@@ -185,6 +185,20 @@ pub fn attach(
     tokenback_tools::toolstack::DiskPaths,
 ) {
     let domid = host.new_guest();
+    attach_guest(host, domid, storage, qos, tune)
+}
+
+/// As [`attach`], for the guest `domid`.
+pub fn attach_guest(
+    host: &mut super::Host,
+    domid: tokenback::platform::DomId,
+    storage: &std::path::Path,
+    qos: &[(&str, &str)],
+    tune: impl FnOnce(&mut tokenback_tools::blkfront::Options),
+) -> (
+    tokenback_tools::blkfront::Blkfront,
+    tokenback_tools::toolstack::DiskPaths,
+) {
     let mut opts = host.options(domid);
     tune(&mut opts);
     let mut spec = disk(storage, qos);

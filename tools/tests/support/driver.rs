@@ -3,9 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokenback::limiter::VbdConfig;
+use tokenback::limiter::{LimitConfig, VbdConfig};
 use tokenback::platform::sim::SimPlatform;
 use tokenback::platform::DomId;
+use tokenback::stats::Directory;
 use tokenback::storage::EngineKind;
 use tokenback::vbd::{Connect, Dispatch, ReportSink, Workers};
 use tokenback::xenbus::driver::{Driver, DriverConfig, Running};
@@ -20,6 +21,9 @@ pub enum Call {
     Connect(DeviceId, Box<VbdConfig>),
     Disconnect(DeviceId),
     Retune(DeviceId, Box<VbdConfig>),
+    Group(String, Box<LimitConfig>),
+    RemoveGroup(String),
+    Moved(DeviceId),
 }
 
 /// The workers, with every call recorded.
@@ -44,6 +48,25 @@ impl Dispatch for Recorded {
         let call = Call::Retune(id, Box::new(qos.clone()));
         self.calls.lock().unwrap().push(call);
         self.workers.retune(id, qos);
+    }
+
+    fn group(&mut self, name: &str, limits: LimitConfig) {
+        let call = Call::Group(name.to_owned(), Box::new(limits.clone()));
+        self.calls.lock().unwrap().push(call);
+        self.workers.group(name, limits);
+    }
+
+    fn remove_group(&mut self, name: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::RemoveGroup(name.to_owned()));
+        self.workers.remove_group(name);
+    }
+
+    fn moved(&mut self, id: DeviceId) {
+        self.calls.lock().unwrap().push(Call::Moved(id));
+        self.workers.moved(id);
     }
 }
 
@@ -74,7 +97,8 @@ impl Daemon {
             workers,
             calls: Arc::clone(&calls),
         };
-        let running = driver.spawn(reports, recorded, || {}).unwrap();
+        let directory = Arc::new(Directory::default());
+        let running = driver.spawn(reports, recorded, directory, || {}).unwrap();
         assert_eq!(running.root(), "/local/domain/0/backend/vbd");
         Daemon {
             running: Some(running),

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod driver;
 pub mod load;
@@ -72,8 +73,13 @@ impl Host {
 
     /// A new guest with room for 4 queues of order-4 rings and large requests.
     pub fn new_guest(&mut self) -> DomId {
+        self.new_named_guest("guest")
+    }
+
+    /// As [`Host::new_guest`], its domain named `name`.
+    pub fn new_named_guest(&mut self, name: &str) -> DomId {
         self.toolstack
-            .create_guest("guest", GUEST_PAGES, GRANT_FRAMES)
+            .create_guest(name, GUEST_PAGES, GRANT_FRAMES)
             .unwrap()
     }
 
