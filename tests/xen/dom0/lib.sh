@@ -139,7 +139,7 @@ window_close() {
 measure() { window_open "$1" "$2" && window_close "$1" "$2" "$3"; }
 # Seconds to measure a rate of about $1 a second over: 24 reads at least (the samples' timing
 # and a read more or less count little then), 2 s at least.
-window_for() { awk -v r="$1" 'BEGIN { s = int(24 / r + 0.999); print s < 2 ? 2 : s }'; }
+window_for() { awk -v r="$1" 'BEGIN { s = int(24 / r + 0.999); print (s < 2 ? 2 : s) }'; }
 # Exits 0 when rate $1 is within $2 to $3 times $4.
 within() { awk -v r="$1" -v lo="$2" -v hi="$3" -v l="$4" 'BEGIN { exit !(r >= lo * l && r <= hi * l) }'; }
 
