@@ -108,6 +108,41 @@ verify_backing() {
     log "dom0 found all $n regions in the backing stores"
 }
 
+# Rates a guest measures with its meter test: "DOMU-METER DISK UPTIME READS" every 0.5 s.
+# meter_samples GUEST DISK: "UPTIME READS", one sample a line.
+meter_samples() {
+    tr -d '\r' <"/var/log/xen/console/guest-$1.log" |
+        awk -v d="$2" '$1 == "DOMU-METER" && $2 == d { print $3, $4 }'
+}
+meter_has() { [ "$(meter_samples "$1" "$2" | wc -l)" -ge "$3" ]; }
+meter_past() { meter_samples "$1" "$2" | awk -v t="$3" '$1 >= t { f = 1 } END { exit !f }'; }
+declare -A WINDOW_FROM=()
+# Opens a window on guest $1's disk $2 at its second sample from now, so that what was in
+# flight or queued when a limit changed has settled.
+window_open() {
+    local n
+    n=$(meter_samples "$1" "$2" | wc -l)
+    wait_until 60 "two more samples of $1's $2" meter_has "$1" "$2" $((n + 2))
+    WINDOW_FROM[$1/$2]=$(meter_samples "$1" "$2" | sed -n "$((n + 2))p")
+}
+# RATE: the reads per second guest $1 measured on $2 over $3 seconds of its clock from the
+# window's start.
+window_close() {
+    local t1 r1 t2 r2 end
+    read -r t1 r1 <<<"${WINDOW_FROM[$1/$2]}"
+    end=$(awk -v t="$t1" -v s="$3" 'BEGIN { print t + s }')
+    wait_until $(($3 * 3 + 30)) "$3 s of $1's samples of $2" meter_past "$1" "$2" "$end"
+    read -r t2 r2 < <(meter_samples "$1" "$2" | awk -v t="$end" '$1 >= t' | head -1)
+    RATE=$(awk -v a="$r1" -v b="$r2" -v s="$t1" -v e="$t2" 'BEGIN { printf "%.1f", (b - a) / (e - s) }')
+    log "$1's $2: $RATE reads/s over $(awk -v s="$t1" -v e="$t2" 'BEGIN { print e - s }') s of its clock"
+}
+measure() { window_open "$1" "$2" && window_close "$1" "$2" "$3"; }
+# Seconds to measure a rate of about $1 a second over: 24 reads at least (the samples' timing
+# and a read more or less count little then), 2 s at least.
+window_for() { awk -v r="$1" 'BEGIN { s = int(24 / r + 0.999); print (s < 2 ? 2 : s) }'; }
+# Exits 0 when rate $1 is within $2 to $3 times $4.
+within() { awk -v r="$1" -v lo="$2" -v hi="$3" -v l="$4" 'BEGIN { exit !(r >= lo * l && r <= hi * l) }'; }
+
 # Starts tokenbackd (release build, /tokenback/bin) with its log on the console, prefixed,
 # and in /tmp/tokenbackd.log; TOKENBACKD is its pid; the arguments are tokenbackd's. Kernel
 # xen-blkback must not be loaded (tokenbackd refuses).
