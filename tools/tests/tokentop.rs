@@ -7,22 +7,16 @@
 // An integration test crate is compiled only for tests; the lint is meant for unit tests.
 #![allow(clippy::tests_outside_test_module)]
 
+#[path = "../../tests/man_page_common/mod.rs"]
+mod man_page_common;
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 use support::exporter::{parse_prometheus, sample, Exporter};
-use support::fake_control::{vbd, FakeControl, VbdFigures};
-
-fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::fake_control::{scratch_dir as dir, vbd, FakeControl, VbdFigures};
 
 fn tokentop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tokentop"))
@@ -90,11 +84,7 @@ fn batch_rows_show_the_daemons_rates_first_then_the_counters_deltas() {
     let fake = FakeControl::start(&dir.join("control.sock"), snapshots());
     let sock = fake.path.to_str().unwrap();
     let out = tokentop(&["-b", "-d", "0.1", "-i", "3", "--socket", sock]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let iterations = iterations(&out.stdout);
     assert_eq!(iterations.len(), 3, "one header per iteration");
     let web1 = |i: usize| &iterations[i][0];
@@ -157,11 +147,7 @@ fn json_gives_one_document_per_iteration_per_line() {
     let fake = FakeControl::start(&dir.join("control.sock"), snapshots());
     let sock = fake.path.to_str().unwrap();
     let out = tokentop(&["--json", "-d", "0.1", "-i", "2", "--socket", sock]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let docs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -310,11 +296,7 @@ fn huge_counters_pass_through_exactly() {
     let fake = FakeControl::start(&dir.join("control.sock"), vec![snapshot]);
     let sock = fake.path.to_str().unwrap();
     let out = tokentop(&["--json", "-i", "1", "--socket", sock]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["vbds"][0]["requests"]["read"], json!(u64::MAX));
     assert_eq!(
@@ -449,22 +431,19 @@ fn help_and_bad_arguments() {
 
 #[test]
 fn docs_tokentop_1_is_the_generated_man_page() {
-    let out = tokentop(&["--man-page"]);
+    man_page_common::assert_generated(
+        env!("CARGO_BIN_EXE_tokentop"),
+        "tokentop 1",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/tokentop.1"),
+        "docs/tokentop.1",
+    );
+}
+
+/// Fails with tokentop's stderr unless it exited 0.
+fn assert_succeeded(out: &Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    let generated = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        generated.contains(".TH tokentop 1"),
-        "section 1:\n{generated}"
-    );
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/tokentop.1");
-    let checked_in = std::fs::read_to_string(page).unwrap();
-    assert!(
-        checked_in == generated,
-        "docs/tokentop.1 is stale: regenerate it with \
-         `cargo run --bin tokentop -- --man-page > docs/tokentop.1`"
     );
 }

@@ -6,18 +6,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
-use support::fake_control::{vbd, FakeControl, VbdFigures};
+use support::fake_control::{scratch_dir as dir, vbd, FakeControl, VbdFigures};
 use support::tmux::Tmux;
-
-fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// web1 (domid 5) held at iops-read=500, db (domid 6) unlimited, and a group of web1.
 fn snapshot() -> Value {

@@ -207,3 +207,11 @@ pub fn vbd(f: &VbdFigures) -> Value {
         "since_reset_ns": f.since_reset_ns
     })
 }
+
+/// A fresh scratch directory for test `name`, for the stand-in's socket.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
