@@ -214,20 +214,7 @@ fn a_missing_daemon_garbage_or_another_protocol_fail_with_the_reason() {
 fn a_daemon_that_goes_away_mid_batch_ends_it_with_the_reason() {
     let dir = dir("gone");
     let fake = FakeControl::start(&dir.join("control.sock"), snapshots());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokentop"))
-        .args([
-            "-b",
-            "-d",
-            "1",
-            "-i",
-            "5",
-            "--socket",
-            fake.path.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_batch("1", "5", &fake.path);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.next().unwrap().unwrap().starts_with("DOMID"));
     fake.stop();
@@ -252,20 +239,7 @@ fn a_daemon_restarted_between_iterations_is_read_on_a_new_connection() {
     let dir = dir("restarted");
     let socket = dir.join("control.sock");
     let fake = FakeControl::start(&socket, snapshots());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokentop"))
-        .args([
-            "-b",
-            "-d",
-            "2",
-            "-i",
-            "2",
-            "--socket",
-            socket.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_batch("2", "2", &socket);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
@@ -446,4 +420,15 @@ fn assert_succeeded(out: &Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `tokentop -b -d DELAY -i ITERATIONS --socket SOCKET` running, its output piped.
+fn spawn_batch(delay: &str, iterations: &str, socket: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tokentop"))
+        .args(["-b", "-d", delay, "-i", iterations, "--socket"])
+        .arg(socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
